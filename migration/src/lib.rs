@@ -1,0 +1,19 @@
+//! Schema migrations for incidentd, applied at start-up or by `incidentd migrate`.
+//! Each migration runs on PostgreSQL and SQLite and has a working `down`.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261126_000001_create_incident_tables;
+mod m20261126_000002_create_audit_events;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261126_000001_create_incident_tables::Migration),
+            Box::new(m20261126_000002_create_audit_events::Migration),
+        ]
+    }
+}

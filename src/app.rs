@@ -1,0 +1,157 @@
+//! The application: state shared by every handler, the router (every route, in one place), and
+//! start-up that binds a port (port 0 in tests) and reports the one it got.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::http::{HeaderName, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use sea_orm_migration::MigratorTrait;
+use tokio::net::TcpListener;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::auth::{Authenticator, DEV_ORG, DEV_USER, Role};
+use crate::config::Config;
+use crate::db::Db;
+use crate::graphql::{self, AppSchema, Limits};
+use crate::incident::service::Domain;
+use crate::live::Hub;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub schema: AppSchema,
+    pub domain: Domain,
+    pub auth: Arc<Authenticator>,
+    /// In dev mode: a token for the demo organization, filled into GraphiQL.
+    pub dev_token: Option<String>,
+}
+
+pub fn router(state: AppState, config: &Config) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    Router::new()
+        .route(
+            "/graphql",
+            get(graphql::http::graphql_get).post(graphql::http::graphql_post),
+        )
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+        .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            config.request_timeout,
+        ))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(TraceLayer::new_for_http())
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    match ready(&state.domain.db).await {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason).into_response(),
+    }
+}
+
+async fn ready(db: &Db) -> Result<(), String> {
+    db.ping()
+        .await
+        .map_err(|_| "database unreachable".to_string())?;
+    let pending = migration::Migrator::get_pending_migrations(db.conn())
+        .await
+        .map_err(|_| "cannot read the migration table".to_string())?;
+    if pending.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{} migrations pending", pending.len()))
+    }
+}
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+}
+
+impl Application {
+    /// Connects, migrates (unless told not to), and binds the listen address.
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        let auth = Authenticator::from_config(&config)?;
+        if auth.dev_mode && !config.listen.ip().is_loopback() {
+            anyhow::bail!(
+                "refusing to listen on {} without JWT configuration: set INCIDENTD_JWT_SECRET or \
+                 INCIDENTD_JWT_PUBLIC_KEY_FILE, or listen on a loopback address for dev mode",
+                config.listen
+            );
+        }
+        let db = Db::connect(&config.db_options())
+            .await
+            .with_context(|| "cannot connect to the database")?;
+        if !config.no_migrate {
+            migration::Migrator::up(db.conn(), None)
+                .await
+                .context("migrations failed")?;
+        }
+        let dev_token = if auth.dev_mode {
+            Some(auth.mint(
+                DEV_ORG,
+                DEV_USER,
+                Role::Admin,
+                std::time::Duration::from_secs(30 * 86_400),
+            )?)
+        } else {
+            None
+        };
+        let limits = Limits {
+            introspection: config.introspection,
+            ..Limits::default()
+        };
+        let state = AppState {
+            schema: graphql::build_schema(&limits),
+            domain: Domain {
+                db,
+                hub: Hub::default(),
+            },
+            auth: Arc::new(auth),
+            dev_token,
+        };
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        Ok(Application {
+            router: router(state.clone(), &config),
+            listener,
+            state,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then lets in-flight requests finish.
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}

@@ -1,0 +1,136 @@
+//! Typed settings from flags and environment variables. Secrets are never printed: their
+//! environment values are hidden from `--help` and `Debug`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::auth::Role;
+use crate::telemetry::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "incidentd",
+    version,
+    about = "Incident management server speaking GraphQL"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Apply pending migrations and exit.
+    Migrate,
+    /// Print the GraphQL schema (SDL).
+    Schema,
+    /// Mint a bearer token signed with the configured HS256 secret (or the dev secret).
+    Token {
+        #[arg(long)]
+        org: uuid::Uuid,
+        #[arg(long)]
+        user: uuid::Uuid,
+        #[arg(long, value_enum, default_value = "responder")]
+        role: Role,
+        /// Lifetime, e.g. `1h`, `30m`, `7d`.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "INCIDENTD_LISTEN",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
+    pub listen: SocketAddr,
+    /// Database URL: `postgres://…` or `sqlite://…`.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://incidentd.db",
+        global = true
+    )]
+    pub database_url: String,
+    /// Do not apply migrations at start-up.
+    #[arg(long, env = "INCIDENTD_NO_MIGRATE", global = true)]
+    pub no_migrate: bool,
+    /// HS256 shared secret for bearer tokens. Without any JWT setting the server runs in dev mode.
+    #[arg(
+        long,
+        env = "INCIDENTD_JWT_SECRET",
+        hide_env_values = true,
+        global = true
+    )]
+    pub jwt_secret: Option<String>,
+    /// PEM public key (RSA → RS256, EC P-256 → ES256) for bearer tokens.
+    #[arg(long, env = "INCIDENTD_JWT_PUBLIC_KEY_FILE", global = true)]
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// Required `iss` claim, checked when set.
+    #[arg(long, env = "INCIDENTD_JWT_ISSUER", global = true)]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim, checked when set.
+    #[arg(long, env = "INCIDENTD_JWT_AUDIENCE", global = true)]
+    pub jwt_audience: Option<String>,
+    /// Log output format.
+    #[arg(
+        long,
+        env = "INCIDENTD_LOG_FORMAT",
+        value_enum,
+        default_value = "pretty",
+        global = true
+    )]
+    pub log_format: LogFormat,
+    /// Largest database connection pool.
+    #[arg(
+        long,
+        env = "INCIDENTD_DB_MAX_CONNECTIONS",
+        default_value_t = 20,
+        global = true
+    )]
+    pub db_max_connections: u32,
+    /// How long a request waits for a database connection before `DATABASE_UNAVAILABLE`.
+    #[arg(long, env = "INCIDENTD_DB_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration, global = true)]
+    pub db_acquire_timeout: Duration,
+    /// Longest a single SQL statement may run (PostgreSQL).
+    #[arg(long, env = "INCIDENTD_DB_STATEMENT_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration, global = true)]
+    pub db_statement_timeout: Duration,
+    /// Largest request body.
+    #[arg(long, env = "INCIDENTD_MAX_BODY_BYTES", default_value_t = 1024 * 1024, global = true)]
+    pub max_body_bytes: usize,
+    /// Longest an HTTP request may take.
+    #[arg(long, env = "INCIDENTD_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
+    pub request_timeout: Duration,
+    /// Serve introspection queries (and "did you mean" suggestions).
+    #[arg(long, env = "INCIDENTD_INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub introspection: bool,
+}
+
+impl Config {
+    pub fn db_options(&self) -> crate::db::DbOptions {
+        crate::db::DbOptions {
+            url: self.database_url.clone(),
+            max_connections: self.db_max_connections,
+            acquire_timeout: self.db_acquire_timeout,
+            statement_timeout: self.db_statement_timeout,
+        }
+    }
+
+    /// Settings for tests and embedding: every default, on the given database.
+    pub fn for_database(database_url: &str) -> Config {
+        let mut cli = Cli::parse_from(["incidentd"]);
+        cli.config.database_url = database_url.to_string();
+        cli.config
+    }
+}

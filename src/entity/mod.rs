@@ -1,0 +1,107 @@
+//! sea-orm entities for the four tables and the two workflow enums.
+//! Nothing outside `crate::incident::scope` queries these directly: see `scope.rs` for why.
+
+pub mod audit_event;
+pub mod incident;
+pub mod incident_event;
+pub mod postmortem;
+
+use async_graphql::Enum;
+use sea_orm::entity::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// SEV1 is the most severe.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    EnumIter,
+    DeriveActiveEnum,
+    Enum,
+    Serialize,
+    Deserialize,
+)]
+#[sea_orm(rs_type = "String", db_type = "Enum", enum_name = "incident_severity")]
+#[graphql(name = "IncidentSeverity")]
+pub enum Severity {
+    #[sea_orm(string_value = "SEV1")]
+    #[graphql(name = "SEV1")]
+    #[serde(rename = "SEV1")]
+    Sev1,
+    #[sea_orm(string_value = "SEV2")]
+    #[graphql(name = "SEV2")]
+    #[serde(rename = "SEV2")]
+    Sev2,
+    #[sea_orm(string_value = "SEV3")]
+    #[graphql(name = "SEV3")]
+    #[serde(rename = "SEV3")]
+    Sev3,
+    #[sea_orm(string_value = "SEV4")]
+    #[graphql(name = "SEV4")]
+    #[serde(rename = "SEV4")]
+    Sev4,
+}
+
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    EnumIter,
+    DeriveActiveEnum,
+    Enum,
+    Serialize,
+    Deserialize,
+)]
+#[sea_orm(rs_type = "String", db_type = "Enum", enum_name = "incident_status")]
+#[graphql(name = "IncidentStatus")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Status {
+    #[sea_orm(string_value = "OPEN")]
+    Open,
+    #[sea_orm(string_value = "MITIGATING")]
+    Mitigating,
+    #[sea_orm(string_value = "RESOLVED")]
+    Resolved,
+    #[sea_orm(string_value = "CLOSED")]
+    Closed,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Sev1 => "SEV1",
+            Severity::Sev2 => "SEV2",
+            Severity::Sev3 => "SEV3",
+            Severity::Sev4 => "SEV4",
+        }
+    }
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Open => "OPEN",
+            Status::Mitigating => "MITIGATING",
+            Status::Resolved => "RESOLVED",
+            Status::Closed => "CLOSED",
+        }
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for Severity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

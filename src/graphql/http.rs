@@ -1,0 +1,225 @@
+//! GraphQL over HTTP: authentication, `Accept` negotiation between `application/json` and
+//! `application/graphql-response+json`, GET for queries only, and GraphiQL for browsers.
+
+use async_graphql::http::GraphiQLSource;
+use async_graphql::parser::types::{DocumentOperations, OperationType};
+use async_graphql_axum::GraphQLRequest;
+use async_graphql_axum::rejection::GraphQLRejection;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::error::AppError;
+use crate::telemetry::with_request_id;
+
+pub const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaType {
+    Json,
+    GraphQLResponseJson,
+}
+
+impl MediaType {
+    /// The client's preference from `Accept`; `None` when it accepts neither JSON type.
+    pub fn negotiate(headers: &HeaderMap) -> Option<MediaType> {
+        let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+            return Some(MediaType::Json);
+        };
+        let mut best: Option<(MediaType, f32)> = None;
+        for part in accept.split(',') {
+            let mut params = part.split(';');
+            let mime = params.next().unwrap_or("").trim().to_ascii_lowercase();
+            let q = params
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|q| q.parse::<f32>().ok())
+                .unwrap_or(1.0);
+            let media = match mime.as_str() {
+                GRAPHQL_RESPONSE_JSON => MediaType::GraphQLResponseJson,
+                "application/json" | "application/*" | "*/*" => MediaType::Json,
+                _ => continue,
+            };
+            if q > 0.0 && best.is_none_or(|(_, bq)| q > bq) {
+                best = Some((media, q));
+            }
+        }
+        best.map(|(m, _)| m)
+    }
+
+    fn content_type(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            MediaType::Json => "application/json; charset=utf-8",
+            MediaType::GraphQLResponseJson => "application/graphql-response+json; charset=utf-8",
+        })
+    }
+}
+
+pub fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string()
+}
+
+fn json_response(status: StatusCode, media: MediaType, body: &serde_json::Value) -> Response {
+    let mut response = (status, body.to_string()).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, media.content_type());
+    response
+}
+
+/// A request-level failure (nothing executed): `{"errors": [...]}` without `data`.
+pub fn error_response(err: &AppError, media: MediaType, request_id: &str) -> Response {
+    err.log(request_id);
+    let body = json!({
+        "errors": [{
+            "message": err.public_message(request_id),
+            "extensions": { "code": err.code(), "requestId": request_id },
+        }]
+    });
+    let status = match (err, media) {
+        (AppError::Unauthenticated(_) | AppError::Forbidden(_), _) => err.http_status(),
+        (_, MediaType::Json) => StatusCode::OK,
+        _ => err.http_status(),
+    };
+    json_response(status, media, &body)
+}
+
+fn not_acceptable() -> Response {
+    (
+        StatusCode::NOT_ACCEPTABLE,
+        "accepts application/graphql-response+json or application/json",
+    )
+        .into_response()
+}
+
+pub async fn graphql_post(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    request: Result<GraphQLRequest, GraphQLRejection>,
+) -> Response {
+    let Some(media) = MediaType::negotiate(&headers) else {
+        return not_acceptable();
+    };
+    let request_id = request_id(&headers);
+    match request {
+        Ok(request) => execute(&app, &headers, request.into_inner(), media).await,
+        Err(rejection) => {
+            let err = AppError::BadInput {
+                field: None,
+                message: format!("the request is not a GraphQL request: {}", rejection.0),
+            };
+            let mut response = error_response(&err, media, &request_id);
+            *response.status_mut() = StatusCode::BAD_REQUEST;
+            response
+        }
+    }
+}
+
+pub async fn graphql_get(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let wants_html = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    if wants_html && query.as_deref().is_none_or(|q| !q.contains("query=")) {
+        return graphiql(&app);
+    }
+    let Some(media) = MediaType::negotiate(&headers) else {
+        return not_acceptable();
+    };
+    let request_id = request_id(&headers);
+    let request = match async_graphql::http::parse_query_string(query.as_deref().unwrap_or("")) {
+        Ok(r) => r,
+        Err(e) => {
+            let err = AppError::BadInput {
+                field: None,
+                message: format!("the query string is not a GraphQL request: {e}"),
+            };
+            let mut response = error_response(&err, media, &request_id);
+            *response.status_mut() = StatusCode::BAD_REQUEST;
+            return response;
+        }
+    };
+    if let Some(ty) = operation_type(&request)
+        && ty != OperationType::Query
+    {
+        let mut response = (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only queries may be sent with GET; use POST for mutations",
+        )
+            .into_response();
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return response;
+    }
+    execute(&app, &headers, request, media).await
+}
+
+/// The type of the operation a request would run, when its document parses.
+fn operation_type(request: &async_graphql::Request) -> Option<OperationType> {
+    let document = async_graphql::parser::parse_query(&request.query).ok()?;
+    match document.operations {
+        DocumentOperations::Single(op) => Some(op.node.ty),
+        DocumentOperations::Multiple(ops) => match &request.operation_name {
+            Some(name) => ops.get(name.as_str()).map(|op| op.node.ty),
+            None if ops.len() == 1 => ops.values().next().map(|op| op.node.ty),
+            None => None,
+        },
+    }
+}
+
+async fn execute(
+    app: &AppState,
+    headers: &HeaderMap,
+    request: async_graphql::Request,
+    media: MediaType,
+) -> Response {
+    let request_id = request_id(headers);
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let principal = match app.auth.authenticate_header(authorization) {
+        Ok(p) => p,
+        Err(e) => return error_response(&e, media, &request_id),
+    };
+    let request = crate::graphql::request_data(request, principal, &app.domain);
+    let response = with_request_id(request_id, app.schema.execute(request)).await;
+    // A request error (nothing ran: parse or validation failure) has errors without a path.
+    let request_error = response.data == async_graphql::Value::Null
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|e| e.path.is_empty());
+    let body = if request_error {
+        json!({ "errors": response.errors })
+    } else {
+        serde_json::to_value(&response).unwrap_or_else(|_| json!({}))
+    };
+    let status = if request_error && media == MediaType::GraphQLResponseJson {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    json_response(status, media, &body)
+}
+
+fn graphiql(app: &AppState) -> Response {
+    let bearer = app.dev_token.as_ref().map(|t| format!("Bearer {t}"));
+    let mut source = GraphiQLSource::build()
+        .endpoint("/graphql")
+        .subscription_endpoint("/graphql")
+        .title("incidentd");
+    if let Some(bearer) = &bearer {
+        source = source
+            .header("Authorization", bearer)
+            .ws_connection_param("Authorization", bearer);
+    }
+    Html(source.finish()).into_response()
+}

@@ -1,0 +1,137 @@
+//! Query roots: incidents, postmortems, the audit log and the viewer.
+
+use async_graphql::connection::Connection;
+use async_graphql::{Context, InputObject, Object};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::types::{AuditEvent, Incident, ListTotal, Postmortem, Viewer, time_connection};
+use super::{domain, principal};
+use crate::entity::{Severity, Status};
+use crate::error::GqlResult;
+use crate::incident::input::IncidentFilter;
+use crate::incident::page::{Page, TimeCursor};
+use crate::incident::read;
+
+/// Which incidents to select; every field given narrows the selection.
+#[derive(InputObject, Default, Clone)]
+#[graphql(name = "IncidentFilter")]
+pub struct IncidentFilterInput {
+    pub status: Option<Vec<Status>>,
+    pub severity: Option<Vec<Severity>>,
+    /// Case-insensitive substring of the title.
+    pub search: Option<String>,
+    pub started_after: Option<DateTime<Utc>>,
+    pub started_before: Option<DateTime<Utc>>,
+    pub linked_ticket_id: Option<String>,
+    pub linked_problem_id: Option<Uuid>,
+}
+
+impl IncidentFilterInput {
+    pub fn parse(self) -> crate::error::AppResult<IncidentFilter> {
+        IncidentFilter {
+            status: self.status,
+            severity: self.severity,
+            search: self.search,
+            started_after: self.started_after,
+            started_before: self.started_before,
+            linked_ticket_id: self.linked_ticket_id,
+            linked_problem_id: self.linked_problem_id,
+        }
+        .validate()
+    }
+}
+
+#[derive(Default)]
+pub struct IncidentQuery;
+
+#[Object]
+impl IncidentQuery {
+    async fn incident(&self, ctx: &Context<'_>, id: Uuid) -> GqlResult<Option<Incident>> {
+        let scope = principal(ctx)?.scope();
+        Ok(Some(Incident(
+            read::incident(&domain(ctx).db, scope, id).await?,
+        )))
+    }
+
+    /// Newest first.
+    async fn incidents(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<IncidentFilterInput>,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> GqlResult<Connection<String, Incident, ListTotal>> {
+        let scope = principal(ctx)?.scope();
+        let filter = filter.unwrap_or_default().parse()?;
+        let page = Page::<TimeCursor>::parse(first, after.as_deref(), last, before.as_deref())?;
+        let rows = read::incidents(&domain(ctx).db, scope, &filter, &page).await?;
+        Ok(time_connection(
+            rows,
+            ListTotal::Incidents(filter),
+            |i| TimeCursor {
+                at: i.created_at,
+                id: i.id,
+            },
+            Incident,
+        ))
+    }
+
+    /// Newest first.
+    async fn postmortems(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> GqlResult<Connection<String, Postmortem, ListTotal>> {
+        let scope = principal(ctx)?.scope();
+        let page = Page::<TimeCursor>::parse(first, after.as_deref(), last, before.as_deref())?;
+        let rows = read::postmortems(&domain(ctx).db, scope, &page).await?;
+        Ok(time_connection(
+            rows,
+            ListTotal::Postmortems,
+            |p| TimeCursor {
+                at: p.created_at,
+                id: p.id,
+            },
+            Postmortem,
+        ))
+    }
+
+    /// The audit log, newest first (admins only). `entityId` selects one incident, event or postmortem.
+    async fn audit_events(
+        &self,
+        ctx: &Context<'_>,
+        entity_id: Option<Uuid>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> GqlResult<Connection<String, AuditEvent, ListTotal>> {
+        let principal = principal(ctx)?;
+        principal.require_admin()?;
+        let page = Page::<TimeCursor>::parse(first, after.as_deref(), None, None)?;
+        let rows = read::audit_events(&domain(ctx).db, principal.scope(), entity_id, &page).await?;
+        Ok(time_connection(
+            rows,
+            ListTotal::AuditEvents(entity_id),
+            |a| TimeCursor {
+                at: a.created_at,
+                id: a.id,
+            },
+            AuditEvent,
+        ))
+    }
+
+    /// Who the bearer token says the caller is.
+    async fn viewer(&self, ctx: &Context<'_>) -> GqlResult<Viewer> {
+        let p = principal(ctx)?;
+        Ok(Viewer {
+            user_id: p.user_id,
+            organization_id: p.org_id,
+            role: p.role,
+        })
+    }
+}

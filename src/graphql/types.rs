@@ -1,0 +1,348 @@
+//! The GraphQL object types: thin wrappers over entity models, with nested relations loaded
+//! through the request's DataLoader.
+
+use async_graphql::connection::{Connection, Edge};
+use async_graphql::dataloader::DataLoader;
+use async_graphql::{ComplexObject, Context, Json, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::loaders::{AppLoader, EventCountOf, EventsOf, IncidentById, PostmortemOf};
+use super::scalars::Date;
+use super::{domain, principal};
+use crate::auth::Role;
+use crate::entity::{Severity, Status, audit_event, incident, incident_event, postmortem};
+use crate::error::{AppError, GqlResult};
+use crate::incident::input::IncidentFilter;
+use crate::incident::page::{Cursor, Page, PageOf, SeqCursor, TimeCursor};
+use crate::incident::{ActionItem as DomainActionItem, read, workflow};
+
+fn loader<'a>(ctx: &'a Context<'_>) -> &'a DataLoader<AppLoader> {
+    ctx.data_unchecked::<DataLoader<AppLoader>>()
+}
+
+pub struct Incident(pub incident::Model);
+
+#[Object]
+impl Incident {
+    async fn id(&self) -> Uuid {
+        self.0.id
+    }
+    async fn organization_id(&self) -> Uuid {
+        self.0.organization_id
+    }
+    async fn title(&self) -> &str {
+        &self.0.title
+    }
+    async fn status(&self) -> Status {
+        self.0.status
+    }
+    async fn severity(&self) -> Severity {
+        self.0.severity
+    }
+    async fn linked_ticket_ids(&self) -> Vec<String> {
+        self.0.ticket_ids()
+    }
+    async fn linked_problem_id(&self) -> Option<Uuid> {
+        self.0.linked_problem_id
+    }
+    async fn started_at(&self) -> DateTime<Utc> {
+        self.0.started_at
+    }
+    async fn resolved_at(&self) -> Option<DateTime<Utc>> {
+        self.0.resolved_at
+    }
+    async fn created_by(&self) -> Option<Uuid> {
+        self.0.created_by
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+
+    /// The statuses the workflow allows from here, now (CLOSED only once a required postmortem exists).
+    async fn allowed_transitions(&self, ctx: &Context<'_>) -> GqlResult<Vec<Status>> {
+        let needs_check =
+            self.0.status == Status::Resolved && workflow::needs_postmortem(self.0.severity);
+        let has_postmortem = needs_check
+            && loader(ctx)
+                .load_one(PostmortemOf(self.0.id))
+                .await?
+                .is_some();
+        Ok(workflow::allowed_now(
+            self.0.status,
+            self.0.severity,
+            has_postmortem,
+        ))
+    }
+
+    /// The timeline, oldest first.
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+        types: Option<Vec<String>>,
+    ) -> GqlResult<Connection<String, IncidentEvent, EventsTotal>> {
+        let page = Page::<SeqCursor>::parse(first, after.as_deref(), last, before.as_deref())?;
+        if let Some(types) = &types
+            && types.len() > 50
+        {
+            return Err(AppError::bad_input("types", "at most 50 event types").into());
+        }
+        let window = read::EventWindow {
+            after: page.after.map(|c| c.0),
+            before: page.before.map(|c| c.0),
+            types: types.clone(),
+            backward: page.backward,
+            fetch: page.fetch(),
+        };
+        let rows = loader(ctx)
+            .load_one(EventsOf {
+                incident_id: self.0.id,
+                window,
+            })
+            .await?
+            .unwrap_or_default();
+        let page = PageOf::from_fetched(rows, &page);
+        let total = EventsTotal {
+            incident_id: self.0.id,
+            types,
+        };
+        let mut connection =
+            Connection::with_additional_fields(page.has_previous, page.has_next, total);
+        connection.edges.extend(
+            page.rows
+                .into_iter()
+                .map(|e| Edge::new(SeqCursor(e.sequence).encode(), IncidentEvent(e))),
+        );
+        Ok(connection)
+    }
+
+    async fn postmortem(&self, ctx: &Context<'_>) -> GqlResult<Option<Postmortem>> {
+        Ok(loader(ctx)
+            .load_one(PostmortemOf(self.0.id))
+            .await?
+            .map(Postmortem))
+    }
+}
+
+pub struct EventsTotal {
+    incident_id: Uuid,
+    types: Option<Vec<String>>,
+}
+
+#[Object]
+impl EventsTotal {
+    async fn total_count(&self, ctx: &Context<'_>) -> GqlResult<u64> {
+        Ok(loader(ctx)
+            .load_one(EventCountOf {
+                incident_id: self.incident_id,
+                types: self.types.clone(),
+            })
+            .await?
+            .unwrap_or(0))
+    }
+}
+
+pub struct IncidentEvent(pub incident_event::Model);
+
+#[Object]
+impl IncidentEvent {
+    async fn id(&self) -> Uuid {
+        self.0.id
+    }
+    async fn incident_id(&self) -> Uuid {
+        self.0.incident_id
+    }
+    /// 1, 2, 3… within its incident, gapless, in commit order.
+    async fn sequence(&self) -> i32 {
+        self.0.sequence
+    }
+    async fn event_type(&self) -> &str {
+        &self.0.event_type
+    }
+    async fn content(&self) -> Option<&str> {
+        self.0.content.as_deref()
+    }
+    async fn created_by(&self) -> Option<Uuid> {
+        self.0.created_by
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    async fn incident(&self, ctx: &Context<'_>) -> GqlResult<Incident> {
+        incident_of(ctx, self.0.incident_id).await
+    }
+}
+
+async fn incident_of(ctx: &Context<'_>, id: Uuid) -> GqlResult<Incident> {
+    loader(ctx)
+        .load_one(IncidentById(id))
+        .await?
+        .map(Incident)
+        .ok_or_else(|| AppError::NotFound("incident").into())
+}
+
+#[derive(SimpleObject)]
+#[graphql(complex)]
+pub struct ActionItem {
+    pub title: String,
+    pub owner: Option<String>,
+    #[graphql(skip)]
+    pub due: Option<chrono::NaiveDate>,
+    pub done: bool,
+    pub ticket_id: Option<String>,
+}
+
+#[ComplexObject]
+impl ActionItem {
+    async fn due_date(&self) -> Option<Date> {
+        self.due.map(Date)
+    }
+}
+
+impl From<DomainActionItem> for ActionItem {
+    fn from(a: DomainActionItem) -> Self {
+        ActionItem {
+            title: a.title,
+            owner: a.owner,
+            due: a.due_date,
+            done: a.done,
+            ticket_id: a.ticket_id,
+        }
+    }
+}
+
+pub struct Postmortem(pub postmortem::Model);
+
+#[Object]
+impl Postmortem {
+    async fn id(&self) -> Uuid {
+        self.0.id
+    }
+    async fn incident_id(&self) -> Uuid {
+        self.0.incident_id
+    }
+    async fn impact_summary(&self) -> Option<&str> {
+        self.0.impact_summary.as_deref()
+    }
+    async fn root_cause(&self) -> Option<&str> {
+        self.0.root_cause.as_deref()
+    }
+    async fn timeline(&self) -> Option<&str> {
+        self.0.timeline.as_deref()
+    }
+    async fn what_went_well(&self) -> Option<&str> {
+        self.0.what_went_well.as_deref()
+    }
+    async fn what_went_wrong(&self) -> Option<&str> {
+        self.0.what_went_wrong.as_deref()
+    }
+    async fn action_items(&self) -> Vec<ActionItem> {
+        DomainActionItem::list_from_json(&self.0.action_items)
+            .into_iter()
+            .map(ActionItem::from)
+            .collect()
+    }
+    async fn public_summary(&self) -> Option<&str> {
+        self.0.public_summary.as_deref()
+    }
+    async fn internal_notes(&self) -> Option<&str> {
+        self.0.internal_notes.as_deref()
+    }
+    async fn created_by(&self) -> Option<Uuid> {
+        self.0.created_by
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+    async fn incident(&self, ctx: &Context<'_>) -> GqlResult<Incident> {
+        incident_of(ctx, self.0.incident_id).await
+    }
+}
+
+pub struct AuditEvent(pub audit_event::Model);
+
+#[Object]
+impl AuditEvent {
+    async fn id(&self) -> Uuid {
+        self.0.id
+    }
+    async fn actor_id(&self) -> Option<Uuid> {
+        self.0.actor_id
+    }
+    /// `incident_created`, `incident_updated`, `incident_event_added` or `postmortem_updated`.
+    async fn action(&self) -> &str {
+        &self.0.action
+    }
+    async fn entity_type(&self) -> &str {
+        &self.0.entity_type
+    }
+    async fn entity_id(&self) -> Uuid {
+        self.0.entity_id
+    }
+    async fn incident_id(&self) -> Option<Uuid> {
+        self.0.incident_id
+    }
+    /// `{"before": {…}, "after": {…}}` of the fields that changed.
+    async fn changes(&self) -> Json<serde_json::Value> {
+        Json(self.0.changes.clone())
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct Viewer {
+    pub user_id: Uuid,
+    pub organization_id: Uuid,
+    pub role: Role,
+}
+
+/// `totalCount` of a list, computed only when asked for.
+pub enum ListTotal {
+    Incidents(IncidentFilter),
+    Postmortems,
+    AuditEvents(Option<Uuid>),
+}
+
+#[Object(name = "ListTotal")]
+impl ListTotal {
+    async fn total_count(&self, ctx: &Context<'_>) -> GqlResult<u64> {
+        let (db, scope) = (&domain(ctx).db, principal(ctx)?.scope());
+        Ok(match self {
+            ListTotal::Incidents(filter) => read::count_incidents(db, scope, filter).await?,
+            ListTotal::Postmortems => read::count_postmortems(db, scope).await?,
+            ListTotal::AuditEvents(entity) => read::count_audit_events(db, scope, *entity).await?,
+        })
+    }
+}
+
+/// Builds a connection from a page of rows ordered by (created_at, id).
+pub fn time_connection<M, N>(
+    page: PageOf<M>,
+    total: ListTotal,
+    key: impl Fn(&M) -> TimeCursor,
+    node: impl Fn(M) -> N,
+) -> Connection<String, N, ListTotal>
+where
+    N: async_graphql::OutputType,
+{
+    let mut connection =
+        Connection::with_additional_fields(page.has_previous, page.has_next, total);
+    connection.edges.extend(
+        page.rows
+            .into_iter()
+            .map(|row| Edge::new(key(&row).encode(), node(row))),
+    );
+    connection
+}

@@ -1,0 +1,319 @@
+//! Inputs parsed into typed values at the edge ("parse, don't validate"): code past this module
+//! never re-checks a string. Every failure names the field at fault.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::entity::{Severity, Status};
+use crate::error::{AppError, AppResult};
+
+pub const MAX_TITLE_CHARS: usize = 500;
+pub const MAX_CONTENT_BYTES: usize = 64 * 1024;
+pub const MAX_TICKET_IDS: usize = 50;
+pub const MAX_TICKET_ID_CHARS: usize = 100;
+pub const MAX_ACTION_ITEMS: usize = 100;
+pub const MAX_OWNER_CHARS: usize = 200;
+/// Clients' clocks drift; a start time this far ahead of ours still counts as "now".
+pub const CLOCK_SKEW_SECS: i64 = 60;
+
+/// Text a database can store: no NUL bytes (PostgreSQL rejects them).
+fn text(field: &str, value: &str, max_bytes: usize) -> AppResult<String> {
+    if value.contains('\0') {
+        return Err(AppError::bad_input(
+            field,
+            format!("{field} must not contain NUL characters"),
+        ));
+    }
+    if value.len() > max_bytes {
+        return Err(AppError::bad_input(
+            field,
+            format!("{field} is longer than {max_bytes} bytes"),
+        ));
+    }
+    Ok(value.to_string())
+}
+
+/// Trimmed, non-empty, at most `max_chars` characters.
+fn short_text(field: &str, value: &str, max_chars: usize) -> AppResult<String> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(AppError::bad_input(
+            field,
+            format!("{field} must not be empty"),
+        ));
+    }
+    if value.chars().count() > max_chars {
+        return Err(AppError::bad_input(
+            field,
+            format!("{field} is longer than {max_chars} characters"),
+        ));
+    }
+    text(field, value, max_chars * 4)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Title(String);
+
+impl Title {
+    pub fn parse(field: &str, value: &str) -> AppResult<Title> {
+        short_text(field, value, MAX_TITLE_CHARS).map(Title)
+    }
+    pub fn into_inner(self) -> String {
+        self.0
+    }
+}
+
+/// A timeline event type chosen by a user: `^[a-z][a-z0-9_]{0,49}$`, not one the server writes itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventType(String);
+
+pub const STATUS_CHANGED: &str = "status_changed";
+pub const SEVERITY_CHANGED: &str = "severity_changed";
+
+impl EventType {
+    pub fn parse(field: &str, value: &str) -> AppResult<EventType> {
+        let bytes = value.as_bytes();
+        let well_formed = !bytes.is_empty()
+            && bytes.len() <= 50
+            && bytes[0].is_ascii_lowercase()
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_');
+        if !well_formed {
+            return Err(AppError::bad_input(
+                field,
+                "eventType must match ^[a-z][a-z0-9_]{0,49}$",
+            ));
+        }
+        if value == STATUS_CHANGED || value == SEVERITY_CHANGED {
+            return Err(AppError::bad_input(
+                field,
+                format!("eventType {value} is written by the server itself"),
+            ));
+        }
+        Ok(EventType(value.to_string()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Event content: 1 byte to 64 KiB.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Content(String);
+
+impl Content {
+    pub fn parse(field: &str, value: &str) -> AppResult<Content> {
+        if value.trim().is_empty() {
+            return Err(AppError::bad_input(
+                field,
+                format!("{field} must not be empty"),
+            ));
+        }
+        text(field, value, MAX_CONTENT_BYTES).map(Content)
+    }
+    pub fn into_inner(self) -> String {
+        self.0
+    }
+}
+
+/// Up to 50 distinct ticket ids of up to 100 characters, in the order given.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TicketIds(Vec<String>);
+
+impl TicketIds {
+    pub fn parse(field: &str, values: &[String]) -> AppResult<TicketIds> {
+        if values.len() > MAX_TICKET_IDS {
+            return Err(AppError::bad_input(
+                field,
+                format!("at most {MAX_TICKET_IDS} ticket ids may be linked"),
+            ));
+        }
+        let mut ids: Vec<String> = Vec::with_capacity(values.len());
+        for value in values {
+            let id = short_text(field, value, MAX_TICKET_ID_CHARS)?;
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        Ok(TicketIds(ids))
+    }
+    pub fn as_slice(&self) -> &[String] {
+        &self.0
+    }
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::Value::from(self.0.clone())
+    }
+}
+
+/// A start time that is not in the future.
+pub fn started_at(
+    field: &str,
+    value: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> AppResult<DateTime<Utc>> {
+    if value > now + chrono::TimeDelta::seconds(CLOCK_SKEW_SECS) {
+        return Err(AppError::bad_input(
+            field,
+            "startedAt must not be in the future",
+        ));
+    }
+    Ok(super::truncate(value))
+}
+
+/// A note on a transition: optional, but when given it must say something.
+pub fn note(field: &str, value: Option<&str>) -> AppResult<Option<String>> {
+    value
+        .map(|v| Content::parse(field, v).map(Content::into_inner))
+        .transpose()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionItem {
+    pub title: String,
+    #[serde(default)]
+    pub owner: Option<String>,
+    #[serde(default)]
+    pub due_date: Option<NaiveDate>,
+    #[serde(default)]
+    pub done: bool,
+    #[serde(default)]
+    pub ticket_id: Option<String>,
+}
+
+impl ActionItem {
+    pub fn parse(index: usize, raw: ActionItem) -> AppResult<ActionItem> {
+        let field = |name: &str| format!("actionItems.{index}.{name}");
+        Ok(ActionItem {
+            title: short_text(&field("title"), &raw.title, MAX_TITLE_CHARS)?,
+            owner: raw
+                .owner
+                .map(|o| short_text(&field("owner"), &o, MAX_OWNER_CHARS))
+                .transpose()?,
+            due_date: raw.due_date,
+            done: raw.done,
+            ticket_id: raw
+                .ticket_id
+                .map(|t| short_text(&field("ticketId"), &t, MAX_TICKET_ID_CHARS))
+                .transpose()?,
+        })
+    }
+
+    pub fn parse_list(raw: Vec<ActionItem>) -> AppResult<Vec<ActionItem>> {
+        if raw.len() > MAX_ACTION_ITEMS {
+            return Err(AppError::bad_input(
+                "actionItems",
+                format!("at most {MAX_ACTION_ITEMS} action items"),
+            ));
+        }
+        raw.into_iter()
+            .enumerate()
+            .map(|(i, item)| ActionItem::parse(i, item))
+            .collect()
+    }
+
+    pub fn list_from_json(value: &serde_json::Value) -> Vec<ActionItem> {
+        serde_json::from_value(value.clone()).unwrap_or_default()
+    }
+}
+
+/// A new incident, parsed.
+#[derive(Debug, Clone)]
+pub struct NewIncident {
+    pub id: Option<Uuid>,
+    pub title: Title,
+    pub severity: Severity,
+    pub linked_ticket_ids: TicketIds,
+    pub linked_problem_id: Option<Uuid>,
+    pub started_at: Option<DateTime<Utc>>,
+}
+
+/// Changes to an incident's fields; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct IncidentPatch {
+    pub title: Option<Title>,
+    pub severity: Option<Severity>,
+    pub linked_ticket_ids: Option<TicketIds>,
+    /// `Some(None)` unlinks the problem.
+    pub linked_problem_id: Option<Option<Uuid>>,
+    pub started_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub id: Option<Uuid>,
+    pub event_type: EventType,
+    pub content: Content,
+}
+
+/// Postmortem fields; `None` leaves a field as it is (on create: empty).
+#[derive(Debug, Clone, Default)]
+pub struct PostmortemPatch {
+    pub impact_summary: Option<String>,
+    pub root_cause: Option<String>,
+    pub timeline: Option<String>,
+    pub what_went_well: Option<String>,
+    pub what_went_wrong: Option<String>,
+    pub action_items: Option<Vec<ActionItem>>,
+    pub public_summary: Option<String>,
+    pub internal_notes: Option<String>,
+}
+
+impl PostmortemPatch {
+    /// Each long-form field: up to 64 KiB, no NUL characters.
+    pub fn long_text(field: &str, value: Option<String>) -> AppResult<Option<String>> {
+        value
+            .map(|v| text(field, &v, MAX_CONTENT_BYTES))
+            .transpose()
+    }
+}
+
+/// Which incidents a list or a feed selects. Every field narrows.
+#[derive(Debug, Clone, Default)]
+pub struct IncidentFilter {
+    pub status: Option<Vec<Status>>,
+    pub severity: Option<Vec<Severity>>,
+    pub search: Option<String>,
+    pub started_after: Option<DateTime<Utc>>,
+    pub started_before: Option<DateTime<Utc>>,
+    pub linked_ticket_id: Option<String>,
+    pub linked_problem_id: Option<Uuid>,
+}
+
+impl IncidentFilter {
+    /// Whether `incident` passes the filter, for feeds that test incidents one by one.
+    pub fn matches(&self, incident: &crate::entity::incident::Model) -> bool {
+        self.status
+            .as_ref()
+            .is_none_or(|s| s.contains(&incident.status))
+            && self
+                .severity
+                .as_ref()
+                .is_none_or(|s| s.contains(&incident.severity))
+            && self
+                .search
+                .as_ref()
+                .is_none_or(|q| incident.title.to_lowercase().contains(&q.to_lowercase()))
+            && self.started_after.is_none_or(|t| incident.started_at > t)
+            && self.started_before.is_none_or(|t| incident.started_at < t)
+            && self
+                .linked_ticket_id
+                .as_ref()
+                .is_none_or(|t| incident.ticket_ids().contains(t))
+            && self
+                .linked_problem_id
+                .is_none_or(|p| incident.linked_problem_id == Some(p))
+    }
+
+    pub fn validate(self) -> AppResult<IncidentFilter> {
+        if let Some(search) = &self.search {
+            text("filter.search", search, 500)?;
+        }
+        if let Some(ticket) = &self.linked_ticket_id {
+            text("filter.linkedTicketId", ticket, 400)?;
+        }
+        Ok(self)
+    }
+}

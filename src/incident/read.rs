@@ -1,0 +1,265 @@
+//! Reads: single rows, keyset-paginated lists, and the batched lookups behind GraphQL's
+//! DataLoaders. Every function takes an `OrgScope`, so every query is the caller's organization's.
+
+use std::collections::HashMap;
+
+use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr};
+use sea_orm::{
+    ColumnTrait, Condition, DatabaseBackend, EntityTrait, FromQueryResult, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, Select,
+};
+use uuid::Uuid;
+
+use super::OrgScope;
+use super::input::IncidentFilter;
+use super::page::{Page, PageOf, TimeCursor};
+use crate::db::Db;
+use crate::entity::{audit_event, incident, incident_event, postmortem};
+use crate::error::{AppError, AppResult};
+
+pub use super::scope::EventWindow;
+
+pub async fn incident(db: &Db, scope: OrgScope, id: Uuid) -> AppResult<incident::Model> {
+    scope
+        .incidents()
+        .filter(incident::Column::Id.eq(id))
+        .one(db.conn())
+        .await?
+        .ok_or(AppError::NotFound("incident"))
+}
+
+fn filtered(db: &Db, scope: OrgScope, filter: &IncidentFilter) -> Select<incident::Entity> {
+    use incident::Column as C;
+    let mut q = scope.incidents();
+    if let Some(statuses) = &filter.status {
+        q = q.filter(C::Status.is_in(statuses.iter().copied()));
+    }
+    if let Some(severities) = &filter.severity {
+        q = q.filter(C::Severity.is_in(severities.iter().copied()));
+    }
+    if let Some(search) = &filter.search {
+        let pattern = format!("%{}%", escape_like(&search.to_lowercase()));
+        q = q.filter(
+            Expr::expr(Func::lower(Expr::col((incident::Entity, C::Title))))
+                .like(LikeExpr::new(pattern).escape('\\')),
+        );
+    }
+    if let Some(after) = filter.started_after {
+        q = q.filter(C::StartedAt.gt(after));
+    }
+    if let Some(before) = filter.started_before {
+        q = q.filter(C::StartedAt.lt(before));
+    }
+    if let Some(problem) = filter.linked_problem_id {
+        q = q.filter(C::LinkedProblemId.eq(problem));
+    }
+    if let Some(ticket) = &filter.linked_ticket_id {
+        q = q.filter(match db.backend() {
+            DatabaseBackend::Postgres => Expr::cust_with_values(
+                r#""incident_records"."linked_ticket_ids" @> CAST($1 AS jsonb)"#,
+                [serde_json::json!([ticket]).to_string()],
+            ),
+            _ => Expr::cust_with_values(
+                r#"EXISTS (SELECT 1 FROM json_each("incident_records"."linked_ticket_ids") WHERE json_each.value = ?)"#,
+                [ticket.clone()],
+            ),
+        });
+    }
+    q
+}
+
+fn escape_like(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Applies a (created_at, id) keyset page to a list shown newest first.
+fn newest_first<E, C>(mut q: Select<E>, ts: C, id: C, page: &Page<TimeCursor>) -> Select<E>
+where
+    E: EntityTrait,
+    C: ColumnTrait,
+{
+    if let Some(after) = page.after {
+        q = q.filter(
+            Condition::any()
+                .add(ts.lt(after.at))
+                .add(Condition::all().add(ts.eq(after.at)).add(id.lt(after.id))),
+        );
+    }
+    if let Some(before) = page.before {
+        q = q.filter(
+            Condition::any()
+                .add(ts.gt(before.at))
+                .add(Condition::all().add(ts.eq(before.at)).add(id.gt(before.id))),
+        );
+    }
+    let q = if page.backward {
+        q.order_by_asc(ts).order_by_asc(id)
+    } else {
+        q.order_by_desc(ts).order_by_desc(id)
+    };
+    q.limit(page.fetch())
+}
+
+pub async fn incidents(
+    db: &Db,
+    scope: OrgScope,
+    filter: &IncidentFilter,
+    page: &Page<TimeCursor>,
+) -> AppResult<PageOf<incident::Model>> {
+    let q = newest_first(
+        filtered(db, scope, filter),
+        incident::Column::CreatedAt,
+        incident::Column::Id,
+        page,
+    );
+    Ok(PageOf::from_fetched(q.all(db.conn()).await?, page))
+}
+
+pub async fn count_incidents(db: &Db, scope: OrgScope, filter: &IncidentFilter) -> AppResult<u64> {
+    Ok(filtered(db, scope, filter).count(db.conn()).await?)
+}
+
+pub async fn postmortems(
+    db: &Db,
+    scope: OrgScope,
+    page: &Page<TimeCursor>,
+) -> AppResult<PageOf<postmortem::Model>> {
+    let q = newest_first(
+        scope.postmortems(),
+        postmortem::Column::CreatedAt,
+        postmortem::Column::Id,
+        page,
+    );
+    Ok(PageOf::from_fetched(q.all(db.conn()).await?, page))
+}
+
+pub async fn count_postmortems(db: &Db, scope: OrgScope) -> AppResult<u64> {
+    Ok(scope.postmortems().count(db.conn()).await?)
+}
+
+fn audit_query(scope: OrgScope, entity_id: Option<Uuid>) -> Select<audit_event::Entity> {
+    let q = scope.audit_events();
+    match entity_id {
+        Some(id) => q.filter(
+            Condition::any()
+                .add(audit_event::Column::EntityId.eq(id))
+                .add(audit_event::Column::IncidentId.eq(id)),
+        ),
+        None => q,
+    }
+}
+
+pub async fn audit_events(
+    db: &Db,
+    scope: OrgScope,
+    entity_id: Option<Uuid>,
+    page: &Page<TimeCursor>,
+) -> AppResult<PageOf<audit_event::Model>> {
+    let q = newest_first(
+        audit_query(scope, entity_id),
+        audit_event::Column::CreatedAt,
+        audit_event::Column::Id,
+        page,
+    );
+    Ok(PageOf::from_fetched(q.all(db.conn()).await?, page))
+}
+
+pub async fn count_audit_events(
+    db: &Db,
+    scope: OrgScope,
+    entity_id: Option<Uuid>,
+) -> AppResult<u64> {
+    Ok(audit_query(scope, entity_id).count(db.conn()).await?)
+}
+
+pub async fn incidents_by_id(
+    db: &Db,
+    scope: OrgScope,
+    ids: &[Uuid],
+) -> AppResult<Vec<incident::Model>> {
+    Ok(scope
+        .incidents()
+        .filter(incident::Column::Id.is_in(ids.iter().copied()))
+        .all(db.conn())
+        .await?)
+}
+
+pub async fn postmortems_by_incident(
+    db: &Db,
+    scope: OrgScope,
+    incident_ids: &[Uuid],
+) -> AppResult<Vec<postmortem::Model>> {
+    Ok(scope
+        .postmortems()
+        .filter(postmortem::Column::IncidentId.is_in(incident_ids.iter().copied()))
+        .all(db.conn())
+        .await?)
+}
+
+/// One window of events for each incident, in one statement; grouped by incident, in window order.
+pub async fn event_windows(
+    db: &Db,
+    scope: OrgScope,
+    incident_ids: &[Uuid],
+    window: &EventWindow,
+) -> AppResult<HashMap<Uuid, Vec<incident_event::Model>>> {
+    let stmt = db
+        .backend()
+        .build(&scope.events_window(incident_ids, window));
+    let rows = incident_event::Model::find_by_statement(stmt)
+        .all(db.conn())
+        .await?;
+    let mut grouped: HashMap<Uuid, Vec<incident_event::Model>> = HashMap::new();
+    for row in rows {
+        grouped.entry(row.incident_id).or_default().push(row);
+    }
+    Ok(grouped)
+}
+
+pub async fn event_counts(
+    db: &Db,
+    scope: OrgScope,
+    incident_ids: &[Uuid],
+    types: Option<&[String]>,
+) -> AppResult<HashMap<Uuid, u64>> {
+    let mut q = scope
+        .events()
+        .select_only()
+        .column(incident_event::Column::IncidentId)
+        .column_as(incident_event::Column::Id.count(), "n")
+        .filter(incident_event::Column::IncidentId.is_in(incident_ids.iter().copied()))
+        .group_by(incident_event::Column::IncidentId);
+    if let Some(types) = types {
+        q = q.filter(incident_event::Column::EventType.is_in(types.iter().cloned()));
+    }
+    let rows: Vec<(Uuid, i64)> = q.into_tuple().all(db.conn()).await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, n)| (id, u64::try_from(n).unwrap_or(0)))
+        .collect())
+}
+
+/// Events of one incident after `after_sequence`, oldest first: the replay of a subscription.
+pub async fn events_after(
+    db: &Db,
+    scope: OrgScope,
+    incident_id: Uuid,
+    after_sequence: i32,
+    limit: u64,
+) -> AppResult<Vec<incident_event::Model>> {
+    Ok(scope
+        .events()
+        .filter(incident_event::Column::IncidentId.eq(incident_id))
+        .filter(incident_event::Column::Sequence.gt(after_sequence))
+        .order_by_asc(incident_event::Column::Sequence)
+        .limit(limit)
+        .all(db.conn())
+        .await?)
+}

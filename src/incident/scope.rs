@@ -1,0 +1,227 @@
+//! An organization's view of the database, and the only place that names the tenant tables.
+//!
+//! Every query and every write starts from an `OrgScope`, whose builders already carry
+//! `organization_id = <caller's org>`; inserts take the organization from the scope, never from
+//! input. A test (`tenancy_is_structural` in `tests/api/tenancy.rs`) fails when code outside this
+//! file queries an entity directly, so an unscoped query cannot be written by accident.
+
+use sea_orm::sea_query::{Alias, Asterisk, Expr, ExprTrait, Order, Query, SelectStatement};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, Iterable, QueryFilter,
+    QuerySelect, Select, TryInsertResult,
+};
+use uuid::Uuid;
+
+use crate::entity::{audit_event, incident, incident_event, postmortem};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OrgScope {
+    org_id: Uuid,
+}
+
+impl OrgScope {
+    pub(crate) fn new(org_id: Uuid) -> OrgScope {
+        OrgScope { org_id }
+    }
+
+    pub fn org_id(&self) -> Uuid {
+        self.org_id
+    }
+
+    pub fn incidents(&self) -> Select<incident::Entity> {
+        incident::Entity::find().filter(incident::Column::OrganizationId.eq(self.org_id))
+    }
+
+    pub fn events(&self) -> Select<incident_event::Entity> {
+        incident_event::Entity::find()
+            .filter(incident_event::Column::OrganizationId.eq(self.org_id))
+    }
+
+    pub fn postmortems(&self) -> Select<postmortem::Entity> {
+        postmortem::Entity::find().filter(postmortem::Column::OrganizationId.eq(self.org_id))
+    }
+
+    pub fn audit_events(&self) -> Select<audit_event::Entity> {
+        audit_event::Entity::find().filter(audit_event::Column::OrganizationId.eq(self.org_id))
+    }
+
+    /// Reads the incident and, on PostgreSQL, locks its row until the transaction ends, so the
+    /// writers of one incident (transitions, events, postmortems) run one after another.
+    pub async fn lock_incident<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        id: Uuid,
+    ) -> Result<Option<incident::Model>, DbErr> {
+        self.incidents()
+            .filter(incident::Column::Id.eq(id))
+            .lock_exclusive()
+            .one(txn)
+            .await
+    }
+
+    /// Inserts unless the id exists (in any organization); `false` when it did.
+    pub async fn try_insert_incident<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        mut row: incident::ActiveModel,
+    ) -> Result<bool, DbErr> {
+        row.organization_id = Set(self.org_id);
+        let result = incident::Entity::insert(row)
+            .on_conflict_do_nothing()
+            .exec_without_returning(txn)
+            .await;
+        inserted(result)
+    }
+
+    pub async fn update_incident<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        id: Uuid,
+        row: incident::ActiveModel,
+    ) -> Result<(), DbErr> {
+        let result = incident::Entity::update_many()
+            .set(row)
+            .filter(incident::Column::Id.eq(id))
+            .filter(incident::Column::OrganizationId.eq(self.org_id))
+            .exec(txn)
+            .await?;
+        expect_one(result.rows_affected)
+    }
+
+    /// Inserts unless the id exists (in any organization); `false` when it did.
+    pub async fn try_insert_event<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        mut row: incident_event::ActiveModel,
+    ) -> Result<bool, DbErr> {
+        row.organization_id = Set(self.org_id);
+        let result = incident_event::Entity::insert(row)
+            .on_conflict_do_nothing()
+            .exec_without_returning(txn)
+            .await;
+        inserted(result)
+    }
+
+    /// The highest sequence in an incident's timeline (0 when empty). Call under the incident's lock.
+    pub async fn last_sequence<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        incident_id: Uuid,
+    ) -> Result<i32, DbErr> {
+        let max: Option<Option<i32>> = self
+            .events()
+            .select_only()
+            .column_as(incident_event::Column::Sequence.max(), "max_sequence")
+            .filter(incident_event::Column::IncidentId.eq(incident_id))
+            .into_tuple()
+            .one(txn)
+            .await?;
+        Ok(max.flatten().unwrap_or(0))
+    }
+
+    pub async fn insert_postmortem<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        mut row: postmortem::ActiveModel,
+    ) -> Result<(), DbErr> {
+        row.organization_id = Set(self.org_id);
+        postmortem::Entity::insert(row)
+            .exec_without_returning(txn)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn update_postmortem<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        id: Uuid,
+        row: postmortem::ActiveModel,
+    ) -> Result<(), DbErr> {
+        let result = postmortem::Entity::update_many()
+            .set(row)
+            .filter(postmortem::Column::Id.eq(id))
+            .filter(postmortem::Column::OrganizationId.eq(self.org_id))
+            .exec(txn)
+            .await?;
+        expect_one(result.rows_affected)
+    }
+
+    pub async fn insert_audit<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        mut row: audit_event::ActiveModel,
+    ) -> Result<(), DbErr> {
+        row.organization_id = Set(self.org_id);
+        audit_event::Entity::insert(row)
+            .exec_without_returning(txn)
+            .await?;
+        Ok(())
+    }
+
+    /// The first `fetch` events of each incident in `incident_ids` after/before a sequence, in
+    /// one statement: a window function numbers each incident's rows, and the outer query keeps
+    /// the first `fetch` of each. Ascending by sequence, or descending when `backward`.
+    pub fn events_window(&self, incident_ids: &[Uuid], window: &EventWindow) -> SelectStatement {
+        let direction = if window.backward { "DESC" } else { "ASC" };
+        let mut inner = Query::select();
+        inner
+            .columns(incident_event::Column::iter())
+            .expr_as(
+                Expr::cust(format!(
+                    "ROW_NUMBER() OVER (PARTITION BY \"incident_id\" ORDER BY \"sequence\" {direction})"
+                )),
+                Alias::new("rn"),
+            )
+            .from(incident_event::Entity)
+            .and_where(incident_event::Column::OrganizationId.eq(self.org_id))
+            .and_where(incident_event::Column::IncidentId.is_in(incident_ids.iter().copied()));
+        if let Some(after) = window.after {
+            inner.and_where(incident_event::Column::Sequence.gt(after));
+        }
+        if let Some(before) = window.before {
+            inner.and_where(incident_event::Column::Sequence.lt(before));
+        }
+        if let Some(types) = &window.types {
+            inner.and_where(incident_event::Column::EventType.is_in(types.iter().cloned()));
+        }
+        let order = if window.backward {
+            Order::Desc
+        } else {
+            Order::Asc
+        };
+        Query::select()
+            .column(Asterisk)
+            .from_subquery(inner, Alias::new("w"))
+            .and_where(Expr::col(Alias::new("rn")).lte(window.fetch))
+            .order_by(Alias::new("incident_id"), Order::Asc)
+            .order_by(Alias::new("sequence"), order)
+            .to_owned()
+    }
+}
+
+/// One page request applied to every incident of a batch.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EventWindow {
+    pub after: Option<i32>,
+    pub before: Option<i32>,
+    pub types: Option<Vec<String>>,
+    pub backward: bool,
+    pub fetch: u64,
+}
+
+fn inserted(result: Result<TryInsertResult<u64>, DbErr>) -> Result<bool, DbErr> {
+    match result {
+        Ok(TryInsertResult::Inserted(n)) => Ok(n > 0),
+        Ok(TryInsertResult::Conflicted) | Err(DbErr::RecordNotInserted) => Ok(false),
+        Ok(TryInsertResult::Empty) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+fn expect_one(rows: u64) -> Result<(), DbErr> {
+    if rows == 1 {
+        Ok(())
+    } else {
+        Err(DbErr::RecordNotUpdated)
+    }
+}

@@ -1,0 +1,505 @@
+//! The service functions: every write incidentd makes. Each runs in one transaction that also
+//! writes its audit row and its automatic timeline event, then announces what it committed.
+
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, NotSet, QueryFilter};
+use uuid::Uuid;
+
+use super::audit::{self, Diff, Entry};
+use super::input::{
+    IncidentPatch, NewEvent, NewIncident, PostmortemPatch, SEVERITY_CHANGED, STATUS_CHANGED,
+};
+use super::{now, workflow};
+use crate::auth::Writer;
+use crate::db::{Db, WriteTxn};
+use crate::entity::{Status, incident, incident_event, postmortem};
+use crate::error::{AppError, AppResult};
+use crate::live::{Announcement, ChangeKind, Hub};
+
+/// The write side of the domain: a database and the feed its commits are announced on.
+#[derive(Clone)]
+pub struct Domain {
+    pub db: Db,
+    pub hub: Hub,
+}
+
+/// A write in progress: the transaction and what it will announce once committed.
+struct Unit<'w> {
+    txn: WriteTxn,
+    writer: &'w Writer,
+    announcements: Vec<Announcement>,
+    at: chrono::DateTime<chrono::Utc>,
+}
+
+impl<'w> Unit<'w> {
+    async fn begin(domain: &Domain, writer: &'w Writer) -> AppResult<Unit<'w>> {
+        Ok(Unit {
+            txn: domain.db.begin_write().await?,
+            writer,
+            announcements: Vec::new(),
+            at: now(),
+        })
+    }
+
+    fn announce(&mut self, incident_id: Uuid, kind: ChangeKind, sequence: Option<i32>) {
+        self.announcements.push(Announcement {
+            org_id: self.writer.scope.org_id(),
+            incident_id,
+            kind,
+            sequence,
+        });
+    }
+
+    async fn commit(self, hub: &Hub) -> AppResult<()> {
+        self.txn.commit().await?;
+        hub.committed(&self.announcements);
+        Ok(())
+    }
+
+    async fn lock(&self, incident_id: Uuid) -> AppResult<incident::Model> {
+        self.writer
+            .scope
+            .lock_incident(&*self.txn, incident_id)
+            .await?
+            .ok_or(AppError::NotFound("incident"))
+    }
+
+    async fn audit(
+        &self,
+        action: &'static str,
+        entity: (&'static str, Uuid),
+        incident_id: Uuid,
+        diff: Diff,
+    ) -> AppResult<()> {
+        audit::record(
+            &*self.txn,
+            Entry {
+                action,
+                entity_type: entity.0,
+                entity_id: entity.1,
+                incident_id,
+                diff,
+                writer: self.writer,
+                at: self.at,
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Appends an event at the next sequence. The caller holds the incident's lock, so the
+    /// sequence is gapless and follows commit order.
+    async fn append_event(
+        &mut self,
+        incident_id: Uuid,
+        id: Uuid,
+        event_type: &str,
+        content: Option<String>,
+        audited: bool,
+    ) -> AppResult<Option<incident_event::Model>> {
+        let sequence = self
+            .writer
+            .scope
+            .last_sequence(&*self.txn, incident_id)
+            .await?
+            + 1;
+        let event = incident_event::Model {
+            id,
+            organization_id: self.writer.scope.org_id(),
+            incident_id,
+            sequence,
+            event_type: event_type.to_string(),
+            content,
+            created_by: Some(self.writer.user_id),
+            created_at: self.at,
+        };
+        let row: incident_event::ActiveModel = event.clone().into();
+        if !self.writer.scope.try_insert_event(&*self.txn, row).await? {
+            return Ok(None);
+        }
+        // Automatic events (status and severity changes) are part of the change that the
+        // caller audits as `incident_updated`; only user events get their own audit row.
+        if audited {
+            let mut diff = Diff::default();
+            diff.created("eventType", &event.event_type);
+            diff.created("sequence", &event.sequence);
+            diff.created("content", &event.content);
+            self.audit(
+                audit::INCIDENT_EVENT_ADDED,
+                ("incident_event", event.id),
+                incident_id,
+                diff,
+            )
+            .await?;
+        }
+        self.announce(incident_id, ChangeKind::EventAdded, Some(sequence));
+        Ok(Some(event))
+    }
+}
+
+impl Domain {
+    #[tracing::instrument(skip_all, fields(org = %writer.scope.org_id()))]
+    pub async fn create_incident(
+        &self,
+        writer: &Writer,
+        input: NewIncident,
+    ) -> AppResult<incident::Model> {
+        let mut unit = Unit::begin(self, writer).await?;
+        let id = input.id.unwrap_or_else(Uuid::now_v7);
+        let model = incident::Model {
+            id,
+            organization_id: writer.scope.org_id(),
+            title: input.title.clone().into_inner(),
+            status: Status::Open,
+            severity: input.severity,
+            linked_ticket_ids: input.linked_ticket_ids.to_json(),
+            linked_problem_id: input.linked_problem_id,
+            started_at: input.started_at.unwrap_or(unit.at),
+            resolved_at: None,
+            created_by: Some(writer.user_id),
+            created_at: unit.at,
+            updated_at: unit.at,
+        };
+        if !writer
+            .scope
+            .try_insert_incident(&*unit.txn, model.clone().into())
+            .await?
+        {
+            // A retry returns what the first call made; anything else with this id is a conflict,
+            // including an id taken in another organization (which we must not reveal).
+            let existing = writer
+                .scope
+                .incidents()
+                .filter(incident::Column::Id.eq(id))
+                .one(&*unit.txn)
+                .await?;
+            return match existing {
+                Some(existing) if same_creation(&existing, &input) => Ok(existing),
+                _ => Err(AppError::Conflict(format!(
+                    "an incident with id {id} already exists with different input"
+                ))),
+            };
+        }
+        let mut diff = Diff::default();
+        diff.created("title", &model.title);
+        diff.created("status", &model.status);
+        diff.created("severity", &model.severity);
+        diff.created("linkedTicketIds", &model.linked_ticket_ids);
+        diff.created("linkedProblemId", &model.linked_problem_id);
+        diff.created("startedAt", &model.started_at);
+        unit.audit(audit::INCIDENT_CREATED, ("incident", id), id, diff)
+            .await?;
+        unit.announce(id, ChangeKind::Created, None);
+        unit.commit(&self.hub).await?;
+        Ok(model)
+    }
+
+    #[tracing::instrument(skip_all, fields(org = %writer.scope.org_id(), %id))]
+    pub async fn update_incident(
+        &self,
+        writer: &Writer,
+        id: Uuid,
+        patch: IncidentPatch,
+    ) -> AppResult<incident::Model> {
+        let mut unit = Unit::begin(self, writer).await?;
+        let current = unit.lock(id).await?;
+        if current.status == Status::Closed {
+            return Err(AppError::Conflict(
+                "a closed incident cannot be changed".into(),
+            ));
+        }
+        let mut next = current.clone();
+        if let Some(title) = patch.title {
+            next.title = title.into_inner();
+        }
+        if let Some(severity) = patch.severity {
+            next.severity = severity;
+        }
+        if let Some(tickets) = patch.linked_ticket_ids {
+            next.linked_ticket_ids = tickets.to_json();
+        }
+        if let Some(problem) = patch.linked_problem_id {
+            next.linked_problem_id = problem;
+        }
+        if let Some(started_at) = patch.started_at {
+            next.started_at = started_at;
+        }
+        if next
+            .resolved_at
+            .is_some_and(|resolved| next.started_at > resolved)
+        {
+            return Err(AppError::bad_input(
+                "startedAt",
+                "startedAt must not be after the incident's resolvedAt",
+            ));
+        }
+        let mut diff = Diff::default();
+        diff.field("title", &current.title, &next.title);
+        diff.field("severity", &current.severity, &next.severity);
+        diff.field(
+            "linkedTicketIds",
+            &current.linked_ticket_ids,
+            &next.linked_ticket_ids,
+        );
+        diff.field(
+            "linkedProblemId",
+            &current.linked_problem_id,
+            &next.linked_problem_id,
+        );
+        diff.field("startedAt", &current.started_at, &next.started_at);
+        if diff.is_empty() {
+            return Ok(current);
+        }
+        next.updated_at = unit.at;
+        let row = incident::ActiveModel {
+            title: Set(next.title.clone()),
+            severity: Set(next.severity),
+            linked_ticket_ids: Set(next.linked_ticket_ids.clone()),
+            linked_problem_id: Set(next.linked_problem_id),
+            started_at: Set(next.started_at),
+            updated_at: Set(next.updated_at),
+            ..Default::default()
+        };
+        writer.scope.update_incident(&*unit.txn, id, row).await?;
+        if current.severity != next.severity {
+            let content = format!("{} → {}", current.severity, next.severity);
+            unit.append_event(id, Uuid::now_v7(), SEVERITY_CHANGED, Some(content), false)
+                .await?;
+        }
+        unit.audit(audit::INCIDENT_UPDATED, ("incident", id), id, diff)
+            .await?;
+        unit.announce(id, ChangeKind::Updated, None);
+        unit.commit(&self.hub).await?;
+        Ok(next)
+    }
+
+    #[tracing::instrument(skip_all, fields(org = %writer.scope.org_id(), %id, to = %to))]
+    pub async fn transition(
+        &self,
+        writer: &Writer,
+        id: Uuid,
+        to: Status,
+        note: Option<String>,
+    ) -> AppResult<incident::Model> {
+        let mut unit = Unit::begin(self, writer).await?;
+        let current = unit.lock(id).await?;
+        let has_postmortem = to == Status::Closed && self.has_postmortem(&unit, id).await?;
+        let Some(plan) =
+            workflow::plan_transition(&current, to, note.as_deref(), has_postmortem, unit.at)?
+        else {
+            return Ok(current);
+        };
+        let mut next = current.clone();
+        next.status = plan.to;
+        next.resolved_at = plan.resolved_at;
+        next.updated_at = unit.at;
+        let row = incident::ActiveModel {
+            status: Set(next.status),
+            resolved_at: Set(next.resolved_at),
+            updated_at: Set(next.updated_at),
+            ..Default::default()
+        };
+        writer.scope.update_incident(&*unit.txn, id, row).await?;
+        let content = match &note {
+            Some(note) => format!("{} → {}\n\n{note}", plan.from, plan.to),
+            None => format!("{} → {}", plan.from, plan.to),
+        };
+        unit.append_event(id, Uuid::now_v7(), STATUS_CHANGED, Some(content), false)
+            .await?;
+        let mut diff = Diff::default();
+        diff.field("status", &current.status, &next.status);
+        diff.field("resolvedAt", &current.resolved_at, &next.resolved_at);
+        unit.audit(audit::INCIDENT_UPDATED, ("incident", id), id, diff)
+            .await?;
+        unit.announce(id, ChangeKind::StatusChanged, None);
+        unit.commit(&self.hub).await?;
+        Ok(next)
+    }
+
+    #[tracing::instrument(skip_all, fields(org = %writer.scope.org_id(), %incident_id))]
+    pub async fn add_event(
+        &self,
+        writer: &Writer,
+        incident_id: Uuid,
+        input: NewEvent,
+    ) -> AppResult<incident_event::Model> {
+        let mut unit = Unit::begin(self, writer).await?;
+        unit.lock(incident_id).await?;
+        let id = input.id.unwrap_or_else(Uuid::now_v7);
+        let content = Some(input.content.into_inner());
+        if let Some(event) = unit
+            .append_event(
+                incident_id,
+                id,
+                input.event_type.as_str(),
+                content.clone(),
+                true,
+            )
+            .await?
+        {
+            unit.commit(&self.hub).await?;
+            return Ok(event);
+        }
+        // The id exists: a retry of this very event is answered with it, anything else conflicts.
+        let existing = writer
+            .scope
+            .events()
+            .filter(incident_event::Column::Id.eq(id))
+            .one(&*unit.txn)
+            .await?;
+        match existing {
+            Some(e)
+                if e.incident_id == incident_id
+                    && e.event_type == input.event_type.as_str()
+                    && e.content == content =>
+            {
+                Ok(e)
+            }
+            _ => Err(AppError::Conflict(format!(
+                "an event with id {id} already exists with different input"
+            ))),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(org = %writer.scope.org_id(), %incident_id))]
+    pub async fn create_postmortem(
+        &self,
+        writer: &Writer,
+        incident_id: Uuid,
+        patch: PostmortemPatch,
+    ) -> AppResult<postmortem::Model> {
+        let mut unit = Unit::begin(self, writer).await?;
+        unit.lock(incident_id).await?;
+        if self.postmortem_of(&unit, incident_id).await?.is_some() {
+            return Err(AppError::Conflict(
+                "this incident already has a postmortem; change it with updatePostmortem".into(),
+            ));
+        }
+        let empty = postmortem::Model {
+            id: Uuid::now_v7(),
+            incident_id,
+            organization_id: writer.scope.org_id(),
+            impact_summary: None,
+            root_cause: None,
+            timeline: None,
+            what_went_well: None,
+            what_went_wrong: None,
+            action_items: serde_json::json!([]),
+            public_summary: None,
+            internal_notes: None,
+            created_by: Some(writer.user_id),
+            created_at: unit.at,
+            updated_at: unit.at,
+        };
+        let (model, diff) = apply_postmortem(&empty, patch);
+        writer
+            .scope
+            .insert_postmortem(&*unit.txn, model.clone().into())
+            .await?;
+        unit.audit(
+            audit::POSTMORTEM_UPDATED,
+            ("postmortem", model.id),
+            incident_id,
+            diff,
+        )
+        .await?;
+        unit.announce(incident_id, ChangeKind::PostmortemUpdated, None);
+        unit.commit(&self.hub).await?;
+        Ok(model)
+    }
+
+    #[tracing::instrument(skip_all, fields(org = %writer.scope.org_id(), %incident_id))]
+    pub async fn update_postmortem(
+        &self,
+        writer: &Writer,
+        incident_id: Uuid,
+        patch: PostmortemPatch,
+    ) -> AppResult<postmortem::Model> {
+        let mut unit = Unit::begin(self, writer).await?;
+        unit.lock(incident_id).await?;
+        let current = self
+            .postmortem_of(&unit, incident_id)
+            .await?
+            .ok_or(AppError::NotFound("postmortem"))?;
+        let (mut next, diff) = apply_postmortem(&current, patch);
+        if diff.is_empty() {
+            return Ok(current);
+        }
+        next.updated_at = unit.at;
+        // `reset_all` marks every field as changed, so the UPDATE sets them; keys stay as they are.
+        let mut row = postmortem::ActiveModel::from(next.clone()).reset_all();
+        row.id = NotSet;
+        row.incident_id = NotSet;
+        row.organization_id = NotSet;
+        row.created_by = NotSet;
+        row.created_at = NotSet;
+        writer
+            .scope
+            .update_postmortem(&*unit.txn, current.id, row)
+            .await?;
+        unit.audit(
+            audit::POSTMORTEM_UPDATED,
+            ("postmortem", current.id),
+            incident_id,
+            diff,
+        )
+        .await?;
+        unit.announce(incident_id, ChangeKind::PostmortemUpdated, None);
+        unit.commit(&self.hub).await?;
+        Ok(next)
+    }
+
+    async fn postmortem_of(
+        &self,
+        unit: &Unit<'_>,
+        incident_id: Uuid,
+    ) -> AppResult<Option<postmortem::Model>> {
+        Ok(unit
+            .writer
+            .scope
+            .postmortems()
+            .filter(postmortem::Column::IncidentId.eq(incident_id))
+            .one(&*unit.txn)
+            .await?)
+    }
+
+    async fn has_postmortem(&self, unit: &Unit<'_>, incident_id: Uuid) -> AppResult<bool> {
+        Ok(self.postmortem_of(unit, incident_id).await?.is_some())
+    }
+}
+
+fn same_creation(existing: &incident::Model, input: &NewIncident) -> bool {
+    existing.title == input.title.clone().into_inner()
+        && existing.severity == input.severity
+        && existing.ticket_ids() == input.linked_ticket_ids.as_slice()
+        && existing.linked_problem_id == input.linked_problem_id
+        && input.started_at.is_none_or(|t| t == existing.started_at)
+}
+
+/// The postmortem with `patch` applied, and the audit diff of what changed.
+fn apply_postmortem(
+    current: &postmortem::Model,
+    patch: PostmortemPatch,
+) -> (postmortem::Model, Diff) {
+    let mut next = current.clone();
+    let mut diff = Diff::default();
+    macro_rules! text_field {
+        ($field:ident, $name:literal) => {
+            if let Some(value) = patch.$field {
+                next.$field = Some(value);
+                diff.field($name, &current.$field, &next.$field);
+            }
+        };
+    }
+    text_field!(impact_summary, "impactSummary");
+    text_field!(root_cause, "rootCause");
+    text_field!(timeline, "timeline");
+    text_field!(what_went_well, "whatWentWell");
+    text_field!(what_went_wrong, "whatWentWrong");
+    text_field!(public_summary, "publicSummary");
+    text_field!(internal_notes, "internalNotes");
+    if let Some(items) = patch.action_items {
+        next.action_items = serde_json::to_value(items).unwrap_or_else(|_| serde_json::json!([]));
+        diff.field("actionItems", &current.action_items, &next.action_items);
+    }
+    (next, diff)
+}

@@ -1,0 +1,12 @@
+//! incidentd: incident management over GraphQL.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod entity;
+pub mod error;
+pub mod graphql;
+pub mod incident;
+pub mod live;
+pub mod telemetry;

@@ -1,0 +1,75 @@
+use clap::Parser;
+use incidentd::app::Application;
+use incidentd::auth::Authenticator;
+use incidentd::config::{Cli, Command};
+use incidentd::{db::Db, graphql, telemetry};
+use sea_orm_migration::MigratorTrait;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = cli.config;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Schema => {
+            print!("{}", graphql::sdl());
+            Ok(())
+        }
+        Command::Token {
+            org,
+            user,
+            role,
+            ttl,
+        } => {
+            let auth = Authenticator::from_config(&config)?;
+            println!("{}", auth.mint(org, user, role, ttl)?);
+            Ok(())
+        }
+        Command::Migrate => {
+            telemetry::init(config.log_format);
+            let db = Db::connect(&config.db_options()).await?;
+            migration::Migrator::up(db.conn(), None).await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Serve => {
+            telemetry::init(config.log_format);
+            let app = Application::build(config).await?;
+            let addr = app.local_addr();
+            if let Some(token) = &app.state().dev_token {
+                tracing::warn!(
+                    "DEV MODE: no JWT configuration, tokens are signed with a publicly known secret. \
+                     Never run this way in production."
+                );
+                println!("\nGraphiQL:  http://{addr}/graphql");
+                println!(
+                    "Dev token (admin of the demo organization, valid 30 days):\n\n  Bearer {token}\n"
+                );
+            }
+            tracing::info!(%addr, "incidentd listening");
+            app.run_until(shutdown_signal()).await?;
+            tracing::info!("stopped");
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

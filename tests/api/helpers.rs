@@ -1,0 +1,281 @@
+//! `spawn_app()` and the small client the tests speak GraphQL through.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use incidentd::app::{AppState, Application};
+use incidentd::auth::Role;
+use incidentd::config::Config;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+pub const TEST_SECRET: &str = "test-secret-that-is-long-enough-for-hs256!";
+
+/// A test's own database, dropped when the test ends (PostgreSQL) or removed with its temp dir (SQLite).
+pub enum TestDb {
+    Sqlite(tempfile::TempDir),
+    Postgres { admin_url: String, name: String },
+}
+
+impl TestDb {
+    pub async fn create() -> (TestDb, String) {
+        match std::env::var("TEST_DATABASE_URL") {
+            Ok(admin_url) if !admin_url.is_empty() => {
+                let name = format!("incidentd_test_{}", Uuid::new_v4().simple());
+                let admin = sea_orm::Database::connect(&admin_url)
+                    .await
+                    .expect("TEST_DATABASE_URL is reachable");
+                use sea_orm::ConnectionTrait;
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+                    .await
+                    .expect("create test database");
+                admin.close().await.ok();
+                let url = with_database(&admin_url, &name);
+                (TestDb::Postgres { admin_url, name }, url)
+            }
+            _ => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}/test.db", dir.path().display());
+                (TestDb::Sqlite(dir), url)
+            }
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, TestDb::Postgres { .. })
+    }
+}
+
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let after_scheme = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let base = match base[after_scheme..].find('/') {
+        Some(slash) => &base[..after_scheme + slash],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let TestDb::Postgres { admin_url, name } = self {
+            let (admin_url, name) = (admin_url.clone(), name.clone());
+            // Async work cannot run in Drop on the test's runtime; a short-lived one can.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    use sea_orm::ConnectionTrait;
+                    if let Ok(admin) = sea_orm::Database::connect(&admin_url).await {
+                        let _ = admin
+                            .execute_unprepared(&format!(
+                                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                            ))
+                            .await;
+                        admin.close().await.ok();
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    pub client: reqwest::Client,
+    pub db: TestDb,
+    pub database_url: String,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub fn test_config(database_url: &str) -> Config {
+    let mut config = Config::for_database(database_url);
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.jwt_secret = Some(TEST_SECRET.to_string());
+    config.db_max_connections = 10;
+    config
+}
+
+pub async fn spawn_app() -> TestApp {
+    let (db, url) = TestDb::create().await;
+    spawn_app_with(db, test_config(&url)).await
+}
+
+pub async fn spawn_app_with(db: TestDb, config: Config) -> TestApp {
+    let database_url = config.database_url.clone();
+    let app = Application::build(config).await.expect("app builds");
+    let addr = app.local_addr();
+    let state = app.state().clone();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until(async move {
+        let _ = rx.await;
+    }));
+    TestApp {
+        addr,
+        state,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap(),
+        db,
+        database_url,
+        shutdown: Some(tx),
+    }
+}
+
+/// A caller: a user in an organization with a role.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub org: Uuid,
+    pub user: Uuid,
+    pub token: String,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn caller(&self, org: Uuid, role: Role) -> Caller {
+        let user = Uuid::new_v4();
+        let token = self
+            .state
+            .auth
+            .mint(org, user, role, Duration::from_secs(3600))
+            .unwrap();
+        Caller { org, user, token }
+    }
+
+    /// A responder in a fresh organization.
+    pub fn responder(&self) -> Caller {
+        self.caller(Uuid::new_v4(), Role::Responder)
+    }
+
+    /// POSTs a GraphQL operation; returns the HTTP status and the JSON body.
+    pub async fn post(&self, token: Option<&str>, query: &str, variables: Value) -> (u16, Value) {
+        let mut req = self
+            .client
+            .post(self.url("/graphql"))
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status().as_u16();
+        let body = resp.json::<Value>().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    /// Runs an operation that must succeed; returns `data`.
+    pub async fn ok(&self, caller: &Caller, query: &str, variables: Value) -> Value {
+        let (status, body) = self.post(Some(&caller.token), query, variables).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.get("errors").is_none(), "unexpected errors: {body}");
+        body["data"].clone()
+    }
+
+    /// Runs an operation that must fail; returns the first error.
+    pub async fn err(&self, caller: &Caller, query: &str, variables: Value) -> Value {
+        let (_, body) = self.post(Some(&caller.token), query, variables).await;
+        let errors = body["errors"]
+            .as_array()
+            .unwrap_or_else(|| panic!("expected errors: {body}"));
+        assert!(!errors.is_empty(), "expected errors: {body}");
+        errors[0].clone()
+    }
+
+    pub async fn create_incident(&self, caller: &Caller, input: Value) -> Value {
+        let data = self
+            .ok(
+                caller,
+                "mutation($input: CreateIncidentInput!) { createIncident(input: $input) { id title status severity startedAt resolvedAt linkedTicketIds linkedProblemId organizationId createdBy } }",
+                json!({ "input": input }),
+            )
+            .await;
+        data["createIncident"].clone()
+    }
+
+    pub async fn add_event(&self, caller: &Caller, incident_id: &str, content: &str) -> Value {
+        let data = self
+            .ok(
+                caller,
+                "mutation($id: UUID!, $input: AddIncidentEventInput!) { addIncidentEvent(incidentId: $id, input: $input) { id sequence eventType content incidentId } }",
+                json!({ "id": incident_id, "input": { "content": content } }),
+            )
+            .await;
+        data["addIncidentEvent"].clone()
+    }
+
+    pub async fn transition(
+        &self,
+        caller: &Caller,
+        id: &str,
+        to: &str,
+        note: Option<&str>,
+    ) -> (u16, Value) {
+        self.post(
+            Some(&caller.token),
+            "mutation($id: UUID!, $to: IncidentStatus!, $note: String) { transitionIncident(id: $id, to: $to, note: $note) { id status resolvedAt startedAt allowedTransitions } }",
+            json!({ "id": id, "to": to, "note": note }),
+        )
+        .await
+    }
+
+    /// All events of an incident (sequence, type) in timeline order.
+    pub async fn events(&self, caller: &Caller, id: &str) -> Vec<(i64, String)> {
+        let data = self
+            .ok(
+                caller,
+                "query($id: UUID!) { incident(id: $id) { events(first: 100) { nodes { sequence eventType } } } }",
+                json!({ "id": id }),
+            )
+            .await;
+        data["incident"]["events"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["sequence"].as_i64().unwrap(),
+                    e["eventType"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// Audit rows about an entity (needs an admin caller of the same organization).
+    pub async fn audit(&self, org: Uuid, entity: &str) -> Vec<Value> {
+        let admin = self.caller(org, Role::Admin);
+        let data = self
+            .ok(
+                &admin,
+                "query($id: UUID) { auditEvents(entityId: $id, first: 100) { nodes { action entityType entityId actorId changes } } }",
+                json!({ "id": entity }),
+            )
+            .await;
+        data["auditEvents"]["nodes"].as_array().unwrap().clone()
+    }
+}
+
+pub fn code(error: &Value) -> &str {
+    error["extensions"]["code"].as_str().unwrap_or("<no code>")
+}

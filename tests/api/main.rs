@@ -1,0 +1,12 @@
+//! Integration tests: a real server on port 0 over real HTTP, each test with its own database
+//! (SQLite by default; PostgreSQL when TEST_DATABASE_URL is set), built by the real migrations.
+
+// Helpers serve many test files; not every one uses every helper.
+#[allow(dead_code)]
+mod helpers;
+
+mod batching;
+mod concurrency;
+mod schema;
+mod tenancy;
+mod workflow;

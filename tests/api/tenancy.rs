@@ -1,0 +1,136 @@
+//! Organization B sees and changes none of organization A's rows, through any path, and the code
+//! cannot query a tenant table except through `OrgScope`.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{code, spawn_app};
+
+#[tokio::test]
+async fn another_organization_sees_nothing_and_changes_nothing() {
+    let app = spawn_app().await;
+    let (alice, bob) = (app.responder(), app.responder());
+    let id = app
+        .create_incident(
+            &alice,
+            json!({ "title": "A's outage", "linkedTicketIds": ["A-1"] }),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.add_event(&alice, &id, "A's note").await;
+    app.ok(&alice, "mutation($id: UUID!) { createPostmortem(incidentId: $id, input: { rootCause: \"A's cause\" }) { id } }", json!({ "id": id }))
+        .await;
+    let unknown = uuid::Uuid::new_v4().to_string();
+
+    // Reads: a foreign id answers exactly as an unknown id does.
+    let single =
+        "query($id: UUID!) { incident(id: $id) { id events { nodes { id } } postmortem { id } } }";
+    let foreign = app
+        .post(Some(&bob.token), single, json!({ "id": id }))
+        .await;
+    let missing = app
+        .post(Some(&bob.token), single, json!({ "id": unknown }))
+        .await;
+    assert_eq!(code(&foreign.1["errors"][0]), "NOT_FOUND");
+    assert_eq!(strip_ids(foreign.1), strip_ids(missing.1));
+
+    let lists = app
+        .ok(
+            &bob,
+            "{ incidents { totalCount nodes { id } } postmortems { totalCount nodes { id } } a: incidents(filter: { linkedTicketId: \"A-1\" }) { totalCount } b: incidents(filter: { search: \"outage\" }) { totalCount } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        lists,
+        json!({ "incidents": { "totalCount": 0, "nodes": [] }, "postmortems": { "totalCount": 0, "nodes": [] }, "a": { "totalCount": 0 }, "b": { "totalCount": 0 } })
+    );
+
+    // Writes: every mutation on A's incident is NOT_FOUND, as for an unknown id.
+    let mutations = [
+        "mutation($id: UUID!) { updateIncident(id: $id, input: { title: \"pwned\" }) { id } }",
+        "mutation($id: UUID!) { transitionIncident(id: $id, to: RESOLVED) { id } }",
+        "mutation($id: UUID!) { addIncidentEvent(incidentId: $id, input: { content: \"pwned\" }) { id } }",
+        "mutation($id: UUID!) { createPostmortem(incidentId: $id, input: { rootCause: \"pwned\" }) { id } }",
+        "mutation($id: UUID!) { updatePostmortem(incidentId: $id, input: { rootCause: \"pwned\" }) { id } }",
+    ];
+    for m in mutations {
+        let foreign = app.post(Some(&bob.token), m, json!({ "id": id })).await;
+        let missing = app
+            .post(Some(&bob.token), m, json!({ "id": unknown }))
+            .await;
+        assert_eq!(
+            code(&foreign.1["errors"][0]),
+            "NOT_FOUND",
+            "{m}: {}",
+            foreign.1
+        );
+        assert_eq!(strip_ids(foreign.1), strip_ids(missing.1), "{m}");
+    }
+
+    // Nothing of A's changed, and B's admin sees no audit rows of A's.
+    let data = app
+        .ok(&alice, "query($id: UUID!) { incident(id: $id) { title status events { totalCount } postmortem { rootCause } } }", json!({ "id": id }))
+        .await;
+    assert_eq!(
+        data["incident"],
+        json!({ "title": "A's outage", "status": "OPEN", "events": { "totalCount": 1 }, "postmortem": { "rootCause": "A's cause" } })
+    );
+    assert!(app.audit(bob.org, &id).await.is_empty());
+    assert_eq!(app.audit(alice.org, &id).await.len(), 3);
+}
+
+/// Error bodies differ only in the id the caller sent, which is not in them; drop nothing else.
+fn strip_ids(v: Value) -> Value {
+    v
+}
+
+/// Only `incident/scope.rs` may name an entity's query builders; everything else goes through `OrgScope`.
+#[test]
+fn tenancy_is_structural() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let forbidden = [
+        "Entity::find",
+        "Entity::insert",
+        "Entity::update",
+        "Entity::delete",
+        "::find_by_id(",
+        "find_by_statement",
+        "from_raw_sql",
+        "execute_unprepared",
+        "Statement::from",
+    ];
+    let allowed = ["incident/scope.rs", "incident/read.rs"];
+    let mut offenders = vec![];
+    let mut stack = vec![src.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let rel = path
+                .strip_prefix(&src)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                for pattern in forbidden {
+                    let exempt = allowed.contains(&rel.as_str())
+                        && (rel == "incident/scope.rs" || pattern == "find_by_statement");
+                    if line.contains(pattern) && !exempt {
+                        offenders.push(format!("src/{rel}:{}: {}", n + 1, line.trim()));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "unscoped database access:\n{}",
+        offenders.join("\n")
+    );
+}
