@@ -3,6 +3,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use anyhow::Context as _;
 use axum::Router;
@@ -22,6 +27,7 @@ use crate::db::Db;
 use crate::graphql::{self, AppSchema, Limits};
 use crate::incident::service::Domain;
 use crate::live::Hub;
+use crate::live::ws::WsLimits;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -30,6 +36,12 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     /// In dev mode: a token for the demo organization, filled into GraphiQL.
     pub dev_token: Option<String>,
+    pub ws_limits: WsLimits,
+    pub ws_permits: Arc<Semaphore>,
+    /// Cancelled at shutdown: every WebSocket closes with 1001.
+    pub shutdown: CancellationToken,
+    /// The WebSocket connections, which axum's graceful shutdown does not wait for.
+    pub tasks: TaskTracker,
 }
 
 pub fn router(state: AppState, config: &Config) -> Router {
@@ -41,6 +53,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
         )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .merge(crate::rest::router())
         .with_state(state)
         .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
@@ -119,11 +132,20 @@ impl Application {
         let state = AppState {
             schema: graphql::build_schema(&limits),
             domain: Domain {
+                hub: Hub::start(db.clone()).await,
                 db,
-                hub: Hub::default(),
             },
             auth: Arc::new(auth),
             dev_token,
+            ws_limits: WsLimits {
+                init_timeout: config.ws_init_timeout,
+                max_subscriptions: config.ws_max_subscriptions,
+                max_message_bytes: config.ws_max_message_bytes,
+                write_timeout: config.ws_write_timeout,
+            },
+            ws_permits: Arc::new(Semaphore::new(config.ws_max_connections)),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
         };
         let listener = TcpListener::bind(config.listen)
             .await
@@ -145,13 +167,22 @@ impl Application {
         &self.state
     }
 
-    /// Serves until `shutdown` completes, then lets in-flight requests finish.
+    /// Serves until `shutdown` completes, then closes WebSockets with 1001 and lets in-flight
+    /// requests finish.
     pub async fn run_until(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
+        let token = self.state.shutdown.clone();
+        let signal = async move {
+            shutdown.await;
+            token.cancel();
+        };
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(signal)
+            .await;
+        self.state.tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.state.tasks.wait()).await;
+        served
     }
 }

@@ -42,6 +42,8 @@ pub struct Principal {
     pub user_id: Uuid,
     pub org_id: Uuid,
     pub role: Role,
+    /// The token's `exp` (seconds since the epoch): long-lived sockets close then.
+    pub expires_at: u64,
 }
 
 /// What a responder (or admin) may do: write. Only `Principal::writer` makes one.
@@ -176,6 +178,7 @@ impl Authenticator {
             user_id: data.claims.sub,
             org_id: data.claims.org,
             role: data.claims.role.unwrap_or(Role::Viewer),
+            expires_at: data.claims.exp,
         })
     }
 

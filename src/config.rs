@@ -112,6 +112,31 @@ pub struct Config {
     /// Longest an HTTP request may take.
     #[arg(long, env = "INCIDENTD_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
     pub request_timeout: Duration,
+    /// How long a WebSocket may wait before `connection_init` (closed with 4408 after).
+    #[arg(long, env = "INCIDENTD_WS_INIT_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration, global = true)]
+    pub ws_init_timeout: Duration,
+    /// Subscriptions one WebSocket connection may hold at once.
+    #[arg(
+        long,
+        env = "INCIDENTD_WS_MAX_SUBSCRIPTIONS",
+        default_value_t = 100,
+        global = true
+    )]
+    pub ws_max_subscriptions: usize,
+    /// Largest WebSocket message a client may send.
+    #[arg(long, env = "INCIDENTD_WS_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024, global = true)]
+    pub ws_max_message_bytes: usize,
+    /// WebSocket connections this server holds at once (503 beyond).
+    #[arg(
+        long,
+        env = "INCIDENTD_WS_MAX_CONNECTIONS",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub ws_max_connections: usize,
+    /// How long a send to a WebSocket client may block before the connection is dropped.
+    #[arg(long, env = "INCIDENTD_WS_WRITE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration, global = true)]
+    pub ws_write_timeout: Duration,
     /// Serve introspection queries (and "did you mean" suggestions).
     #[arg(long, env = "INCIDENTD_INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set, global = true)]
     pub introspection: bool,

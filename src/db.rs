@@ -25,6 +25,7 @@ pub struct Db {
     /// SQLite allows one writer; queueing writers here avoids SQLITE_BUSY under load.
     write_lock: Option<Arc<Mutex<()>>>,
     statements: Arc<AtomicU64>,
+    url: String,
 }
 
 /// A write transaction. Dropping it without `commit` rolls back.
@@ -84,6 +85,7 @@ impl Db {
             conn,
             write_lock,
             statements,
+            url,
         })
     }
 
@@ -107,6 +109,14 @@ impl Db {
         };
         let txn = self.conn.begin().await?;
         Ok(WriteTxn { txn, _guard: guard })
+    }
+
+    /// Connection settings for extra PostgreSQL connections (the change listener).
+    pub fn pg_connect_options(&self) -> Option<sea_orm::sqlx::postgres::PgConnectOptions> {
+        if self.backend() != DatabaseBackend::Postgres {
+            return None;
+        }
+        self.url.parse().ok()
     }
 
     pub async fn ping(&self) -> Result<(), DbErr> {

@@ -31,6 +31,8 @@ pub enum AppError {
     Conflict(String),
     #[error("{0}")]
     QueryTooComplex(String),
+    #[error("the change feed was interrupted; refetch with a query and subscribe again")]
+    Lagged,
     #[error("the database is unavailable; try again shortly")]
     DatabaseUnavailable(#[source] DbErr),
     #[error("internal error")]
@@ -68,6 +70,7 @@ impl AppError {
             AppError::PostmortemRequired(_) => "POSTMORTEM_REQUIRED",
             AppError::Conflict(_) => "CONFLICT",
             AppError::QueryTooComplex(_) => "QUERY_TOO_COMPLEX",
+            AppError::Lagged => "SUBSCRIBER_LAGGED",
             AppError::DatabaseUnavailable(_) => "DATABASE_UNAVAILABLE",
             AppError::Internal(_) => "INTERNAL",
         }
@@ -82,7 +85,7 @@ impl AppError {
             AppError::InvalidTransition { .. }
             | AppError::PostmortemRequired(_)
             | AppError::Conflict(_) => StatusCode::CONFLICT,
-            AppError::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::DatabaseUnavailable(_) | AppError::Lagged => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

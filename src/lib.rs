@@ -9,4 +9,5 @@ pub mod error;
 pub mod graphql;
 pub mod incident;
 pub mod live;
+pub mod rest;
 pub mod telemetry;

@@ -5,6 +5,8 @@ use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::{DocumentOperations, OperationType};
 use async_graphql_axum::GraphQLRequest;
 use async_graphql_axum::rejection::GraphQLRejection;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -124,7 +126,11 @@ pub async fn graphql_get(
     State(app): State<AppState>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    if let Ok(ws) = ws {
+        return crate::live::ws::upgrade(app, headers, ws).await;
+    }
     let wants_html = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -136,7 +142,7 @@ pub async fn graphql_get(
         return not_acceptable();
     };
     let request_id = request_id(&headers);
-    let request = match async_graphql::http::parse_query_string(query.as_deref().unwrap_or("")) {
+    let request = match parse_query_string(query.as_deref().unwrap_or("")) {
         Ok(r) => r,
         Err(e) => {
             let err = AppError::BadInput {
@@ -162,6 +168,21 @@ pub async fn graphql_get(
         return response;
     }
     execute(&app, &headers, request, media).await
+}
+
+/// async-graphql 7.2's `parse_query_string` reads the operation name from an `operation_name`
+/// parameter; the GraphQL-over-HTTP spec (and every client) sends `operationName`.
+fn parse_query_string(
+    raw: &str,
+) -> Result<async_graphql::Request, async_graphql::ParseRequestError> {
+    let normalized: Vec<String> = raw
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some(("operationName", value)) => format!("operation_name={value}"),
+            _ => pair.to_string(),
+        })
+        .collect();
+    async_graphql::http::parse_query_string(&normalized.join("&"))
 }
 
 /// The type of the operation a request would run, when its document parses.
@@ -192,11 +213,9 @@ async fn execute(
         Err(e) => return error_response(&e, media, &request_id),
     };
     let request = crate::graphql::request_data(request, principal, &app.domain);
-    let response = with_request_id(request_id, app.schema.execute(request)).await;
-    // A request error (nothing ran: parse or validation failure) has errors without a path.
-    let request_error = response.data == async_graphql::Value::Null
-        && !response.errors.is_empty()
-        && response.errors.iter().all(|e| e.path.is_empty());
+    let mut response = with_request_id(request_id, app.schema.execute(request)).await;
+    // A request error: nothing ran (parse, validation or variable coercion failed).
+    let request_error = crate::graphql::classify(&mut response);
     let body = if request_error {
         json!({ "errors": response.errors })
     } else {

@@ -263,3 +263,18 @@ pub async fn events_after(
         .all(db.conn())
         .await?)
 }
+
+/// One event by its place in the timeline.
+pub async fn event_at(
+    db: &Db,
+    scope: OrgScope,
+    incident_id: Uuid,
+    sequence: i32,
+) -> AppResult<Option<incident_event::Model>> {
+    Ok(scope
+        .events()
+        .filter(incident_event::Column::IncidentId.eq(incident_id))
+        .filter(incident_event::Column::Sequence.eq(sequence))
+        .one(db.conn())
+        .await?)
+}

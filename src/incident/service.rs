@@ -49,9 +49,17 @@ impl<'w> Unit<'w> {
         });
     }
 
+    /// Commits and announces. On PostgreSQL the announcement is a NOTIFY in the transaction,
+    /// so it exists exactly when the commit does and reaches every replica; on SQLite (one
+    /// process) it is published in-process right after the commit.
     async fn commit(self, hub: &Hub) -> AppResult<()> {
-        self.txn.commit().await?;
-        hub.committed(&self.announcements);
+        if hub.via_postgres {
+            crate::live::pg::notify(&*self.txn, &self.announcements).await?;
+            self.txn.commit().await?;
+        } else {
+            self.txn.commit().await?;
+            hub.committed(&self.announcements);
+        }
         Ok(())
     }
 

@@ -1,9 +1,21 @@
-//! The change feed: what each committed write announces, and the in-process fan-out to
-//! subscribers. Announcements carry ids only; subscribers re-read rows through their own scope.
+//! The change feed. Writers announce committed changes (ids only); a dispatcher reads each
+//! changed row once, through the organization's scope, and fans it out to subscribers.
+//! The database stays the source of truth: a subscriber that may have missed a signal (lag,
+//! lost PostgreSQL listener) re-reads from its own cursor. See `pg.rs` for the replica bridge.
+
+pub mod pg;
+pub mod ws;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 use uuid::Uuid;
+
+use crate::db::Db;
+use crate::entity::{incident, incident_event};
+use crate::incident::{OrgScope, read};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, async_graphql::Enum)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -16,7 +28,8 @@ pub enum ChangeKind {
     PostmortemUpdated,
 }
 
-/// One committed change. `sequence` is set for `EventAdded`.
+/// One committed change. `sequence` is set for `EventAdded`. Ids only: NOTIFY payloads are
+/// visible to every database user, so they carry no tenant data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Announcement {
     #[serde(rename = "o")]
@@ -29,32 +42,139 @@ pub struct Announcement {
     pub sequence: Option<i32>,
 }
 
+/// A change with the rows it touched, as read after the commit.
+#[derive(Debug)]
+pub struct Change {
+    pub announcement: Announcement,
+    pub incident: Option<incident::Model>,
+    pub event: Option<incident_event::Model>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Signal {
+    Change(Arc<Change>),
+    /// Signals may have been lost (the PostgreSQL listener reconnected): re-read from your cursor.
+    Resync,
+}
+
+enum Input {
+    Announced(Announcement),
+    Resync,
+}
+
 #[derive(Clone)]
 pub struct Hub {
-    tx: broadcast::Sender<Announcement>,
+    input: mpsc::UnboundedSender<Input>,
+    output: broadcast::Sender<Signal>,
+    /// Whether commits are announced by PostgreSQL NOTIFY (true) or in-process (false).
+    pub via_postgres: bool,
+    stats: Arc<Stats>,
 }
 
-impl Default for Hub {
-    fn default() -> Self {
-        Hub::new(4096)
-    }
+#[derive(Default)]
+pub struct Stats {
+    pub published: AtomicU64,
+    pub delivered: AtomicU64,
 }
+
+/// Signals kept for subscribers that are behind; one further behind re-reads from the database.
+pub const SIGNAL_BUFFER: usize = 1024;
+
+const LISTEN_READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Hub {
-    pub fn new(capacity: usize) -> Hub {
-        let (tx, _) = broadcast::channel(capacity);
-        Hub { tx }
+    /// Starts the dispatcher. On PostgreSQL, also starts the LISTEN bridge and waits (up to
+    /// `LISTEN_READY_TIMEOUT`) until it listens, so no commit after start-up goes unheard.
+    pub async fn start(db: Db) -> Hub {
+        let (input, rx) = mpsc::unbounded_channel();
+        let (output, _) = broadcast::channel(SIGNAL_BUFFER);
+        let via_postgres = db.backend() == sea_orm::DatabaseBackend::Postgres;
+        let hub = Hub {
+            input,
+            output,
+            via_postgres,
+            stats: Arc::default(),
+        };
+        tokio::spawn(dispatch(db.clone(), rx, hub.output.clone()));
+        if via_postgres {
+            let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+            tokio::spawn(pg::listen(db, hub.clone(), ready_tx));
+            if tokio::time::timeout(LISTEN_READY_TIMEOUT, ready_rx)
+                .await
+                .is_err()
+            {
+                tracing::warn!("the change listener is not up yet; it keeps retrying");
+            }
+        }
+        hub
     }
 
-    /// Called after a transaction commits, with what it announced.
+    /// After an in-process commit (SQLite): what it announced.
     pub fn committed(&self, announcements: &[Announcement]) {
         for a in announcements {
-            // No receiver is not an error: nobody is listening yet.
-            let _ = self.tx.send(*a);
+            self.announced(*a);
         }
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Announcement> {
-        self.tx.subscribe()
+    fn announced(&self, a: Announcement) {
+        self.stats.published.fetch_add(1, Ordering::Relaxed);
+        // The dispatcher lives as long as the hub; a send fails only during shutdown.
+        let _ = self.input.send(Input::Announced(a));
+    }
+
+    fn resync(&self) {
+        let _ = self.input.send(Input::Resync);
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Signal> {
+        self.output.subscribe()
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn delivered(&self) {
+        self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Reads each announced change once and broadcasts it with its rows.
+async fn dispatch(
+    db: Db,
+    mut rx: mpsc::UnboundedReceiver<Input>,
+    output: broadcast::Sender<Signal>,
+) {
+    while let Some(input) = rx.recv().await {
+        let a = match input {
+            Input::Resync => {
+                let _ = output.send(Signal::Resync);
+                continue;
+            }
+            Input::Announced(a) => a,
+        };
+        if output.receiver_count() == 0 {
+            // Nobody is subscribed: nothing to read or deliver.
+            continue;
+        }
+        let scope = OrgScope::new(a.org_id);
+        let incident = read::incident(&db, scope, a.incident_id).await.ok();
+        let event = match a.sequence {
+            Some(seq) => read::event_at(&db, scope, a.incident_id, seq)
+                .await
+                .ok()
+                .flatten(),
+            None => None,
+        };
+        if incident.is_none() {
+            // The row could not be read (database trouble): make everyone re-read instead.
+            let _ = output.send(Signal::Resync);
+            continue;
+        }
+        let _ = output.send(Signal::Change(Arc::new(Change {
+            announcement: a,
+            incident,
+            event,
+        })));
     }
 }

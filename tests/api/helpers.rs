@@ -30,6 +30,13 @@ impl TestDb {
                     .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
                     .await
                     .expect("create test database");
+                // Durability is not under test; commit latency is, and fsync dominates it.
+                admin
+                    .execute_unprepared(&format!(
+                        "ALTER DATABASE \"{name}\" SET synchronous_commit = off"
+                    ))
+                    .await
+                    .expect("tune test database");
                 admin.close().await.ok();
                 let url = with_database(&admin_url, &name);
                 (TestDb::Postgres { admin_url, name }, url)
@@ -278,4 +285,122 @@ impl TestApp {
 
 pub fn code(error: &Value) -> &str {
     error["extensions"]["code"].as_str().unwrap_or("<no code>")
+}
+
+pub type WsStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A raw GraphQL-over-WebSocket client, so tests can speak (and break) the protocol.
+pub struct Ws {
+    pub stream: WsStream,
+}
+
+pub enum WsEvent {
+    Message(Value),
+    Closed(Option<u16>, String),
+}
+
+pub const WAIT: Duration = Duration::from_secs(20);
+
+impl Ws {
+    pub async fn connect(addr: SocketAddr, protocol: &str) -> Ws {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = format!("ws://{addr}/graphql")
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", protocol.parse().unwrap());
+        let (stream, response) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("ws connects");
+        assert_eq!(
+            response
+                .headers()
+                .get("sec-websocket-protocol")
+                .map(|v| v.to_str().unwrap()),
+            Some(protocol)
+        );
+        Ws { stream }
+    }
+
+    /// Connects with graphql-transport-ws and completes `connection_init` with `token`.
+    pub async fn ready(addr: SocketAddr, token: &str) -> Ws {
+        let mut ws = Ws::connect(addr, "graphql-transport-ws").await;
+        ws.send(json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } }))
+            .await;
+        assert_eq!(ws.next_message().await["type"], "connection_ack");
+        ws
+    }
+
+    pub async fn send(&mut self, message: Value) {
+        self.send_text(message.to_string()).await
+    }
+
+    pub async fn send_text(&mut self, text: String) {
+        use futures_util::SinkExt;
+        self.stream
+            .send(tokio_tungstenite::tungstenite::Message::Text(text.into()))
+            .await
+            .expect("ws send");
+    }
+
+    /// The next message or close, within `WAIT`.
+    pub async fn next(&mut self) -> WsEvent {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            let item = tokio::time::timeout(WAIT, self.stream.next())
+                .await
+                .expect("a WebSocket message within the timeout");
+            match item {
+                Some(Ok(Message::Text(t))) => {
+                    return WsEvent::Message(serde_json::from_str(&t).unwrap());
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return WsEvent::Closed(
+                        frame.as_ref().map(|f| u16::from(f.code)),
+                        frame.map(|f| f.reason.to_string()).unwrap_or_default(),
+                    );
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return WsEvent::Closed(None, String::new()),
+            }
+        }
+    }
+
+    pub async fn next_message(&mut self) -> Value {
+        match self.next().await {
+            WsEvent::Message(m) => m,
+            WsEvent::Closed(code, reason) => {
+                panic!("closed ({code:?} {reason}) while expecting a message")
+            }
+        }
+    }
+
+    /// Waits for the server to close; returns the close code.
+    pub async fn closed(&mut self) -> Option<u16> {
+        loop {
+            match self.next().await {
+                WsEvent::Closed(code, _) => return code,
+                WsEvent::Message(_) => continue,
+            }
+        }
+    }
+
+    pub async fn subscribe(&mut self, id: &str, query: &str, variables: Value) {
+        self.send(json!({ "type": "subscribe", "id": id, "payload": { "query": query, "variables": variables } }))
+            .await;
+    }
+}
+
+pub const EVENTS_SUBSCRIPTION: &str = "subscription($id: UUID!, $after: Int) { incidentEvents(incidentId: $id, afterSequence: $after) { sequence eventType content incidentId } }";
+
+impl TestApp {
+    /// Stops the server as SIGTERM would.
+    pub fn shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
 }

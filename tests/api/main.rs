@@ -5,8 +5,15 @@
 #[allow(dead_code)]
 mod helpers;
 
+mod auth;
 mod batching;
 mod concurrency;
+mod http;
+mod pagination;
+mod replicas;
+mod rest;
 mod schema;
+mod subscriptions;
 mod tenancy;
+mod validation;
 mod workflow;

@@ -101,7 +101,13 @@ fn tenancy_is_structural() {
         "execute_unprepared",
         "Statement::from",
     ];
-    let allowed = ["incident/scope.rs", "incident/read.rs"];
+    // scope.rs is the scoped query builder itself; read.rs runs statements scope.rs built;
+    // live/pg.rs sends NOTIFY, which touches no table.
+    let exempt = |file: &str, pattern: &str| {
+        file == "incident/scope.rs"
+            || (file == "incident/read.rs" && pattern == "find_by_statement")
+            || (file == "live/pg.rs" && pattern == "Statement::from")
+    };
     let mut offenders = vec![];
     let mut stack = vec![src.clone()];
     while let Some(dir) = stack.pop() {
@@ -119,9 +125,7 @@ fn tenancy_is_structural() {
             let text = std::fs::read_to_string(&path).unwrap();
             for (n, line) in text.lines().enumerate() {
                 for pattern in forbidden {
-                    let exempt = allowed.contains(&rel.as_str())
-                        && (rel == "incident/scope.rs" || pattern == "find_by_statement");
-                    if line.contains(pattern) && !exempt {
+                    if line.contains(pattern) && !exempt(&rel, pattern) {
                         offenders.push(format!("src/{rel}:{}: {}", n + 1, line.trim()));
                     }
                 }

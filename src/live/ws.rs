@@ -1,0 +1,397 @@
+//! GraphQL over WebSocket on `GET /graphql`: `graphql-transport-ws` exactly as graphql-ws's
+//! PROTOCOL.md says (close codes 4400/4401/4403/4408/4409/4429, ping/pong), and the legacy
+//! `graphql-ws` protocol of subscriptions-transport-ws. Written here rather than taken from
+//! async-graphql-axum, whose close codes differ from the protocol (see PITFALLS.md).
+
+use std::collections::VecDeque;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::BoxStream;
+use futures_util::{Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_stream::StreamMap;
+
+use crate::app::AppState;
+use crate::auth::{Principal, bearer_token};
+use crate::error::AppError;
+
+pub const TRANSPORT_WS: &str = "graphql-transport-ws";
+pub const LEGACY_WS: &str = "graphql-ws";
+
+pub const GOING_AWAY: u16 = 1001;
+pub const BAD_MESSAGE: u16 = 4400;
+pub const UNAUTHORIZED: u16 = 4401;
+pub const FORBIDDEN: u16 = 4403;
+pub const INIT_TIMEOUT: u16 = 4408;
+pub const DUPLICATE_ID: u16 = 4409;
+pub const TOO_MANY_INITS: u16 = 4429;
+
+#[derive(Debug, Clone)]
+pub struct WsLimits {
+    pub init_timeout: Duration,
+    pub max_subscriptions: usize,
+    pub max_message_bytes: usize,
+    pub write_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Transport,
+    Legacy,
+}
+
+/// Answers a WebSocket upgrade on `/graphql`.
+pub async fn upgrade(state: AppState, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+    let Ok(permit) = state.ws_permits.clone().try_acquire_owned() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many WebSocket connections",
+        )
+            .into_response();
+    };
+    let limits = state.ws_limits.clone();
+    let ws = ws
+        .protocols([TRANSPORT_WS, LEGACY_WS])
+        .max_message_size(limits.max_message_bytes)
+        .max_frame_size(limits.max_message_bytes)
+        .max_write_buffer_size(4 * limits.max_message_bytes.max(64 * 1024) + 1024 * 1024);
+    let protocol = match ws.selected_protocol().and_then(|p| p.to_str().ok()) {
+        Some(LEGACY_WS) => Protocol::Legacy,
+        _ => Protocol::Transport,
+    };
+    // A browser cannot set headers on a WebSocket, but other clients may authenticate the upgrade.
+    let header_token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer_token)
+        .map(str::to_string);
+    let connection_id = crate::graphql::http::request_id(&headers);
+    ws.on_upgrade(move |socket| {
+        let tasks = state.tasks.clone();
+        tasks.track_future(crate::telemetry::with_request_id(
+            connection_id,
+            Connection::new(socket, state, protocol, header_token, permit).run(),
+        ))
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ClientMessage {
+    ConnectionInit {
+        #[serde(default)]
+        payload: Option<Value>,
+    },
+    Ping {
+        #[serde(default)]
+        payload: Option<Value>,
+    },
+    Pong {
+        #[serde(default)]
+        #[allow(dead_code)]
+        payload: Option<Value>,
+    },
+    Subscribe {
+        id: String,
+        payload: async_graphql::Request,
+    },
+    Complete {
+        id: String,
+    },
+    // subscriptions-transport-ws
+    Start {
+        id: String,
+        payload: async_graphql::Request,
+    },
+    Stop {
+        id: String,
+    },
+    ConnectionTerminate,
+}
+
+enum Out {
+    Next(async_graphql::Response),
+    Error(Vec<async_graphql::ServerError>),
+    Complete,
+}
+
+enum Flow {
+    Continue,
+    Close(u16, String),
+}
+
+struct Connection {
+    socket: WebSocket,
+    state: AppState,
+    protocol: Protocol,
+    header_token: Option<String>,
+    principal: Option<Principal>,
+    init_received: bool,
+    operations: StreamMap<String, BoxStream<'static, Out>>,
+    outbox: VecDeque<Value>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Connection {
+    fn new(
+        socket: WebSocket,
+        state: AppState,
+        protocol: Protocol,
+        header_token: Option<String>,
+        permit: OwnedSemaphorePermit,
+    ) -> Connection {
+        Connection {
+            socket,
+            state,
+            protocol,
+            header_token,
+            principal: None,
+            init_received: false,
+            operations: StreamMap::new(),
+            outbox: VecDeque::new(),
+            _permit: permit,
+        }
+    }
+
+    async fn run(mut self) {
+        let limits = self.state.ws_limits.clone();
+        let shutdown = self.state.shutdown.clone();
+        let init_deadline = tokio::time::sleep(limits.init_timeout);
+        tokio::pin!(init_deadline);
+        loop {
+            while let Some(message) = self.outbox.pop_front() {
+                if !self.send(message).await {
+                    return;
+                }
+            }
+            let expiry = token_expiry(self.principal.as_ref());
+            let flow = tokio::select! {
+                _ = shutdown.cancelled() => Flow::Close(GOING_AWAY, "server shutting down".into()),
+                _ = &mut init_deadline, if !self.init_received => {
+                    Flow::Close(INIT_TIMEOUT, "Connection initialisation timeout".into())
+                }
+                _ = expiry => Flow::Close(FORBIDDEN, "Forbidden: token expired".into()),
+                message = self.socket.recv() => match message {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                    Some(Ok(Message::Text(text))) => self.on_message(text.as_str()),
+                    Some(Ok(Message::Binary(_))) => Flow::Close(BAD_MESSAGE, "Invalid message: binary frames are not accepted".into()),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => Flow::Continue,
+                },
+                Some((id, out)) = self.operations.next(), if !self.operations.is_empty() => {
+                    let message = self.render(&id, out);
+                    if self.send(message).await { Flow::Continue } else { return }
+                }
+            };
+            match flow {
+                Flow::Continue => {}
+                Flow::Close(code, reason) => {
+                    let frame = CloseFrame {
+                        code,
+                        reason: reason.into(),
+                    };
+                    let _ = tokio::time::timeout(
+                        limits.write_timeout,
+                        self.socket.send(Message::Close(Some(frame))),
+                    )
+                    .await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Sends within the write timeout; a client that cannot take a message in time is dropped.
+    async fn send(&mut self, message: Value) -> bool {
+        let write_timeout = self.state.ws_limits.write_timeout;
+        let text = Message::Text(message.to_string().into());
+        matches!(
+            tokio::time::timeout(write_timeout, self.socket.send(text)).await,
+            Ok(Ok(()))
+        )
+    }
+
+    /// Queues a reply; `run` sends it before reading anything else.
+    fn reply(&mut self, message: Value) -> Flow {
+        self.outbox.push_back(message);
+        Flow::Continue
+    }
+
+    fn on_message(&mut self, text: &str) -> Flow {
+        let message: ClientMessage = match serde_json::from_str(text) {
+            Ok(m) => m,
+            Err(e) => return Flow::Close(BAD_MESSAGE, truncate(format!("Invalid message: {e}"))),
+        };
+        match (self.protocol, message) {
+            (_, ClientMessage::ConnectionInit { payload }) => self.on_init(payload),
+            (Protocol::Transport, ClientMessage::Ping { payload }) => {
+                let mut pong = json!({ "type": "pong" });
+                if let Some(p) = payload {
+                    pong["payload"] = p;
+                }
+                self.reply(pong)
+            }
+            (Protocol::Transport, ClientMessage::Pong { .. }) => Flow::Continue,
+            (Protocol::Transport, ClientMessage::Subscribe { id, payload })
+            | (Protocol::Legacy, ClientMessage::Start { id, payload }) => {
+                self.on_subscribe(id, payload)
+            }
+            (Protocol::Transport, ClientMessage::Complete { id })
+            | (Protocol::Legacy, ClientMessage::Stop { id }) => {
+                self.operations.remove(&id);
+                Flow::Continue
+            }
+            (Protocol::Legacy, ClientMessage::ConnectionTerminate) => {
+                Flow::Close(1000, "terminated".into())
+            }
+            _ => Flow::Close(
+                BAD_MESSAGE,
+                "Invalid message: unexpected type for this protocol".into(),
+            ),
+        }
+    }
+
+    fn on_init(&mut self, payload: Option<Value>) -> Flow {
+        if self.init_received {
+            return Flow::Close(TOO_MANY_INITS, "Too many initialisation requests".into());
+        }
+        self.init_received = true;
+        let token = payload
+            .as_ref()
+            .and_then(token_from_payload)
+            .or_else(|| self.header_token.clone());
+        let principal = match token {
+            Some(token) => self.state.auth.authenticate(&token),
+            None => Err(AppError::Unauthenticated(
+                "connection_init carries no token".into(),
+            )),
+        };
+        match principal {
+            Ok(p) => {
+                self.principal = Some(p);
+                self.reply(json!({ "type": "connection_ack" }))
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "WebSocket connection_init rejected");
+                Flow::Close(FORBIDDEN, "Forbidden".into())
+            }
+        }
+    }
+
+    fn on_subscribe(&mut self, id: String, request: async_graphql::Request) -> Flow {
+        let Some(principal) = self.principal else {
+            return Flow::Close(UNAUTHORIZED, "Unauthorized".into());
+        };
+        if self.operations.contains_key(&id) {
+            return Flow::Close(
+                DUPLICATE_ID,
+                truncate(format!("Subscriber for {id} already exists")),
+            );
+        }
+        if self.operations.len() >= self.state.ws_limits.max_subscriptions {
+            let error = AppError::Forbidden(format!(
+                "at most {} subscriptions per connection",
+                self.state.ws_limits.max_subscriptions
+            ));
+            let payload =
+                json!([{ "message": error.to_string(), "extensions": { "code": "FORBIDDEN" } }]);
+            let message = self.error_message(&id, payload);
+            return self.reply(message);
+        }
+        let request = crate::graphql::request_data(request, principal, &self.state.domain);
+        let stream = self.state.schema.execute_stream(request);
+        self.operations.insert(id, operation(stream).boxed());
+        Flow::Continue
+    }
+
+    fn error_message(&self, id: &str, errors: Value) -> Value {
+        match self.protocol {
+            Protocol::Transport => json!({ "type": "error", "id": id, "payload": errors }),
+            Protocol::Legacy => {
+                json!({ "type": "error", "id": id, "payload": { "errors": errors } })
+            }
+        }
+    }
+
+    fn render(&self, id: &str, out: Out) -> Value {
+        match out {
+            Out::Next(response) => {
+                let kind = match self.protocol {
+                    Protocol::Transport => "next",
+                    Protocol::Legacy => "data",
+                };
+                json!({ "type": kind, "id": id, "payload": response })
+            }
+            Out::Error(errors) => self.error_message(id, json!(errors)),
+            Out::Complete => json!({ "type": "complete", "id": id }),
+        }
+    }
+}
+
+/// One operation's messages: `next`… then `complete`, or a single `error` when it cannot run.
+fn operation(
+    responses: impl Stream<Item = async_graphql::Response> + Send + 'static,
+) -> impl Stream<Item = Out> + Send + 'static {
+    async_stream::stream! {
+        let mut responses = std::pin::pin!(responses);
+        let mut first = true;
+        while let Some(mut response) = responses.next().await {
+            let request_error = crate::graphql::classify(&mut response) && first;
+            if request_error {
+                yield Out::Error(response.errors);
+                return;
+            }
+            first = false;
+            yield Out::Next(response);
+        }
+        yield Out::Complete;
+    }
+}
+
+/// `{"Authorization": "Bearer …"}` (any case) or `{"token": "…"}`.
+fn token_from_payload(payload: &Value) -> Option<String> {
+    let object = payload.as_object()?;
+    for (key, value) in object {
+        let value = value.as_str()?;
+        if key.eq_ignore_ascii_case("authorization") {
+            return bearer_token(value).map(str::to_string);
+        }
+        if key == "token" {
+            return Some(value.trim_start_matches("Bearer ").to_string());
+        }
+    }
+    None
+}
+
+/// Resolves when the connection's token expires; never before `connection_init`.
+fn token_expiry(principal: Option<&Principal>) -> impl std::future::Future<Output = ()> + use<> {
+    let remaining = principal.map(|p| {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        Duration::from_secs(p.expires_at.saturating_sub(now))
+    });
+    async move {
+        match remaining {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// Close reasons are limited to 123 bytes by RFC 6455.
+fn truncate(mut reason: String) -> String {
+    if reason.len() > 120 {
+        let mut end = 120;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+    }
+    reason
+}

@@ -1,0 +1,179 @@
+//! The `/api/v1/incidents` handlers: parse, call the domain, shape the answer. Nothing else.
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use uuid::Uuid;
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::{Caller, Json, Path, Query, Responder};
+use super::model::{
+    AddEvent, CreateIncident, Incident, IncidentDetail, IncidentEvent, IncidentList, ListParams,
+    MAX_EVENTS, Postmortem, PostmortemInput, Transition,
+};
+use crate::app::AppState;
+use crate::incident::read;
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// List incidents, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/incidents",
+    tag = "incidents",
+    params(ListParams),
+    responses(
+        (status = 200, description = "One page of incidents", body = IncidentList),
+        (status = 400, description = "A parameter is not valid", body = ErrorBody),
+        (status = 401, description = "No or bad bearer token", body = ErrorBody),
+    )
+)]
+pub async fn list_incidents(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Query(params): Query<ListParams>,
+) -> ApiResult<axum::Json<IncidentList>> {
+    let (filter, page) = params.parse()?;
+    let rows = read::incidents(&app.domain.db, principal.scope(), &filter, &page).await?;
+    Ok(axum::Json(rows.into()))
+}
+
+/// One incident with its timeline (oldest first, at most 1000 events) and its postmortem.
+#[utoipa::path(
+    get,
+    path = "/api/v1/incidents/{id}",
+    tag = "incidents",
+    params(("id" = Uuid, Path, description = "The incident's id")),
+    responses(
+        (status = 200, description = "The incident", body = IncidentDetail),
+        (status = 401, description = "No or bad bearer token", body = ErrorBody),
+        (status = 404, description = "No such incident in the caller's organization", body = ErrorBody),
+    )
+)]
+pub async fn get_incident(
+    State(app): State<AppState>,
+    Caller(principal): Caller,
+    Path(id): Path<Uuid>,
+) -> ApiResult<axum::Json<IncidentDetail>> {
+    let (db, scope) = (&app.domain.db, principal.scope());
+    let incident = read::incident(db, scope, id).await?;
+    let events = read::events_after(db, scope, id, 0, MAX_EVENTS).await?;
+    let postmortem = read::postmortems_by_incident(db, scope, &[id]).await?;
+    Ok(axum::Json(IncidentDetail {
+        incident: incident.into(),
+        events: events.into_iter().map(IncidentEvent::from).collect(),
+        postmortem: postmortem.into_iter().next().map(Postmortem::from),
+    }))
+}
+
+/// Declare an incident.
+#[utoipa::path(
+    post,
+    path = "/api/v1/incidents",
+    tag = "incidents",
+    request_body = CreateIncident,
+    responses(
+        (status = 201, description = "Created (or the same incident again, for a retry with the same id and body)",
+            body = Incident, headers(("Location" = String, description = "/api/v1/incidents/{id}"))),
+        (status = 400, description = "The body is not valid", body = ErrorBody),
+        (status = 401, description = "No or bad bearer token", body = ErrorBody),
+        (status = 403, description = "The caller is a viewer", body = ErrorBody),
+        (status = 409, description = "The id is taken with a different body", body = ErrorBody),
+    )
+)]
+pub async fn create_incident(
+    State(app): State<AppState>,
+    Responder(writer): Responder,
+    Json(body): Json<CreateIncident>,
+) -> ApiResult<Response> {
+    let incident = app.domain.create_incident(&writer, body.parse()?).await?;
+    let location = format!("/api/v1/incidents/{}", incident.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        axum::Json(Incident::from(incident)),
+    )
+        .into_response())
+}
+
+/// Add an event to the incident's timeline.
+#[utoipa::path(
+    post,
+    path = "/api/v1/incidents/{id}/events",
+    tag = "incidents",
+    params(("id" = Uuid, Path, description = "The incident's id")),
+    request_body = AddEvent,
+    responses(
+        (status = 201, description = "The event, at the next sequence number", body = IncidentEvent),
+        (status = 400, description = "The body is not valid", body = ErrorBody),
+        (status = 401, description = "No or bad bearer token", body = ErrorBody),
+        (status = 403, description = "The caller is a viewer", body = ErrorBody),
+        (status = 404, description = "No such incident in the caller's organization", body = ErrorBody),
+        (status = 409, description = "The event id is taken with a different body", body = ErrorBody),
+    )
+)]
+pub async fn add_event(
+    State(app): State<AppState>,
+    Responder(writer): Responder,
+    Path(id): Path<Uuid>,
+    Json(body): Json<AddEvent>,
+) -> ApiResult<(StatusCode, axum::Json<IncidentEvent>)> {
+    let event = app.domain.add_event(&writer, id, body.parse()?).await?;
+    Ok((StatusCode::CREATED, axum::Json(event.into())))
+}
+
+/// Write the incident's postmortem.
+#[utoipa::path(
+    post,
+    path = "/api/v1/incidents/{id}/postmortem",
+    tag = "incidents",
+    params(("id" = Uuid, Path, description = "The incident's id")),
+    request_body = PostmortemInput,
+    responses(
+        (status = 201, description = "The postmortem", body = Postmortem),
+        (status = 400, description = "The body is not valid", body = ErrorBody),
+        (status = 401, description = "No or bad bearer token", body = ErrorBody),
+        (status = 403, description = "The caller is a viewer", body = ErrorBody),
+        (status = 404, description = "No such incident in the caller's organization", body = ErrorBody),
+        (status = 409, description = "The incident already has a postmortem", body = ErrorBody),
+    )
+)]
+pub async fn create_postmortem(
+    State(app): State<AppState>,
+    Responder(writer): Responder,
+    Path(id): Path<Uuid>,
+    Json(body): Json<PostmortemInput>,
+) -> ApiResult<(StatusCode, axum::Json<Postmortem>)> {
+    let postmortem = app
+        .domain
+        .create_postmortem(&writer, id, body.parse()?)
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(postmortem.into())))
+}
+
+/// Move the incident along the workflow; a transition to its current status changes nothing.
+#[utoipa::path(
+    post,
+    path = "/api/v1/incidents/{id}/transition",
+    tag = "incidents",
+    params(("id" = Uuid, Path, description = "The incident's id")),
+    request_body = Transition,
+    responses(
+        (status = 200, description = "The incident after the transition", body = Incident),
+        (status = 400, description = "The body is not valid (a reopen needs a note)", body = ErrorBody),
+        (status = 401, description = "No or bad bearer token", body = ErrorBody),
+        (status = 403, description = "The caller is a viewer", body = ErrorBody),
+        (status = 404, description = "No such incident in the caller's organization", body = ErrorBody),
+        (status = 409, description = "INVALID_TRANSITION or POSTMORTEM_REQUIRED", body = ErrorBody),
+    )
+)]
+pub async fn transition_incident(
+    State(app): State<AppState>,
+    Responder(writer): Responder,
+    Path(id): Path<Uuid>,
+    Json(body): Json<Transition>,
+) -> ApiResult<axum::Json<Incident>> {
+    let (to, note) = body.parse()?;
+    let incident = app.domain.transition(&writer, id, to, note).await?;
+    Ok(axum::Json(incident.into()))
+}

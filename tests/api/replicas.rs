@@ -1,0 +1,266 @@
+//! Separate `incidentd` processes: replicas sharing one PostgreSQL database, a lost change
+//! listener, and a stalled subscriber measured from outside the server process.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use uuid::Uuid;
+
+use crate::helpers::{EVENTS_SUBSCRIPTION, TEST_SECRET, TestDb, Ws, spawn_app, test_config};
+use crate::subscriptions::{receive_sequences, write_event};
+
+/// An `incidentd serve` child process on port 0; killed when dropped.
+pub struct Replica {
+    pub child: tokio::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl Replica {
+    pub async fn start(database_url: &str, extra_env: &[(&str, &str)]) -> Replica {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_incidentd"));
+        command
+            .env("DATABASE_URL", database_url)
+            .env("INCIDENTD_LISTEN", "127.0.0.1:0")
+            .env("INCIDENTD_JWT_SECRET", TEST_SECRET)
+            .env("INCIDENTD_LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .envs(extra_env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        let mut child = command.spawn().expect("incidentd starts");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                let Ok(log) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                if log["fields"]["message"] == "incidentd listening" {
+                    return log["fields"]["addr"]
+                        .as_str()
+                        .unwrap()
+                        .parse::<SocketAddr>()
+                        .unwrap();
+                }
+            }
+            panic!("incidentd exited before listening");
+        })
+        .await
+        .expect("incidentd listens within 30 s");
+        // Keep draining the log so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Replica { child, addr }
+    }
+
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.child.id().expect("running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+}
+
+async fn terminate_listeners(database_url: &str) -> u64 {
+    use sea_orm::ConnectionTrait;
+    let db = sea_orm::Database::connect(database_url).await.unwrap();
+    let result = db
+        .query_all_raw(sea_orm::Statement::from_string(
+            sea_orm::DatabaseBackend::Postgres,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = 'incidentd-listener' AND datname = current_database()",
+        ))
+        .await
+        .unwrap();
+    db.close().await.ok();
+    result.len() as u64
+}
+
+/// Writes on one replica reach subscribers on another, through every listener failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_share_one_timeline_even_when_the_listener_is_killed() {
+    let writer = spawn_app().await;
+    if !writer.db.is_postgres() {
+        eprintln!("replicas need PostgreSQL (TEST_DATABASE_URL); SQLite is one process by design");
+        return;
+    }
+    let reader = Replica::start(&writer.database_url, &[]).await;
+    let alice = writer.responder();
+    for run in 0..3 {
+        let incident: Uuid = writer
+            .create_incident(&alice, json!({ "title": format!("run {run}") }))
+            .await["id"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let mut ws = Ws::ready(reader.addr, &alice.token).await;
+        ws.subscribe("s", EVENTS_SUBSCRIPTION, json!({ "id": incident }))
+            .await;
+        let (progress_tx, progress_rx) = tokio::sync::watch::channel(0usize);
+        let writers = (0..5).map(|w| {
+            let (writer, alice, progress_tx) = (&writer, &alice, progress_tx.clone());
+            async move {
+                for i in 0..200 {
+                    write_event(writer, alice, incident, &format!("w{w} e{i}")).await;
+                    progress_tx.send_modify(|n| *n += 1);
+                }
+            }
+        });
+        let killer = async {
+            let mut progress = progress_rx.clone();
+            progress.wait_for(|n| *n >= 300).await.unwrap();
+            let killed = terminate_listeners(&writer.database_url).await;
+            assert!(killed >= 1, "a listener connection was terminated");
+        };
+        let (seen, _, _) = tokio::join!(
+            receive_sequences(&mut ws, "s", 1000),
+            join_all(writers),
+            killer
+        );
+        assert_eq!(seen, (1..=1000).collect::<Vec<i64>>(), "run {run}");
+    }
+
+    // With no writes racing it, a killed listener still resyncs: the next write arrives.
+    let incident: Uuid = writer
+        .create_incident(&alice, json!({ "title": "quiet" }))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut ws = Ws::ready(reader.addr, &alice.token).await;
+    ws.subscribe("s", EVENTS_SUBSCRIPTION, json!({ "id": incident }))
+        .await;
+    terminate_listeners(&writer.database_url).await;
+    write_event(&writer, &alice, incident, "after the outage").await;
+    assert_eq!(receive_sequences(&mut ws, "s", 1).await, [1]);
+}
+
+/// A client that stops reading neither slows the others nor grows the server without bound;
+/// it is dropped after the write timeout and resumes from its cursor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_subscriber_costs_bounded_memory_and_catches_up_after() {
+    let (db, url) = TestDb::create().await;
+    // The server under test is a separate process, so its memory is its own.
+    let server = Replica::start(&url, &[("INCIDENTD_WS_WRITE_TIMEOUT", "1s")]).await;
+    let _db = db;
+    let auth = incidentd::auth::Authenticator::from_config(&test_config(&url)).unwrap();
+    let org = Uuid::new_v4();
+    let token = auth
+        .mint(
+            org,
+            Uuid::new_v4(),
+            incidentd::auth::Role::Responder,
+            Duration::from_secs(3600),
+        )
+        .unwrap();
+    let alice = crate::helpers::Caller {
+        org,
+        user: Uuid::new_v4(),
+        token,
+    };
+    let client = reqwest::Client::new();
+    let gql = |query: &'static str, variables: serde_json::Value| {
+        let (client, token, addr) = (client.clone(), alice.token.clone(), server.addr);
+        async move {
+            let body: serde_json::Value = client
+                .post(format!("http://{addr}/graphql"))
+                .bearer_auth(token)
+                .json(&json!({ "query": query, "variables": variables }))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert!(body.get("errors").is_none(), "{body}");
+            body
+        }
+    };
+    let created = gql(
+        "mutation { createIncident(input: { title: \"firehose\" }) { id } }",
+        json!({}),
+    )
+    .await;
+    let incident = created["data"]["createIncident"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let mut healthy = Ws::ready(server.addr, &alice.token).await;
+    healthy
+        .subscribe("h", EVENTS_SUBSCRIPTION, json!({ "id": incident }))
+        .await;
+    let mut stalled = Ws::ready(server.addr, &alice.token).await;
+    stalled
+        .subscribe("s", EVENTS_SUBSCRIPTION, json!({ "id": incident }))
+        .await;
+    // From here on `stalled` is never read.
+
+    let before = server.rss_kib();
+    let content = "x".repeat(8 * 1024);
+    const EVENTS: usize = 3000;
+    let reader = tokio::spawn(async move {
+        let seen = receive_sequences(&mut healthy, "h", EVENTS).await;
+        (healthy, seen)
+    });
+    for _ in 0..(EVENTS / 10) {
+        join_all((0..10).map(|_| {
+            gql(
+                "mutation($id: UUID!, $c: String!) { addIncidentEvent(incidentId: $id, input: { content: $c }) { sequence } }",
+                json!({ "id": incident, "c": content }),
+            )
+        }))
+        .await;
+    }
+    let (_, seen) = reader.await.unwrap();
+    assert_eq!(
+        seen,
+        (1..=EVENTS as i64).collect::<Vec<_>>(),
+        "the healthy subscriber got everything"
+    );
+    let after = server.rss_kib();
+    let pushed_kib = (EVENTS * content.len() / 1024) as u64;
+    println!(
+        "stalled subscriber: server RSS {before} KiB → {after} KiB while {pushed_kib} KiB of events were published"
+    );
+    assert!(
+        after.saturating_sub(before) < 48 * 1024,
+        "server memory grew by {} KiB",
+        after - before
+    );
+
+    // The server cut the stalled client off instead of queueing for it: reading now yields
+    // what the socket buffers held, then the end, well short of everything.
+    let mut buffered = 0;
+    while let crate::helpers::WsEvent::Message(_) = stalled.next().await {
+        buffered += 1;
+    }
+    println!(
+        "stalled subscriber: {buffered} of {EVENTS} events were in flight when it was dropped"
+    );
+    assert!(buffered < EVENTS, "the stalled connection was dropped");
+
+    // The stalled client resumes from its cursor on a new connection and misses nothing.
+    let mut resumed = Ws::ready(server.addr, &alice.token).await;
+    resumed
+        .subscribe(
+            "r",
+            EVENTS_SUBSCRIPTION,
+            json!({ "id": incident, "after": buffered }),
+        )
+        .await;
+    let rest = receive_sequences(&mut resumed, "r", EVENTS - buffered).await;
+    assert_eq!(
+        rest,
+        ((buffered as i64 + 1)..=EVENTS as i64).collect::<Vec<_>>()
+    );
+}
