@@ -42,6 +42,10 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// The WebSocket connections, which axum's graceful shutdown does not wait for.
     pub tasks: TaskTracker,
+    /// Query limits async-graphql does not enforce itself (query text size, aliases).
+    pub limits: Limits,
+    /// Browser origins allowed beyond same-origin (CORS and WebSocket upgrades).
+    pub allowed_origins: Arc<[String]>,
 }
 
 pub fn router(state: AppState, config: &Config) -> Router {
@@ -53,9 +57,12 @@ pub fn router(state: AppState, config: &Config) -> Router {
         )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::monitoring::metrics))
         .merge(crate::rest::router())
         .with_state(state)
+        .layer(axum::middleware::from_fn(crate::monitoring::track_http))
         .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
+        .layer(cors(config))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             config.request_timeout,
@@ -63,6 +70,27 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http())
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// CORS for the configured origins only; with none configured, no cross-origin access.
+fn cors(config: &Config) -> tower_http::cors::CorsLayer {
+    use axum::http::{HeaderValue, Method, header};
+    let origins: Vec<HeaderValue> = config
+        .cors_origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o.trim().trim_end_matches('/')).ok())
+        .collect();
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([HeaderName::from_static("x-request-id")])
+        .max_age(Duration::from_secs(600))
 }
 
 async fn healthz() -> &'static str {
@@ -94,6 +122,8 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     state: AppState,
+    /// Longest the drain after a shutdown signal may take (in-flight requests, WebSockets).
+    shutdown_timeout: Duration,
 }
 
 impl Application {
@@ -107,9 +137,16 @@ impl Application {
                 config.listen
             );
         }
-        let db = Db::connect(&config.db_options())
-            .await
-            .with_context(|| "cannot connect to the database")?;
+        crate::monitoring::install();
+        // Without migrations to run, an unreachable database need not stop the start-up: the
+        // server answers DATABASE_UNAVAILABLE and /readyz 503 until the database comes back.
+        let db = if config.no_migrate {
+            Db::connect_lazy(&config.db_options()).await?
+        } else {
+            Db::connect(&config.db_options())
+                .await
+                .with_context(|| "cannot connect to the database")?
+        };
         if !config.no_migrate {
             migration::Migrator::up(db.conn(), None)
                 .await
@@ -125,10 +162,7 @@ impl Application {
         } else {
             None
         };
-        let limits = Limits {
-            introspection: config.introspection,
-            ..Limits::default()
-        };
+        let limits = config.limits();
         let state = AppState {
             schema: graphql::build_schema(&limits),
             domain: Domain {
@@ -146,7 +180,15 @@ impl Application {
             ws_permits: Arc::new(Semaphore::new(config.ws_max_connections)),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            limits,
+            allowed_origins: config
+                .cors_origins
+                .iter()
+                .map(|o| o.trim().trim_end_matches('/').to_string())
+                .filter(|o| !o.is_empty())
+                .collect(),
         };
+        let shutdown_timeout = config.shutdown_timeout;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -154,6 +196,7 @@ impl Application {
             router: router(state.clone(), &config),
             listener,
             state,
+            shutdown_timeout,
         })
     }
 
@@ -178,11 +221,34 @@ impl Application {
             shutdown.await;
             token.cancel();
         };
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(signal)
-            .await;
-        self.state.tasks.close();
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.state.tasks.wait()).await;
-        served
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let signal = async move {
+            signal.await;
+            let _ = stopping_tx.send(());
+        };
+        let tasks = self.state.tasks.clone();
+        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(signal);
+        let drain = async move {
+            let served = serve.await;
+            tasks.close();
+            tasks.wait().await;
+            served
+        };
+        // The drain starts at the signal and gets `shutdown_timeout`; whatever is still in
+        // flight after that is cut off, so an orchestrator's kill deadline is never reached.
+        let deadline = self.shutdown_timeout;
+        let expired = async move {
+            if stopping_rx.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(deadline).await;
+        };
+        tokio::select! {
+            served = drain => served,
+            _ = expired => {
+                tracing::warn!(?deadline, "shutdown deadline passed; dropping what is still in flight");
+                Ok(())
+            }
+        }
     }
 }

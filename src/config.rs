@@ -137,12 +137,58 @@ pub struct Config {
     /// How long a send to a WebSocket client may block before the connection is dropped.
     #[arg(long, env = "INCIDENTD_WS_WRITE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration, global = true)]
     pub ws_write_timeout: Duration,
+    /// How long a graceful shutdown may drain in-flight requests and WebSockets before it cuts them off.
+    #[arg(long, env = "INCIDENTD_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration, global = true)]
+    pub shutdown_timeout: Duration,
     /// Serve introspection queries (and "did you mean" suggestions).
     #[arg(long, env = "INCIDENTD_INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set, global = true)]
     pub introspection: bool,
+    /// Deepest selection nesting an operation may have (`QUERY_TOO_COMPLEX` beyond).
+    #[arg(long, env = "INCIDENTD_MAX_DEPTH", default_value_t = 12, global = true)]
+    pub max_depth: usize,
+    /// Largest operation cost: one per field, connections multiply their children by `first`/`last`.
+    #[arg(
+        long,
+        env = "INCIDENTD_MAX_COMPLEXITY",
+        default_value_t = 50_000,
+        global = true
+    )]
+    pub max_complexity: usize,
+    /// Most aliases one document may use.
+    #[arg(
+        long,
+        env = "INCIDENTD_MAX_ALIASES",
+        default_value_t = 30,
+        global = true
+    )]
+    pub max_aliases: usize,
+    /// Largest GraphQL query text, in bytes.
+    #[arg(long, env = "INCIDENTD_MAX_QUERY_BYTES", default_value_t = 32 * 1024, global = true)]
+    pub max_query_bytes: usize,
+    /// Browser origins allowed to call the API (CORS) and to open WebSockets, comma-separated,
+    /// e.g. `https://desk.example.com`. None by default; same-origin WebSockets are always allowed.
+    #[arg(
+        long,
+        env = "INCIDENTD_CORS_ORIGINS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub cors_origins: Vec<String>,
 }
 
 impl Config {
+    /// The GraphQL limits these settings ask for.
+    pub fn limits(&self) -> crate::graphql::Limits {
+        crate::graphql::Limits {
+            depth: self.max_depth,
+            complexity: self.max_complexity,
+            aliases: self.max_aliases,
+            query_bytes: self.max_query_bytes,
+            introspection: self.introspection,
+            ..crate::graphql::Limits::default()
+        }
+    }
+
     pub fn db_options(&self) -> crate::db::DbOptions {
         crate::db::DbOptions {
             url: self.database_url.clone(),

@@ -49,6 +49,15 @@ impl std::ops::Deref for WriteTxn {
 
 impl Db {
     pub async fn connect(opts: &DbOptions) -> Result<Db, DbErr> {
+        Db::open(opts, false).await
+    }
+
+    /// A pool that connects on first use: start-up succeeds while the database is down.
+    pub async fn connect_lazy(opts: &DbOptions) -> Result<Db, DbErr> {
+        Db::open(opts, true).await
+    }
+
+    async fn open(opts: &DbOptions, lazy: bool) -> Result<Db, DbErr> {
         let url = normalize_url(&opts.url);
         let mut connect = ConnectOptions::new(url.clone());
         connect
@@ -56,7 +65,11 @@ impl Db {
             .min_connections(0)
             .acquire_timeout(opts.acquire_timeout)
             .connect_timeout(opts.acquire_timeout)
-            .sqlx_logging(false);
+            .sqlx_logging(false)
+            // A pooled connection the server lost (restart, failover, terminated backend) is
+            // found by a ping before use and replaced, instead of failing the request.
+            .test_before_acquire(true)
+            .connect_lazy(lazy);
         let statement_timeout_ms = opts.statement_timeout.as_millis();
         if url.starts_with("postgres") {
             connect.map_sqlx_postgres_opts(move |o| {

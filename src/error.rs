@@ -166,8 +166,19 @@ fn is_connection_error(err: &DbErr) -> bool {
                     | sea_orm::sqlx::Error::PoolClosed
                     | sea_orm::sqlx::Error::WorkerCrashed
                     | sea_orm::sqlx::Error::Tls(_)
-            )
+            ) || is_unavailable_sqlstate(e.as_ref())
         }
+        _ => false,
+    }
+}
+
+/// The server ended the session (class 57P: admin shutdown, crash, not accepting connections)
+/// or the connection failed (class 08): the database is away, the request is not at fault.
+fn is_unavailable_sqlstate(err: &sea_orm::sqlx::Error) -> bool {
+    match err {
+        sea_orm::sqlx::Error::Database(db_err) => db_err
+            .code()
+            .is_some_and(|code| code.starts_with("57P") || code.starts_with("08")),
         _ => false,
     }
 }

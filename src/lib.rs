@@ -9,5 +9,6 @@ pub mod error;
 pub mod graphql;
 pub mod incident;
 pub mod live;
+pub mod monitoring;
 pub mod rest;
 pub mod telemetry;

@@ -1,6 +1,7 @@
 //! GraphQL over HTTP: authentication, `Accept` negotiation between `application/json` and
 //! `application/graphql-response+json`, GET for queries only, and GraphiQL for browsers.
 
+use async_graphql::ParseRequestError;
 use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::{DocumentOperations, OperationType};
 use async_graphql_axum::GraphQLRequest;
@@ -108,18 +109,63 @@ pub async fn graphql_post(
         return not_acceptable();
     };
     let request_id = request_id(&headers);
+    if !is_json_content_type(&headers) {
+        let err = AppError::BadInput {
+            field: None,
+            message: "a GraphQL POST needs `Content-Type: application/json` \
+                      (or application/graphql-response+json)"
+                .into(),
+        };
+        let mut response = error_response(&err, media, &request_id);
+        *response.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
+        return response;
+    }
     match request {
-        Ok(request) => execute(&app, &headers, request.into_inner(), media).await,
-        Err(rejection) => {
-            let err = AppError::BadInput {
-                field: None,
-                message: format!("the request is not a GraphQL request: {}", rejection.0),
-            };
+        Ok(request) if request.0.query.trim().is_empty() => {
+            let err = AppError::bad_input("query", "the request has no `query`");
             let mut response = error_response(&err, media, &request_id);
             *response.status_mut() = StatusCode::BAD_REQUEST;
             response
         }
+        Ok(request) => execute(&app, &headers, request.into_inner(), media).await,
+        Err(rejection) => {
+            let (status, message) = match &rejection.0 {
+                ParseRequestError::UnsupportedBatch => (
+                    StatusCode::BAD_REQUEST,
+                    "batched requests (a JSON array body) are not supported; send one \
+                     operation per request"
+                        .to_string(),
+                ),
+                // The body stream is cut by `RequestBodyLimitLayer` when no Content-Length
+                // announced the size; the extractor only keeps the error's text.
+                ParseRequestError::Io(e) if e.to_string().contains("length limit exceeded") => (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "the request body is too large".to_string(),
+                ),
+                other => (
+                    StatusCode::BAD_REQUEST,
+                    format!("the request is not a GraphQL request: {other}"),
+                ),
+            };
+            let err = AppError::BadInput {
+                field: None,
+                message,
+            };
+            let mut response = error_response(&err, media, &request_id);
+            *response.status_mut() = status;
+            response
+        }
     }
+}
+
+/// `application/json` or `application/graphql-response+json`, whatever the parameters.
+fn is_json_content_type(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|essence| essence.trim().to_ascii_lowercase())
+        .is_some_and(|essence| essence == "application/json" || essence == GRAPHQL_RESPONSE_JSON)
 }
 
 pub async fn graphql_get(
@@ -212,6 +258,9 @@ async fn execute(
         Ok(p) => p,
         Err(e) => return error_response(&e, media, &request_id),
     };
+    if let Err(e) = crate::graphql::check_request(&request, &app.limits) {
+        return error_response(&e, media, &request_id);
+    }
     let request = crate::graphql::request_data(request, principal, &app.domain);
     let mut response = with_request_id(request_id, app.schema.execute(request)).await;
     // A request error: nothing ran (parse, validation or variable coercion failed).

@@ -30,10 +30,25 @@ pub struct Subscription(subscription::IncidentSubscription);
 pub type AppSchema = Schema<Query, Mutation, Subscription>;
 
 /// Limits on what one operation may ask for; the defaults are far above what a frontend sends.
+///
+/// - `depth` 12: the deepest frontend shape, `incidents { edges { node { events { edges { node {
+///   incident { … } } } } } } }`, is 8 levels.
+/// - `complexity` 50 000: every field costs 1 and a connection multiplies its children by
+///   `first`/`last` (default 20, capped at 100; see [`page_complexity`]), so the cost is about the
+///   number of values a response holds. A list page of 100 incidents with 15 fields and the latest
+///   20 events of each costs ≈ 16 000, the README's timeline at `first: 100` ≈ 700, and the widest
+///   read in our tests (100 incidents × 100 event ids plus postmortems and audit) ≈ 32 000; 100
+///   incidents × 100 events with five event fields (≈ 60 000 values) is refused.
+/// - `aliases` 30: a dashboard counting incidents per status and severity uses 16; aliases are how
+///   one request repeats an expensive field, which complexity bounds anyway.
+/// - `query_bytes` 32 KiB: the largest frontend operations are about 2 KiB of text.
+/// - `recursive_depth` 32 and `directives` 8: async-graphql's parser and CVE-2024-47614 guards.
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub depth: usize,
     pub complexity: usize,
+    pub aliases: usize,
+    pub query_bytes: usize,
     pub recursive_depth: usize,
     pub directives: usize,
     pub introspection: bool,
@@ -44,11 +59,88 @@ impl Default for Limits {
         Limits {
             depth: 12,
             complexity: 50_000,
+            aliases: 30,
+            query_bytes: 32 * 1024,
             recursive_depth: 32,
             directives: 8,
             introspection: true,
         }
     }
+}
+
+/// The cost of a connection field: its children once per requested item (`first` or `last`,
+/// default 20, at most 100 as the resolvers allow), capped so that deep nesting cannot overflow.
+pub(crate) fn page_complexity(first: Option<i32>, last: Option<i32>, child: usize) -> usize {
+    let items = first
+        .or(last)
+        .map_or(crate::incident::page::DEFAULT_PAGE, |n| {
+            (n.max(0) as u64).min(crate::incident::page::MAX_PAGE)
+        }) as usize;
+    items.max(1).saturating_mul(child).min(u32::MAX as usize)
+}
+
+/// Checks a request against the limits async-graphql does not enforce (query text size and
+/// aliases), and refuses `__schema`/`__type` when introspection is off (async-graphql would answer
+/// them with `null` and no error). A document that does not parse passes: execution reports the
+/// syntax error.
+pub fn check_request(request: &async_graphql::Request, limits: &Limits) -> AppResult<()> {
+    if request.query.len() > limits.query_bytes {
+        return Err(AppError::QueryTooComplex(format!(
+            "the query text is {} bytes; at most {} are allowed",
+            request.query.len(),
+            limits.query_bytes
+        )));
+    }
+    let Ok(document) = async_graphql::parser::parse_query(&request.query) else {
+        return Ok(());
+    };
+    let (aliases, introspects) = inspect(&document);
+    if introspects && !limits.introspection {
+        return Err(AppError::BadInput {
+            field: None,
+            message: "introspection is disabled on this server".into(),
+        });
+    }
+    if aliases > limits.aliases {
+        return Err(AppError::QueryTooComplex(format!(
+            "the query uses {aliases} aliases; at most {} are allowed",
+            limits.aliases
+        )));
+    }
+    Ok(())
+}
+
+/// The number of aliases in a document, and whether it selects `__schema` or `__type`.
+fn inspect(document: &async_graphql::parser::types::ExecutableDocument) -> (usize, bool) {
+    use async_graphql::parser::types::{Selection, SelectionSet};
+    fn walk(set: &SelectionSet, aliases: &mut usize, introspects: &mut bool) {
+        for item in &set.items {
+            match &item.node {
+                Selection::Field(field) => {
+                    *aliases += usize::from(field.node.alias.is_some());
+                    let name = field.node.name.node.as_str();
+                    *introspects |= name == "__schema" || name == "__type";
+                    walk(&field.node.selection_set.node, aliases, introspects);
+                }
+                Selection::InlineFragment(fragment) => {
+                    walk(&fragment.node.selection_set.node, aliases, introspects)
+                }
+                Selection::FragmentSpread(_) => {}
+            }
+        }
+    }
+    let (mut aliases, mut introspects) = (0, false);
+    for (_, op) in document.operations.iter() {
+        walk(&op.node.selection_set.node, &mut aliases, &mut introspects);
+    }
+    for fragment in document.fragments.values() {
+        walk(
+            &fragment.node.selection_set.node,
+            &mut aliases,
+            &mut introspects,
+        );
+    }
+    (aliases, introspects)
 }
 
 pub fn build_schema(limits: &Limits) -> AppSchema {
@@ -60,7 +152,8 @@ pub fn build_schema(limits: &Limits) -> AppSchema {
     .limit_depth(limits.depth)
     .limit_complexity(limits.complexity)
     .limit_recursive_depth(limits.recursive_depth)
-    .limit_directives(limits.directives);
+    .limit_directives(limits.directives)
+    .extension(crate::monitoring::GraphqlMetrics);
     if !limits.introspection {
         builder = builder.disable_introspection().disable_suggestions();
     }
@@ -84,7 +177,11 @@ pub fn request_data(
             scope: principal.scope(),
         },
         tokio::spawn,
-    );
+    )
+    // Wait a little longer than the default 1 ms for a batch to fill: on a loaded machine the
+    // resolvers of one page can take longer than that to register their keys, splitting a
+    // batch and costing a statement per part.
+    .delay(std::time::Duration::from_millis(5));
     request.data(principal).data(domain.clone()).data(loader)
 }
 

@@ -55,6 +55,7 @@ impl IncidentQuery {
     }
 
     /// Newest first.
+    #[graphql(complexity = "crate::graphql::page_complexity(first, last, child_complexity)")]
     async fn incidents(
         &self,
         ctx: &Context<'_>,
@@ -80,6 +81,7 @@ impl IncidentQuery {
     }
 
     /// Newest first.
+    #[graphql(complexity = "crate::graphql::page_complexity(first, last, child_complexity)")]
     async fn postmortems(
         &self,
         ctx: &Context<'_>,
@@ -103,6 +105,7 @@ impl IncidentQuery {
     }
 
     /// The audit log, newest first (admins only). `entityId` selects one incident, event or postmortem.
+    #[graphql(complexity = "crate::graphql::page_complexity(first, None, child_complexity)")]
     async fn audit_events(
         &self,
         ctx: &Context<'_>,

@@ -79,6 +79,7 @@ impl Incident {
     }
 
     /// The timeline, oldest first.
+    #[graphql(complexity = "crate::graphql::page_complexity(first, last, child_complexity)")]
     async fn events(
         &self,
         ctx: &Context<'_>,

@@ -118,6 +118,7 @@ impl Hub {
 
     fn announced(&self, a: Announcement) {
         self.stats.published.fetch_add(1, Ordering::Relaxed);
+        crate::monitoring::change_published();
         // The dispatcher lives as long as the hub; a send fails only during shutdown.
         let _ = self.input.send(Input::Announced(a));
     }
@@ -136,6 +137,7 @@ impl Hub {
 
     pub fn delivered(&self) {
         self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+        crate::monitoring::change_delivered();
     }
 }
 

@@ -47,6 +47,15 @@ enum Protocol {
 
 /// Answers a WebSocket upgrade on `/graphql`.
 pub async fn upgrade(state: AppState, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+    // Browsers send `Origin` on every WebSocket and do not apply CORS to it: refuse cross-site
+    // pages (CSWSH) unless their origin is allowed.
+    if !origin_allowed(&headers, &state.allowed_origins) {
+        return (
+            StatusCode::FORBIDDEN,
+            "this origin may not open a WebSocket",
+        )
+            .into_response();
+    }
     let Ok(permit) = state.ws_permits.clone().try_acquire_owned() else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -78,6 +87,24 @@ pub async fn upgrade(state: AppState, headers: HeaderMap, ws: WebSocketUpgrade) 
             Connection::new(socket, state, protocol, header_token, permit).run(),
         ))
     })
+}
+
+/// No `Origin` (not a browser), an allowed origin, or the same origin (its host is `Host`).
+fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    if allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)) {
+        return true;
+    }
+    let origin_host = origin
+        .split_once("://")
+        .map(|(_, rest)| rest.trim_end_matches('/'));
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
 }
 
 #[derive(Deserialize)]
@@ -135,6 +162,8 @@ struct Connection {
     operations: StreamMap<String, BoxStream<'static, Out>>,
     outbox: VecDeque<Value>,
     _permit: OwnedSemaphorePermit,
+    /// Counts this connection in `incidentd_ws_connections` until it is dropped, however it ends.
+    _gauge: crate::monitoring::GaugeGuard,
 }
 
 impl Connection {
@@ -155,6 +184,7 @@ impl Connection {
             operations: StreamMap::new(),
             outbox: VecDeque::new(),
             _permit: permit,
+            _gauge: crate::monitoring::GaugeGuard::ws_connection(),
         }
     }
 
@@ -302,9 +332,22 @@ impl Connection {
             let message = self.error_message(&id, payload);
             return self.reply(message);
         }
+        if let Err(error) = crate::graphql::check_request(&request, &self.state.limits) {
+            let payload =
+                json!([{ "message": error.to_string(), "extensions": { "code": error.code() } }]);
+            let message = self.error_message(&id, payload);
+            return self.reply(message);
+        }
         let request = crate::graphql::request_data(request, principal, &self.state.domain);
         let stream = self.state.schema.execute_stream(request);
-        self.operations.insert(id, operation(stream).boxed());
+        // The guard lives in the stream: completed, stopped or dropped with the connection,
+        // the operation leaves `incidentd_ws_subscriptions`.
+        let gauge = crate::monitoring::GaugeGuard::ws_subscription();
+        let stream = operation(stream).map(move |out| {
+            let _held = &gauge;
+            out
+        });
+        self.operations.insert(id, stream.boxed());
         Flow::Continue
     }
 

@@ -303,7 +303,11 @@ pub enum WsEvent {
 pub const WAIT: Duration = Duration::from_secs(20);
 
 impl Ws {
-    pub async fn connect(addr: SocketAddr, protocol: &str) -> Ws {
+    /// The upgrade request for `/graphql` with a subprotocol, for tests that send it themselves.
+    pub fn request(
+        addr: SocketAddr,
+        protocol: &str,
+    ) -> tokio_tungstenite::tungstenite::handshake::client::Request {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let mut request = format!("ws://{addr}/graphql")
             .into_client_request()
@@ -311,6 +315,11 @@ impl Ws {
         request
             .headers_mut()
             .insert("sec-websocket-protocol", protocol.parse().unwrap());
+        request
+    }
+
+    pub async fn connect(addr: SocketAddr, protocol: &str) -> Ws {
+        let request = Ws::request(addr, protocol);
         let (stream, response) = tokio_tungstenite::connect_async(request)
             .await
             .expect("ws connects");

@@ -7,8 +7,11 @@ mod helpers;
 
 mod auth;
 mod batching;
+mod bench_latency;
 mod concurrency;
+mod hardening;
 mod http;
+mod ops;
 mod pagination;
 mod replicas;
 mod rest;
@@ -17,3 +20,4 @@ mod subscriptions;
 mod tenancy;
 mod validation;
 mod workflow;
+mod ws_client;

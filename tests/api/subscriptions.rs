@@ -387,3 +387,122 @@ async fn an_oversized_message_is_refused() {
         WsEvent::Message(m) => panic!("expected the connection to close, got {m}"),
     }
 }
+
+/// Only committed changes are announced: a rolled-back transaction (even one that already
+/// queued its NOTIFY) and refused mutations reach no subscriber.
+#[tokio::test]
+async fn rolled_back_writes_announce_nothing() {
+    use incidentd::live::{Announcement, ChangeKind};
+    use sea_orm::ActiveValue::Set;
+
+    let app = spawn_app().await;
+    let alice = app.responder();
+    let incident = app
+        .create_incident(&alice, json!({ "title": "t", "severity": "SEV1" }))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .parse::<Uuid>()
+        .unwrap();
+    let mut ws = Ws::ready(app.addr, &alice.token).await;
+    ws.subscribe("s", EVENTS_SUBSCRIPTION, json!({ "id": incident }))
+        .await;
+    let mut feed = Ws::ready(app.addr, &alice.token).await;
+    feed.subscribe("f", "subscription { incidentChanged { kind } }", json!({}))
+        .await;
+
+    // A transaction that writes an event and queues its announcement, then rolls back.
+    let writer = writer_for(&alice);
+    let txn = app.state.domain.db.begin_write().await.unwrap();
+    let row = incidentd::entity::incident_event::ActiveModel {
+        id: Set(Uuid::new_v4()),
+        organization_id: Set(alice.org),
+        incident_id: Set(incident),
+        sequence: Set(1),
+        event_type: Set("note".into()),
+        content: Set(Some("rolled back".into())),
+        created_by: Set(None),
+        created_at: Set(chrono::Utc::now()),
+    };
+    assert!(writer.scope.try_insert_event(&*txn, row).await.unwrap());
+    if app.db.is_postgres() {
+        let announcement = Announcement {
+            org_id: alice.org,
+            incident_id: incident,
+            kind: ChangeKind::EventAdded,
+            sequence: Some(1),
+        };
+        incidentd::live::pg::notify(&*txn, &[announcement])
+            .await
+            .unwrap();
+    }
+    drop(txn);
+
+    // Refused mutations write and announce nothing either.
+    let (_, body) = app
+        .transition(&alice, &incident.to_string(), "CLOSED", None)
+        .await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"],
+        "INVALID_TRANSITION"
+    );
+    app.transition(&alice, &incident.to_string(), "RESOLVED", None)
+        .await;
+    let (_, body) = app
+        .transition(&alice, &incident.to_string(), "CLOSED", None)
+        .await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"],
+        "POSTMORTEM_REQUIRED"
+    );
+
+    // The first thing each subscriber sees is the committed resolve.
+    let first = ws.next_message().await;
+    assert_eq!(first["payload"]["data"]["incidentEvents"]["sequence"], 1);
+    assert_eq!(
+        first["payload"]["data"]["incidentEvents"]["eventType"], "status_changed",
+        "{first}"
+    );
+    let kinds: Vec<String> = [feed.next_message().await, feed.next_message().await]
+        .iter()
+        .map(|m| {
+            m["payload"]["data"]["incidentChanged"]["kind"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(kinds, ["EVENT_ADDED", "STATUS_CHANGED"]);
+}
+
+#[tokio::test]
+async fn connections_per_server_are_limited() {
+    let (db, url) = TestDb::create().await;
+    let mut config = test_config(&url);
+    config.ws_max_connections = 1;
+    let app = spawn_app_with(db, config).await;
+    let alice = app.responder();
+    let first = Ws::ready(app.addr, &alice.token).await;
+    match tokio_tungstenite::connect_async(Ws::request(app.addr, "graphql-transport-ws")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503)
+        }
+        other => panic!("expected 503, got {:?}", other.map(|(_, r)| r.status())),
+    }
+    // Closing the first frees its place.
+    drop(first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if tokio_tungstenite::connect_async(Ws::request(app.addr, "graphql-transport-ws"))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the freed place was never reused"
+        );
+        tokio::task::yield_now().await;
+    }
+}
