@@ -17,6 +17,8 @@ use crate::subscriptions::{receive_sequences, write_event};
 pub struct Replica {
     pub child: tokio::process::Child,
     pub addr: SocketAddr,
+    /// Every line the server logged so far (JSON).
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Replica {
@@ -53,8 +55,14 @@ impl Replica {
         .await
         .expect("incidentd listens within 30 s");
         // Keep draining the log so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Replica { child, addr }
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = log.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Replica { child, addr, log }
     }
 
     pub fn rss_kib(&self) -> u64 {
@@ -263,4 +271,48 @@ async fn a_stalled_subscriber_costs_bounded_memory_and_catches_up_after() {
         rest,
         ((buffered as i64 + 1)..=EVENTS as i64).collect::<Vec<_>>()
     );
+}
+
+/// JSON logs: the request id a client sends (or one made up) is in every log line of the
+/// request and in the response.
+#[tokio::test]
+async fn every_log_line_of_a_request_carries_its_id() {
+    let (_db, url) = TestDb::create().await;
+    let server = Replica::start(&url, &[]).await;
+    let client = reqwest::Client::new();
+    let request_id = format!("trace-{}", Uuid::new_v4().simple());
+    let response = client
+        .post(format!("http://{}/graphql", server.addr))
+        .header("x-request-id", &request_id)
+        .json(&json!({ "query": "{ viewer { role } }" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(response.headers()["x-request-id"], request_id.as_str());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines: Vec<serde_json::Value> = server
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(&request_id))
+            .map(|l| serde_json::from_str(l).expect("every log line is JSON"))
+            .collect();
+        if lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "finished processing request")
+        {
+            for line in &lines {
+                assert_eq!(line["span"]["request_id"], request_id.as_str(), "{line}");
+            }
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no log line for the request"
+        );
+        tokio::task::yield_now().await;
+    }
 }
