@@ -58,7 +58,7 @@ impl<'w> Unit<'w> {
             self.txn.commit().await?;
         } else {
             self.txn.commit().await?;
-            hub.committed(&self.announcements);
+            hub.committed(self.announcements);
         }
         Ok(())
     }

@@ -3,11 +3,12 @@
 //! The database stays the source of truth: a subscriber that may have missed a signal (lag,
 //! lost PostgreSQL listener) re-reads from its own cursor. See `pg.rs` for the replica bridge.
 
+mod feed;
 pub mod pg;
 pub mod ws;
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc};
@@ -42,12 +43,22 @@ pub struct Announcement {
     pub sequence: Option<i32>,
 }
 
+pub use feed::{changes, timeline};
+
 /// A change with the rows it touched, as read after the commit.
 #[derive(Debug)]
 pub struct Change {
     pub announcement: Announcement,
-    pub incident: Option<incident::Model>,
+    pub incident: incident::Model,
     pub event: Option<incident_event::Model>,
+}
+
+impl Change {
+    /// The one tenancy rule of the feed: a subscriber sees only its organization's changes.
+    pub fn visible_to(&self, scope: OrgScope) -> bool {
+        self.announcement.org_id == scope.org_id()
+            && self.incident.organization_id == scope.org_id()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -58,7 +69,8 @@ pub enum Signal {
 }
 
 enum Input {
-    Announced(Announcement),
+    /// What one transaction announced, in order.
+    Committed(Vec<Announcement>),
     Resync,
 }
 
@@ -68,13 +80,6 @@ pub struct Hub {
     output: broadcast::Sender<Signal>,
     /// Whether commits are announced by PostgreSQL NOTIFY (true) or in-process (false).
     pub via_postgres: bool,
-    stats: Arc<Stats>,
-}
-
-#[derive(Default)]
-pub struct Stats {
-    pub published: AtomicU64,
-    pub delivered: AtomicU64,
 }
 
 /// Signals kept for subscribers that are behind; one further behind re-reads from the database.
@@ -93,7 +98,6 @@ impl Hub {
             input,
             output,
             via_postgres,
-            stats: Arc::default(),
         };
         tokio::spawn(dispatch(db.clone(), rx, hub.output.clone()));
         if via_postgres {
@@ -109,18 +113,16 @@ impl Hub {
         hub
     }
 
-    /// After an in-process commit (SQLite): what it announced.
-    pub fn committed(&self, announcements: &[Announcement]) {
-        for a in announcements {
-            self.announced(*a);
+    /// What one committed transaction announced (in-process on SQLite, from NOTIFY on PostgreSQL).
+    pub fn committed(&self, announcements: Vec<Announcement>) {
+        if announcements.is_empty() {
+            return;
         }
-    }
-
-    fn announced(&self, a: Announcement) {
-        self.stats.published.fetch_add(1, Ordering::Relaxed);
-        crate::monitoring::change_published();
+        for _ in &announcements {
+            crate::monitoring::change_published();
+        }
         // The dispatcher lives as long as the hub; a send fails only during shutdown.
-        let _ = self.input.send(Input::Announced(a));
+        let _ = self.input.send(Input::Committed(announcements));
     }
 
     fn resync(&self) {
@@ -129,15 +131,6 @@ impl Hub {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Signal> {
         self.output.subscribe()
-    }
-
-    pub fn stats(&self) -> &Stats {
-        &self.stats
-    }
-
-    pub fn delivered(&self) {
-        self.stats.delivered.fetch_add(1, Ordering::Relaxed);
-        crate::monitoring::change_delivered();
     }
 }
 
@@ -148,35 +141,48 @@ async fn dispatch(
     output: broadcast::Sender<Signal>,
 ) {
     while let Some(input) = rx.recv().await {
-        let a = match input {
+        let batch = match input {
             Input::Resync => {
                 let _ = output.send(Signal::Resync);
                 continue;
             }
-            Input::Announced(a) => a,
+            Input::Committed(batch) => batch,
         };
         if output.receiver_count() == 0 {
             // Nobody is subscribed: nothing to read or deliver.
             continue;
         }
-        let scope = OrgScope::new(a.org_id);
-        let incident = read::incident(&db, scope, a.incident_id).await.ok();
-        let event = match a.sequence {
-            Some(seq) => read::event_at(&db, scope, a.incident_id, seq)
-                .await
-                .ok()
-                .flatten(),
-            None => None,
-        };
-        if incident.is_none() {
-            // The row could not be read (database trouble): make everyone re-read instead.
-            let _ = output.send(Signal::Resync);
-            continue;
+        // A transaction announces several changes to one incident (an event and a status
+        // change, say): read the incident once for all of them.
+        let mut incidents: HashMap<Uuid, incident::Model> = HashMap::new();
+        for a in batch {
+            let scope = OrgScope::new(a.org_id);
+            let incident = match incidents.get(&a.incident_id) {
+                Some(incident) => incident.clone(),
+                None => match read::incident(&db, scope, a.incident_id).await {
+                    Ok(incident) => {
+                        incidents.insert(a.incident_id, incident.clone());
+                        incident
+                    }
+                    Err(_) => {
+                        // The row could not be read (database trouble): make everyone re-read.
+                        let _ = output.send(Signal::Resync);
+                        continue;
+                    }
+                },
+            };
+            let event = match a.sequence {
+                Some(seq) => read::event_at(&db, scope, a.incident_id, seq)
+                    .await
+                    .ok()
+                    .flatten(),
+                None => None,
+            };
+            let _ = output.send(Signal::Change(Arc::new(Change {
+                announcement: a,
+                incident,
+                event,
+            })));
         }
-        let _ = output.send(Signal::Change(Arc::new(Change {
-            announcement: a,
-            incident,
-            event,
-        })));
     }
 }

@@ -51,7 +51,6 @@ pub async fn listen(db: Db, hub: Hub, ready: tokio::sync::oneshot::Sender<()>) {
     };
     let options = options.application_name(LISTENER_APPLICATION_NAME);
     let mut backoff = Duration::from_millis(50);
-    let mut first = true;
     loop {
         let mut listener = match connect(&options).await {
             Ok(l) => l,
@@ -63,23 +62,22 @@ pub async fn listen(db: Db, hub: Hub, ready: tokio::sync::oneshot::Sender<()>) {
             }
         };
         backoff = Duration::from_millis(50);
-        if let Some(ready) = ready.take() {
-            let _ = ready.send(());
+        match ready.take() {
+            Some(ready) => {
+                let _ = ready.send(());
+            }
+            None => {
+                tracing::info!(
+                    "change listener reconnected; subscribers re-read from their cursors"
+                );
+                hub.resync();
+            }
         }
-        if !first {
-            tracing::info!("change listener reconnected; subscribers re-read from their cursors");
-            hub.resync();
-        }
-        first = false;
         loop {
             match listener.try_recv().await {
                 Ok(Some(notification)) => {
                     match serde_json::from_str::<Vec<Announcement>>(notification.payload()) {
-                        Ok(list) => {
-                            for a in list {
-                                hub.announced(a);
-                            }
-                        }
+                        Ok(list) => hub.committed(list),
                         Err(e) => {
                             tracing::warn!(error = %e, "ignoring a malformed change notification")
                         }
