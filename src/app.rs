@@ -93,9 +93,9 @@ pub fn router(state: AppState, config: &Config) -> Router {
 fn cors(config: &Config) -> tower_http::cors::CorsLayer {
     use axum::http::{HeaderValue, Method, header};
     let origins: Vec<HeaderValue> = config
-        .cors_origins
+        .allowed_origins()
         .iter()
-        .filter_map(|o| HeaderValue::from_str(o.trim().trim_end_matches('/')).ok())
+        .filter_map(|o| HeaderValue::from_str(o).ok())
         .collect();
     tower_http::cors::CorsLayer::new()
         .allow_origin(tower_http::cors::AllowOrigin::list(origins))
@@ -198,12 +198,7 @@ impl Application {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             limits,
-            allowed_origins: config
-                .cors_origins
-                .iter()
-                .map(|o| o.trim().trim_end_matches('/').to_string())
-                .filter(|o| !o.is_empty())
-                .collect(),
+            allowed_origins: config.allowed_origins().into(),
         };
         let shutdown_timeout = config.shutdown_timeout;
         let listener = TcpListener::bind(config.listen)
@@ -233,15 +228,15 @@ impl Application {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let token = self.state.shutdown.clone();
-        let signal = async move {
-            shutdown.await;
-            token.cancel();
-        };
-        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-        let signal = async move {
-            signal.await;
-            let _ = stopping_tx.send(());
+        // The signal cancels `shutdown`: sockets close with 1001, axum stops accepting, and the
+        // drain deadline starts.
+        let stopping = self.state.shutdown.clone();
+        let signal = {
+            let stopping = stopping.clone();
+            async move {
+                shutdown.await;
+                stopping.cancel();
+            }
         };
         let tasks = self.state.tasks.clone();
         let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(signal);
@@ -251,13 +246,11 @@ impl Application {
             tasks.wait().await;
             served
         };
-        // The drain starts at the signal and gets `shutdown_timeout`; whatever is still in
-        // flight after that is cut off, so an orchestrator's kill deadline is never reached.
+        // Whatever is still in flight `shutdown_timeout` after the signal is cut off, so an
+        // orchestrator's kill deadline is never reached.
         let deadline = self.shutdown_timeout;
         let expired = async move {
-            if stopping_rx.await.is_err() {
-                std::future::pending::<()>().await;
-            }
+            stopping.cancelled().await;
             tokio::time::sleep(deadline).await;
         };
         tokio::select! {

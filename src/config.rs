@@ -177,6 +177,16 @@ pub struct Config {
 }
 
 impl Config {
+    /// The allowed browser origins, normalized (no trailing slash, no blanks), as CORS and the
+    /// WebSocket `Origin` check both compare them.
+    pub fn allowed_origins(&self) -> Vec<String> {
+        self.cors_origins
+            .iter()
+            .map(|o| o.trim().trim_end_matches('/').to_string())
+            .filter(|o| !o.is_empty())
+            .collect()
+    }
+
     /// The GraphQL limits these settings ask for.
     pub fn limits(&self) -> crate::graphql::Limits {
         crate::graphql::Limits {
