@@ -92,6 +92,13 @@ pub fn error_response(err: &AppError, media: MediaType, request_id: &str) -> Res
     json_response(status, media, &body)
 }
 
+/// A request the server could not even read as GraphQL: always `status`, whatever the media type.
+fn rejected(status: StatusCode, err: &AppError, media: MediaType, request_id: &str) -> Response {
+    let mut response = error_response(err, media, request_id);
+    *response.status_mut() = status;
+    response
+}
+
 fn not_acceptable() -> Response {
     (
         StatusCode::NOT_ACCEPTABLE,
@@ -116,16 +123,12 @@ pub async fn graphql_post(
                       (or application/graphql-response+json)"
                 .into(),
         };
-        let mut response = error_response(&err, media, &request_id);
-        *response.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
-        return response;
+        return rejected(StatusCode::UNSUPPORTED_MEDIA_TYPE, &err, media, &request_id);
     }
     match request {
         Ok(request) if request.0.query.trim().is_empty() => {
             let err = AppError::bad_input("query", "the request has no `query`");
-            let mut response = error_response(&err, media, &request_id);
-            *response.status_mut() = StatusCode::BAD_REQUEST;
-            response
+            rejected(StatusCode::BAD_REQUEST, &err, media, &request_id)
         }
         Ok(request) => execute(&app, &headers, request.into_inner(), media).await,
         Err(rejection) => {
@@ -151,9 +154,7 @@ pub async fn graphql_post(
                 field: None,
                 message,
             };
-            let mut response = error_response(&err, media, &request_id);
-            *response.status_mut() = status;
-            response
+            rejected(status, &err, media, &request_id)
         }
     }
 }
@@ -195,9 +196,7 @@ pub async fn graphql_get(
                 field: None,
                 message: format!("the query string is not a GraphQL request: {e}"),
             };
-            let mut response = error_response(&err, media, &request_id);
-            *response.status_mut() = StatusCode::BAD_REQUEST;
-            return response;
+            return rejected(StatusCode::BAD_REQUEST, &err, media, &request_id);
         }
     };
     if let Some(ty) = operation_type(&request)
