@@ -19,7 +19,7 @@ pub struct CreateIncidentInput {
     /// Optional, chosen by the client: a retry with the same id and input returns the same incident.
     pub id: Option<Uuid>,
     pub title: String,
-    #[graphql(default_with = "Severity::Sev3")]
+    #[graphql(default_with = "input::DEFAULT_SEVERITY")]
     pub severity: Severity,
     pub linked_ticket_ids: Option<Vec<String>>,
     pub linked_problem_id: Option<Uuid>,
@@ -85,7 +85,7 @@ pub struct AddIncidentEventInput {
     /// Optional, chosen by the client: a retry with the same id and input returns the same event.
     pub id: Option<Uuid>,
     /// `^[a-z][a-z0-9_]{0,49}$`.
-    #[graphql(default_with = "String::from(\"note\")")]
+    #[graphql(default_with = "input::DEFAULT_EVENT_TYPE.to_string()")]
     pub event_type: String,
     /// Up to 64 KiB.
     pub content: String,

@@ -14,6 +14,10 @@ pub const MAX_TICKET_IDS: usize = 50;
 pub const MAX_TICKET_ID_CHARS: usize = 100;
 pub const MAX_ACTION_ITEMS: usize = 100;
 pub const MAX_OWNER_CHARS: usize = 200;
+/// What an incident is declared as when the caller does not say.
+pub const DEFAULT_SEVERITY: Severity = Severity::Sev3;
+/// The event type of a timeline entry when the caller does not say.
+pub const DEFAULT_EVENT_TYPE: &str = "note";
 /// Clients' clocks drift; a start time this far ahead of ours still counts as "now".
 pub const CLOCK_SKEW_SECS: i64 = 60;
 

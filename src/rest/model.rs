@@ -386,7 +386,7 @@ impl CreateIncident {
         Ok(NewIncident {
             id: self.id,
             title: Title::parse("title", &self.title)?,
-            severity: self.severity.unwrap_or(Severity::Sev3),
+            severity: self.severity.unwrap_or(input::DEFAULT_SEVERITY),
             linked_ticket_ids: TicketIds::parse(
                 "linked_ticket_ids",
                 &self.linked_ticket_ids.unwrap_or_default(),
@@ -419,7 +419,9 @@ impl AddEvent {
             id: self.id,
             event_type: EventType::parse(
                 "event_type",
-                self.event_type.as_deref().unwrap_or("note"),
+                self.event_type
+                    .as_deref()
+                    .unwrap_or(input::DEFAULT_EVENT_TYPE),
             )?,
             content: Content::parse("content", &self.content)?,
         })
