@@ -413,3 +413,33 @@ impl TestApp {
         }
     }
 }
+
+/// Terminates this database's sessions of one `application_name` (`incidentd` for the pool,
+/// `incidentd-listener` for the change listener); returns how many it ended.
+pub async fn terminate_backends(database_url: &str, application_name: &str) -> u64 {
+    use sea_orm::ConnectionTrait;
+    let db = sea_orm::Database::connect(database_url).await.unwrap();
+    let rows = db
+        .query_all_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DatabaseBackend::Postgres,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = $1 AND datname = current_database()",
+            [application_name.into()],
+        ))
+        .await
+        .unwrap();
+    db.close().await.ok();
+    rows.len() as u64
+}
+
+impl TestApp {
+    /// Declares an incident titled `title`; returns its id.
+    pub async fn new_incident(&self, caller: &Caller, title: &str) -> Uuid {
+        self.create_incident(caller, json!({ "title": title }))
+            .await["id"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+}

@@ -9,7 +9,9 @@ use sea_orm_migration::MigratorTrait;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{Caller, EVENTS_SUBSCRIPTION, TestDb, Ws, code, spawn_app, test_config};
+use crate::helpers::{
+    Caller, EVENTS_SUBSCRIPTION, TestDb, Ws, code, spawn_app, terminate_backends, test_config,
+};
 use crate::replicas::Replica;
 
 /// The value of one sample of `name` whose labels include `labels`; summed when several match.
@@ -415,7 +417,7 @@ async fn requests_recover_by_themselves_after_the_database_drops_every_connectio
     };
     let killer = async {
         let _ = kill_rx.await;
-        terminate_server_connections(&app.database_url).await
+        terminate_backends(&app.database_url, "incidentd").await
     };
     let (outcomes, killed) = tokio::join!(writers, killer);
     assert!(killed >= 1, "no server connection was terminated");
@@ -427,7 +429,7 @@ async fn requests_recover_by_themselves_after_the_database_drops_every_connectio
     }
 
     // Now the pool holds only dead connections: the next requests succeed anyway.
-    let killed = terminate_server_connections(&app.database_url).await;
+    let killed = terminate_backends(&app.database_url, "incidentd").await;
     assert!(killed >= 1, "no server connection was terminated");
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut ok = 0;
@@ -450,21 +452,6 @@ async fn requests_recover_by_themselves_after_the_database_drops_every_connectio
     }
     let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
-}
-
-async fn terminate_server_connections(database_url: &str) -> u64 {
-    use sea_orm::ConnectionTrait;
-    let db = sea_orm::Database::connect(database_url).await.unwrap();
-    let rows = db
-        .query_all_raw(sea_orm::Statement::from_string(
-            sea_orm::DatabaseBackend::Postgres,
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE application_name = 'incidentd' AND datname = current_database()",
-        ))
-        .await
-        .unwrap();
-    db.close().await.ok();
-    rows.len() as u64
 }
 
 /// `incidentd --help` and the README's configuration table list the same flags, environment

@@ -10,7 +10,9 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use uuid::Uuid;
 
-use crate::helpers::{EVENTS_SUBSCRIPTION, TEST_SECRET, TestDb, Ws, spawn_app, test_config};
+use crate::helpers::{
+    EVENTS_SUBSCRIPTION, TEST_SECRET, TestDb, Ws, spawn_app, terminate_backends, test_config,
+};
 use crate::subscriptions::{receive_sequences, write_event};
 
 /// An `incidentd serve` child process on port 0; killed when dropped.
@@ -76,21 +78,6 @@ impl Replica {
     }
 }
 
-async fn terminate_listeners(database_url: &str) -> u64 {
-    use sea_orm::ConnectionTrait;
-    let db = sea_orm::Database::connect(database_url).await.unwrap();
-    let result = db
-        .query_all_raw(sea_orm::Statement::from_string(
-            sea_orm::DatabaseBackend::Postgres,
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE application_name = 'incidentd-listener' AND datname = current_database()",
-        ))
-        .await
-        .unwrap();
-    db.close().await.ok();
-    result.len() as u64
-}
-
 /// Writes on one replica reach subscribers on another, through every listener failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replicas_share_one_timeline_even_when_the_listener_is_killed() {
@@ -102,13 +89,7 @@ async fn replicas_share_one_timeline_even_when_the_listener_is_killed() {
     let reader = Replica::start(&writer.database_url, &[]).await;
     let alice = writer.responder();
     for run in 0..3 {
-        let incident: Uuid = writer
-            .create_incident(&alice, json!({ "title": format!("run {run}") }))
-            .await["id"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let incident = writer.new_incident(&alice, &format!("run {run}")).await;
         let mut ws = Ws::ready(reader.addr, &alice.token).await;
         ws.subscribe("s", EVENTS_SUBSCRIPTION, json!({ "id": incident }))
             .await;
@@ -125,7 +106,7 @@ async fn replicas_share_one_timeline_even_when_the_listener_is_killed() {
         let killer = async {
             let mut progress = progress_rx.clone();
             progress.wait_for(|n| *n >= 300).await.unwrap();
-            let killed = terminate_listeners(&writer.database_url).await;
+            let killed = terminate_backends(&writer.database_url, "incidentd-listener").await;
             assert!(killed >= 1, "a listener connection was terminated");
         };
         let (seen, _, _) = tokio::join!(
@@ -137,17 +118,11 @@ async fn replicas_share_one_timeline_even_when_the_listener_is_killed() {
     }
 
     // With no writes racing it, a killed listener still resyncs: the next write arrives.
-    let incident: Uuid = writer
-        .create_incident(&alice, json!({ "title": "quiet" }))
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let incident = writer.new_incident(&alice, "quiet").await;
     let mut ws = Ws::ready(reader.addr, &alice.token).await;
     ws.subscribe("s", EVENTS_SUBSCRIPTION, json!({ "id": incident }))
         .await;
-    terminate_listeners(&writer.database_url).await;
+    terminate_backends(&writer.database_url, "incidentd-listener").await;
     write_event(&writer, &alice, incident, "after the outage").await;
     assert_eq!(receive_sequences(&mut ws, "s", 1).await, [1]);
 }

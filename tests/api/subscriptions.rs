@@ -57,20 +57,11 @@ pub async fn receive_sequences(ws: &mut Ws, id: &str, count: usize) -> Vec<i64> 
     seen
 }
 
-async fn new_incident(app: &TestApp, caller: &Caller) -> Uuid {
-    app.create_incident(caller, json!({ "title": "live" }))
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn replay_after_a_cursor_then_live() {
     let app = spawn_app().await;
     let alice = app.responder();
-    let incident = new_incident(&app, &alice).await;
+    let incident = app.new_incident(&alice, "live").await;
     for i in 0..3 {
         write_event(&app, &alice, incident, &format!("before {i}")).await;
     }
@@ -108,7 +99,7 @@ async fn replay_after_a_cursor_then_live() {
 async fn a_foreign_or_unknown_incident_is_not_found_and_nothing_leaks() {
     let app = spawn_app().await;
     let (alice, bob) = (app.responder(), app.responder());
-    let incident = new_incident(&app, &alice).await;
+    let incident = app.new_incident(&alice, "live").await;
     write_event(&app, &alice, incident, "A's secret").await;
     let mut ws = Ws::ready(app.addr, &bob.token).await;
     for (id, target) in [("foreign", incident), ("unknown", Uuid::new_v4())] {
@@ -203,7 +194,7 @@ async fn replay_then_live_under_racing_writers_never_misses_or_repeats() {
     let app = spawn_app().await;
     let alice = app.responder();
     for _run in 0..20 {
-        let incident = new_incident(&app, &alice).await;
+        let incident = app.new_incident(&alice, "live").await;
         let (started_tx, started_rx) = tokio::sync::watch::channel(0usize);
         let writers = (0..5).map(|w| {
             let (app, alice, started_tx) = (&app, &alice, started_tx.clone());
@@ -272,7 +263,7 @@ async fn graphql_transport_ws_close_codes_follow_the_protocol() {
     expect_close(&mut ws, 4408).await;
 
     // 4409: a second operation with an id in use.
-    let incident = new_incident(&app, &alice).await;
+    let incident = app.new_incident(&alice, "live").await;
     let mut ws = Ws::ready(app.addr, &alice.token).await;
     ws.subscribe("dup", EVENTS_SUBSCRIPTION, json!({ "id": incident }))
         .await;
@@ -314,7 +305,7 @@ async fn graphql_transport_ws_close_codes_follow_the_protocol() {
 async fn the_legacy_graphql_ws_protocol_works() {
     let app = spawn_app().await;
     let alice = app.responder();
-    let incident = new_incident(&app, &alice).await;
+    let incident = app.new_incident(&alice, "live").await;
     write_event(&app, &alice, incident, "one").await;
     let mut ws = Ws::connect(app.addr, "graphql-ws").await;
     ws.send(json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {}", alice.token) } })).await;
@@ -350,7 +341,7 @@ async fn subscriptions_per_connection_are_limited() {
     config.ws_max_subscriptions = 2;
     let app = spawn_app_with(db, config).await;
     let alice = app.responder();
-    let incident = new_incident(&app, &alice).await;
+    let incident = app.new_incident(&alice, "live").await;
     let mut ws = Ws::ready(app.addr, &alice.token).await;
     for id in ["a", "b", "c"] {
         ws.subscribe(id, EVENTS_SUBSCRIPTION, json!({ "id": incident }))
@@ -366,7 +357,7 @@ async fn subscriptions_per_connection_are_limited() {
 async fn graceful_shutdown_closes_sockets_with_going_away() {
     let mut app = spawn_app().await;
     let alice = app.responder();
-    let incident = new_incident(&app, &alice).await;
+    let incident = app.new_incident(&alice, "live").await;
     let mut ws = Ws::ready(app.addr, &alice.token).await;
     ws.subscribe("s", EVENTS_SUBSCRIPTION, json!({ "id": incident }))
         .await;
