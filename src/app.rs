@@ -24,7 +24,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use crate::auth::{Authenticator, DEV_ORG, DEV_USER, Role};
 use crate::config::Config;
 use crate::db::Db;
-use crate::graphql::{self, AppSchema, Limits};
+use crate::graphql::{self, AppSchema};
 use crate::incident::service::Domain;
 use crate::live::Hub;
 use crate::live::ws::WsLimits;
@@ -42,8 +42,6 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// The WebSocket connections, which axum's graceful shutdown does not wait for.
     pub tasks: TaskTracker,
-    /// Query limits async-graphql does not enforce itself (query text size, aliases).
-    pub limits: Limits,
     /// Browser origins allowed beyond same-origin (CORS and WebSocket upgrades).
     pub allowed_origins: Arc<[String]>,
 }
@@ -197,7 +195,6 @@ impl Application {
             ws_permits: Arc::new(Semaphore::new(config.ws_max_connections)),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
-            limits,
             allowed_origins: config.allowed_origins().into(),
         };
         let shutdown_timeout = config.shutdown_timeout;

@@ -257,9 +257,6 @@ async fn execute(
         Ok(p) => p,
         Err(e) => return error_response(&e, media, &request_id),
     };
-    if let Err(e) = crate::graphql::check_request(&request, &app.limits) {
-        return error_response(&e, media, &request_id);
-    }
     let request = crate::graphql::request_data(request, principal, &app.domain);
     let mut response = with_request_id(request_id, app.schema.execute(request)).await;
     // A request error: nothing ran (parse, validation or variable coercion failed).

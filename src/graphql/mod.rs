@@ -10,7 +10,13 @@ mod subscription;
 mod types;
 
 use async_graphql::dataloader::DataLoader;
-use async_graphql::{Context, MergedObject, MergedSubscription, Schema};
+use std::sync::Arc;
+
+use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery};
+use async_graphql::parser::types::ExecutableDocument;
+use async_graphql::{
+    Context, MergedObject, MergedSubscription, Schema, ServerError, ServerResult, Variables,
+};
 
 use crate::auth::Principal;
 use crate::error::{AppError, AppResult};
@@ -79,35 +85,61 @@ pub(crate) fn page_complexity(first: Option<i32>, last: Option<i32>, child: usiz
     items.max(1).saturating_mul(child).min(u32::MAX as usize)
 }
 
-/// Checks a request against the limits async-graphql does not enforce (query text size and
-/// aliases), and refuses `__schema`/`__type` when introspection is off (async-graphql would answer
-/// them with `null` and no error). A document that does not parse passes: execution reports the
-/// syntax error.
-pub fn check_request(request: &async_graphql::Request, limits: &Limits) -> AppResult<()> {
-    if request.query.len() > limits.query_bytes {
-        return Err(AppError::QueryTooComplex(format!(
-            "the query text is {} bytes; at most {} are allowed",
-            request.query.len(),
-            limits.query_bytes
-        )));
+/// Enforces, inside async-graphql's own parse step (so the document is parsed once, and HTTP
+/// and WebSocket alike are covered), the limits it has no setting for: query text size and
+/// aliases. With introspection off it also refuses `__schema`/`__type`, which async-graphql
+/// would answer with `null` and no error. Its errors carry no code; `classify` gives them one,
+/// as it does async-graphql's own limit errors.
+struct Limiter {
+    limits: Limits,
+}
+
+impl ExtensionFactory for Limiter {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(Limiter {
+            limits: self.limits.clone(),
+        })
     }
-    let Ok(document) = async_graphql::parser::parse_query(&request.query) else {
-        return Ok(());
-    };
-    let (aliases, introspects) = inspect(&document);
-    if introspects && !limits.introspection {
-        return Err(AppError::BadInput {
-            field: None,
-            message: "introspection is disabled on this server".into(),
-        });
+}
+
+#[async_graphql::async_trait::async_trait]
+impl Extension for Limiter {
+    async fn parse_query(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        query: &str,
+        variables: &Variables,
+        next: NextParseQuery<'_>,
+    ) -> ServerResult<ExecutableDocument> {
+        if query.len() > self.limits.query_bytes {
+            return Err(ServerError::new(
+                format!(
+                    "Query is too long: {} bytes; at most {} are allowed",
+                    query.len(),
+                    self.limits.query_bytes
+                ),
+                None,
+            ));
+        }
+        let document = next.run(ctx, query, variables).await?;
+        let (aliases, introspects) = inspect(&document);
+        if introspects && !self.limits.introspection {
+            return Err(ServerError::new(
+                "introspection is disabled on this server",
+                None,
+            ));
+        }
+        if aliases > self.limits.aliases {
+            return Err(ServerError::new(
+                format!(
+                    "Query uses too many aliases: {aliases}; at most {} are allowed",
+                    self.limits.aliases
+                ),
+                None,
+            ));
+        }
+        Ok(document)
     }
-    if aliases > limits.aliases {
-        return Err(AppError::QueryTooComplex(format!(
-            "the query uses {aliases} aliases; at most {} are allowed",
-            limits.aliases
-        )));
-    }
-    Ok(())
 }
 
 /// The number of aliases in a document, and whether it selects `__schema` or `__type`.
@@ -153,7 +185,10 @@ pub fn build_schema(limits: &Limits) -> AppSchema {
     .limit_complexity(limits.complexity)
     .limit_recursive_depth(limits.recursive_depth)
     .limit_directives(limits.directives)
-    .extension(crate::monitoring::GraphqlMetrics);
+    .extension(crate::monitoring::GraphqlMetrics)
+    .extension(Limiter {
+        limits: limits.clone(),
+    });
     if !limits.introspection {
         builder = builder.disable_introspection().disable_suggestions();
     }
@@ -194,8 +229,10 @@ pub(crate) fn domain<'a>(ctx: &'a Context<'_>) -> &'a Domain {
     ctx.data_unchecked::<Domain>()
 }
 
-/// Messages of async-graphql's own limit checks (it gives them no code).
-const LIMIT_MESSAGES: [&str; 4] = [
+/// Messages of the limit checks (async-graphql's and `Limiter`'s), which carry no code.
+const LIMIT_MESSAGES: [&str; 6] = [
+    "Query is too long",
+    "Query uses too many aliases",
     "Query is too complex",
     "Query is nested too deep",
     "The recursion depth of the query",

@@ -332,12 +332,6 @@ impl Connection {
             let message = self.error_message(&id, payload);
             return self.reply(message);
         }
-        if let Err(error) = crate::graphql::check_request(&request, &self.state.limits) {
-            let payload =
-                json!([{ "message": error.to_string(), "extensions": { "code": error.code() } }]);
-            let message = self.error_message(&id, payload);
-            return self.reply(message);
-        }
         let request = crate::graphql::request_data(request, principal, &self.state.domain);
         let stream = self.state.schema.execute_stream(request);
         // The guard lives in the stream: completed, stopped or dropped with the connection,
