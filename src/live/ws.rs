@@ -327,8 +327,12 @@ impl Connection {
                 "at most {} subscriptions per connection",
                 self.state.ws_limits.max_subscriptions
             ));
-            let payload =
-                json!([{ "message": error.to_string(), "extensions": { "code": "FORBIDDEN" } }]);
+            // Rendered by the one mapping every GraphQL error goes through.
+            let mut rendered = error
+                .to_graphql(&crate::telemetry::current_request_id())
+                .into_server_error(async_graphql::Pos::default());
+            rendered.locations.clear(); // no place in the document is at fault
+            let payload = json!([rendered]);
             let message = self.error_message(&id, payload);
             return self.reply(message);
         }
