@@ -428,7 +428,9 @@ async fn requests_recover_by_themselves_after_the_database_drops_every_connectio
         }
     }
 
-    // Now the pool holds only dead connections: the next requests succeed anyway.
+    // Fill the pool again (the cut may have left it empty), then kill every connection in it:
+    // the pool now holds only dead connections, and the next requests succeed anyway.
+    join_all((0..8).map(|i| app.ok(&alice, create, json!({ "t": format!("refill {i}") })))).await;
     let killed = terminate_backends(&app.database_url, "incidentd").await;
     assert!(killed >= 1, "no server connection was terminated");
     let deadline = Instant::now() + Duration::from_secs(5);
