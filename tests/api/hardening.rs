@@ -660,3 +660,47 @@ async fn the_graphql_over_http_audit_passes() {
     );
     assert!(stdout.contains(" 0 warn, 0 error"), "{stdout}");
 }
+
+/// A request that outlives the request timeout is cut off (503), not left running.
+#[tokio::test]
+async fn a_request_over_the_timeout_is_cut_off() {
+    let (db, url) = TestDb::create().await;
+    let mut config = test_config(&url);
+    config.request_timeout = std::time::Duration::ZERO;
+    let app = spawn_app_with(db, config).await;
+    let alice = app.responder();
+    // Any request that waits on the database cannot finish within no time at all.
+    let (status, _) = app
+        .post(
+            Some(&alice.token),
+            "{ incidents { totalCount } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 503);
+}
+
+/// PostgreSQL ends a statement that runs past the configured statement timeout.
+#[tokio::test]
+async fn the_database_statement_timeout_applies_to_the_pool() {
+    use sea_orm::ConnectionTrait;
+    let (db, url) = TestDb::create().await;
+    if !db.is_postgres() {
+        eprintln!("statement timeouts are a PostgreSQL setting");
+        return;
+    }
+    let mut config = test_config(&url);
+    config.db_statement_timeout = std::time::Duration::from_millis(200);
+    let app = spawn_app_with(db, config).await;
+    let conn = app.state.domain.db.conn();
+    let started = std::time::Instant::now();
+    let err = conn
+        .execute_unprepared("SELECT pg_sleep(5)")
+        .await
+        .expect_err("the statement is cancelled");
+    assert!(err.to_string().contains("statement timeout"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    conn.execute_unprepared("SELECT 1")
+        .await
+        .expect("the pool still works");
+}
