@@ -147,8 +147,8 @@ impl Application {
         let auth = Authenticator::from_config(&config)?;
         if auth.dev_mode && !config.listen.ip().is_loopback() {
             anyhow::bail!(
-                "refusing to listen on {} without JWT configuration: set INCIDENTD_JWT_SECRET or \
-                 INCIDENTD_JWT_PUBLIC_KEY_FILE, or listen on a loopback address for dev mode",
+                "refusing to listen on {} without JWT configuration: set INCIDENTD_JWT_SECRET, \
+                 INCIDENTD_JWT_PUBLIC_KEY_FILE or INCIDENTD_JWT_JWKS_FILE, or listen on a loopback address for dev mode",
                 config.listen
             );
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::auth::Role;
+use crate::auth::{JwtAlgorithm, Role};
 use crate::telemetry::LogFormat;
 
 #[derive(Debug, Parser)]
@@ -77,6 +77,19 @@ pub struct Config {
     /// PEM public key (RSA → RS256, EC P-256 → ES256) for bearer tokens.
     #[arg(long, env = "INCIDENTD_JWT_PUBLIC_KEY_FILE", global = true)]
     pub jwt_public_key_file: Option<PathBuf>,
+    /// JWKS file (`{"keys":[…]}`): public keys chosen by the token's `kid`, re-read when it changes.
+    #[arg(long, env = "INCIDENTD_JWT_JWKS_FILE", global = true)]
+    pub jwt_jwks_file: Option<PathBuf>,
+    /// The one signature algorithm tokens may use. Default: HS256 with a secret, the key's own with
+    /// a PEM public key, RS256 with a JWKS file.
+    #[arg(
+        long,
+        env = "INCIDENTD_JWT_ALGORITHM",
+        value_enum,
+        ignore_case = true,
+        global = true
+    )]
+    pub jwt_algorithm: Option<JwtAlgorithm>,
     /// Required `iss` claim, checked when set.
     #[arg(long, env = "INCIDENTD_JWT_ISSUER", global = true)]
     pub jwt_issuer: Option<String>,

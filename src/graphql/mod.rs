@@ -229,9 +229,12 @@ pub(crate) fn domain<'a>(ctx: &'a Context<'_>) -> &'a Domain {
     ctx.data_unchecked::<Domain>()
 }
 
-/// Messages of the limit checks (async-graphql's and `Limiter`'s), which carry no code.
-const LIMIT_MESSAGES: [&str; 6] = [
+/// Messages of the limit checks (async-graphql's and `Limiter`'s), which carry no code. The
+/// parser's own nesting guard (`recursion limit exceeded.`) refuses the same kind of document as
+/// the depth limit, only deeper: it is the same answer.
+const LIMIT_MESSAGES: [&str; 7] = [
     "Query is too long",
+    "recursion limit exceeded",
     "Query uses too many aliases",
     "Query is too complex",
     "Query is nested too deep",
