@@ -1,19 +1,15 @@
-//! The application: state shared by every handler, the router (every route, in one place), and
-//! start-up that binds a port (port 0 in tests) and reports the one it got.
+//! Assembles the application: each transport's state and router, merged, behind the layers
+//! every request passes; and start-up that binds a port (port 0 in tests) and reports the one it
+//! got. Nothing imports this module back.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-
 use anyhow::Context as _;
 use axum::Router;
+use axum::extract::FromRef;
 use axum::http::{HeaderName, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use sea_orm_migration::MigratorTrait;
 use tokio::net::TcpListener;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -21,42 +17,30 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
-use crate::auth::{Authenticator, DEV_ORG, DEV_USER, Role};
+use crate::auth::{Authenticator, DEV_ORG, DEV_USER};
 use crate::config::Config;
 use crate::db::Db;
-use crate::graphql::{self, AppSchema};
+use crate::graphql::{self, GraphqlState};
+use crate::incident::identity::Role;
 use crate::incident::service::Domain;
 use crate::live::Hub;
-use crate::live::ws::WsLimits;
+use crate::rest::{self, RestState};
 
-#[derive(Clone)]
+/// Every transport's state; each handler takes only its own, through `FromRef`.
+#[derive(Clone, FromRef)]
 pub struct AppState {
-    pub schema: AppSchema,
-    pub domain: Domain,
-    pub auth: Arc<Authenticator>,
-    /// In dev mode: a token for the demo organization, filled into GraphiQL.
-    pub dev_token: Option<String>,
-    pub ws_limits: WsLimits,
-    pub ws_permits: Arc<Semaphore>,
-    /// Cancelled at shutdown: every WebSocket closes with 1001.
-    pub shutdown: CancellationToken,
-    /// The WebSocket connections, which axum's graceful shutdown does not wait for.
-    pub tasks: TaskTracker,
-    /// Browser origins allowed beyond same-origin (CORS and WebSocket upgrades).
-    pub allowed_origins: Arc<[String]>,
+    pub graphql: GraphqlState,
+    pub rest: RestState,
+    /// For the operations endpoints (`/readyz`, `/metrics`).
+    pub db: Db,
 }
 
 pub fn router(state: AppState, config: &Config) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
-        .route(
-            "/graphql",
-            get(graphql::http::graphql_get).post(graphql::http::graphql_post),
-        )
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(crate::monitoring::metrics))
-        .merge(crate::rest::router())
+        .merge(graphql::router())
+        .merge(rest::router())
+        .merge(crate::monitoring::router())
         .with_state(state)
         .layer(axum::middleware::from_fn(crate::monitoring::track_http))
         .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
@@ -108,31 +92,6 @@ fn cors(config: &Config) -> tower_http::cors::CorsLayer {
         .max_age(Duration::from_secs(600))
 }
 
-async fn healthz() -> &'static str {
-    "ok"
-}
-
-async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
-    match ready(&state.domain.db).await {
-        Ok(()) => (StatusCode::OK, "ready").into_response(),
-        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason).into_response(),
-    }
-}
-
-async fn ready(db: &Db) -> Result<(), String> {
-    db.ping()
-        .await
-        .map_err(|_| "database unreachable".to_string())?;
-    let pending = migration::Migrator::get_pending_migrations(db.conn())
-        .await
-        .map_err(|_| "cannot read the migration table".to_string())?;
-    if pending.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("{} migrations pending", pending.len()))
-    }
-}
-
 pub struct Application {
     listener: TcpListener,
     router: Router,
@@ -144,7 +103,7 @@ pub struct Application {
 impl Application {
     /// Connects, migrates (unless told not to), and binds the listen address.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
-        let auth = Authenticator::from_config(&config)?;
+        let auth = Authenticator::new(&config.auth())?;
         if auth.dev_mode && !config.listen.ip().is_loopback() {
             anyhow::bail!(
                 "refusing to listen on {} without JWT configuration: set INCIDENTD_JWT_SECRET, \
@@ -177,25 +136,24 @@ impl Application {
         } else {
             None
         };
-        let limits = config.limits();
+        let hub = Hub::start(db.clone()).await;
+        let domain = Domain::new(db.clone(), Arc::new(hub.clone()));
+        let auth = Arc::new(auth);
         let state = AppState {
-            schema: graphql::build_schema(&limits),
-            domain: Domain {
-                hub: Hub::start(db.clone()).await,
-                db,
+            graphql: GraphqlState {
+                schema: graphql::build_schema(&config.limits()),
+                domain: domain.clone(),
+                hub,
+                auth: auth.clone(),
+                dev_token,
+                ws: graphql::ws::WsState::new(
+                    config.ws_limits(),
+                    config.ws_max_connections,
+                    config.allowed_origins(),
+                ),
             },
-            auth: Arc::new(auth),
-            dev_token,
-            ws_limits: WsLimits {
-                init_timeout: config.ws_init_timeout,
-                max_subscriptions: config.ws_max_subscriptions,
-                max_message_bytes: config.ws_max_message_bytes,
-                write_timeout: config.ws_write_timeout,
-            },
-            ws_permits: Arc::new(Semaphore::new(config.ws_max_connections)),
-            shutdown: CancellationToken::new(),
-            tasks: TaskTracker::new(),
-            allowed_origins: config.allowed_origins().into(),
+            rest: RestState { domain, auth },
+            db,
         };
         let shutdown_timeout = config.shutdown_timeout;
         let listener = TcpListener::bind(config.listen)
@@ -227,7 +185,7 @@ impl Application {
     ) -> std::io::Result<()> {
         // The signal cancels `shutdown`: sockets close with 1001, axum stops accepting, and the
         // drain deadline starts.
-        let stopping = self.state.shutdown.clone();
+        let stopping = self.state.graphql.ws.shutdown.clone();
         let signal = {
             let stopping = stopping.clone();
             async move {
@@ -235,7 +193,7 @@ impl Application {
                 stopping.cancel();
             }
         };
-        let tasks = self.state.tasks.clone();
+        let tasks = self.state.graphql.ws.tasks.clone();
         let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(signal);
         let drain = async move {
             let served = serve.await;

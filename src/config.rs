@@ -1,13 +1,19 @@
-//! Typed settings from flags and environment variables. Secrets are never printed: their
-//! environment values are hidden from `--help` and `Debug`.
+//! Typed settings from flags and environment variables, and the settings each part of the
+//! server takes from them. Secrets are never printed: the JWT secret is a `SecretString` and the
+//! database URL hides its password, in `--help` and in `Debug` alike.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use secrecy::SecretString;
 
-use crate::auth::{JwtAlgorithm, Role};
+use crate::auth::{AuthSettings, JwtAlgorithm};
+use crate::db::{DatabaseUrl, DbOptions};
+use crate::graphql::Limits;
+use crate::graphql::ws::WsLimits;
+use crate::incident::identity::Role;
 use crate::telemetry::LogFormat;
 
 #[derive(Debug, Parser)]
@@ -60,9 +66,10 @@ pub struct Config {
         long,
         env = "DATABASE_URL",
         default_value = "sqlite://incidentd.db",
+        hide_env_values = true,
         global = true
     )]
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
     /// Do not apply migrations at start-up.
     #[arg(long, env = "INCIDENTD_NO_MIGRATE", global = true)]
     pub no_migrate: bool,
@@ -71,9 +78,10 @@ pub struct Config {
         long,
         env = "INCIDENTD_JWT_SECRET",
         hide_env_values = true,
+        value_parser = secret,
         global = true
     )]
-    pub jwt_secret: Option<String>,
+    pub jwt_secret: Option<SecretString>,
     /// PEM public key (RSA → RS256, EC P-256 → ES256) for bearer tokens.
     #[arg(long, env = "INCIDENTD_JWT_PUBLIC_KEY_FILE", global = true)]
     pub jwt_public_key_file: Option<PathBuf>,
@@ -189,6 +197,10 @@ pub struct Config {
     pub cors_origins: Vec<String>,
 }
 
+fn secret(value: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(value.to_string()))
+}
+
 impl Config {
     /// The allowed browser origins, normalized (no trailing slash, no blanks), as CORS and the
     /// WebSocket `Origin` check both compare them.
@@ -201,19 +213,39 @@ impl Config {
     }
 
     /// The GraphQL limits these settings ask for.
-    pub fn limits(&self) -> crate::graphql::Limits {
-        crate::graphql::Limits {
+    pub fn limits(&self) -> Limits {
+        Limits {
             depth: self.max_depth,
             complexity: self.max_complexity,
             aliases: self.max_aliases,
             query_bytes: self.max_query_bytes,
             introspection: self.introspection,
-            ..crate::graphql::Limits::default()
+            ..Limits::default()
         }
     }
 
-    pub fn db_options(&self) -> crate::db::DbOptions {
-        crate::db::DbOptions {
+    pub fn ws_limits(&self) -> WsLimits {
+        WsLimits {
+            init_timeout: self.ws_init_timeout,
+            max_subscriptions: self.ws_max_subscriptions,
+            max_message_bytes: self.ws_max_message_bytes,
+            write_timeout: self.ws_write_timeout,
+        }
+    }
+
+    pub fn auth(&self) -> AuthSettings {
+        AuthSettings {
+            secret: self.jwt_secret.clone(),
+            public_key_file: self.jwt_public_key_file.clone(),
+            jwks_file: self.jwt_jwks_file.clone(),
+            algorithm: self.jwt_algorithm,
+            issuer: self.jwt_issuer.clone(),
+            audience: self.jwt_audience.clone(),
+        }
+    }
+
+    pub fn db_options(&self) -> DbOptions {
+        DbOptions {
             url: self.database_url.clone(),
             max_connections: self.db_max_connections,
             acquire_timeout: self.db_acquire_timeout,
@@ -224,7 +256,35 @@ impl Config {
     /// Settings for tests and embedding: every default, on the given database.
     pub fn for_database(database_url: &str) -> Config {
         let mut cli = Cli::parse_from(["incidentd"]);
-        cli.config.database_url = database_url.to_string();
+        cli.config.database_url = DatabaseUrl::from(database_url);
         cli.config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::Parser;
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let cli = Cli::parse_from([
+            "incidentd",
+            "--jwt-secret",
+            "a-very-secret-value-of-thirty-two-bytes!",
+            "--database-url",
+            "postgres://incidentd:hunter2-password@db:5432/incidents",
+        ]);
+        let printed = format!(
+            "{cli:?} {:?} {:?}",
+            cli.config.auth(),
+            cli.config.db_options()
+        );
+        assert!(!printed.contains("a-very-secret-value"), "{printed}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(
+            printed.contains("postgres://incidentd:***@db:5432/incidents"),
+            "{printed}"
+        );
     }
 }

@@ -11,9 +11,69 @@ use sea_orm::{
 };
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
+/// A database URL whose password `Debug` and `Display` never show.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// The URL itself, password included: only for connecting.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with its password (if any) replaced by `***`.
+    pub fn redacted(&self) -> String {
+        let url = &self.0;
+        let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+            return url.clone();
+        };
+        let authority_end = url[scheme_end..]
+            .find(['/', '?', '#'])
+            .map_or(url.len(), |i| scheme_end + i);
+        let authority = &url[scheme_end..authority_end];
+        match authority.rfind('@') {
+            Some(at) => match authority[..at].find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end],
+                    &authority[..colon],
+                    &url[scheme_end + at..]
+                ),
+                None => url.clone(),
+            },
+            None => url.clone(),
+        }
+    }
+}
+
+impl From<&str> for DatabaseUrl {
+    fn from(url: &str) -> Self {
+        DatabaseUrl(url.to_string())
+    }
+}
+
+impl std::str::FromStr for DatabaseUrl {
+    type Err = std::convert::Infallible;
+    fn from_str(url: &str) -> Result<Self, Self::Err> {
+        Ok(DatabaseUrl::from(url))
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl std::fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct DbOptions {
-    pub url: String,
+    pub url: DatabaseUrl,
     pub max_connections: u32,
     pub acquire_timeout: Duration,
     pub statement_timeout: Duration,
@@ -58,7 +118,7 @@ impl Db {
     }
 
     async fn open(opts: &DbOptions, lazy: bool) -> Result<Db, DbErr> {
-        let url = normalize_url(&opts.url);
+        let url = normalize_url(opts.url.expose());
         let mut connect = ConnectOptions::new(url.clone());
         connect
             .max_connections(opts.max_connections)
@@ -144,5 +204,28 @@ fn normalize_url(url: &str) -> String {
         format!("{url}{sep}mode=rwc")
     } else {
         url.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DatabaseUrl;
+
+    #[test]
+    fn the_password_never_shows() {
+        let url =
+            DatabaseUrl::from("postgres://app:s3cr%40t@db.internal:5432/incidents?sslmode=require");
+        assert_eq!(
+            format!("{url:?} {url}"),
+            "postgres://app:***@db.internal:5432/incidents?sslmode=require postgres://app:***@db.internal:5432/incidents?sslmode=require"
+        );
+        assert_eq!(
+            DatabaseUrl::from("postgres://postgres@127.0.0.1/x").redacted(),
+            "postgres://postgres@127.0.0.1/x"
+        );
+        assert_eq!(
+            DatabaseUrl::from("sqlite://incidentd.db").redacted(),
+            "sqlite://incidentd.db"
+        );
     }
 }

@@ -1,10 +1,25 @@
-//! The one error type of incidentd and its two renderings: a GraphQL error with `extensions.code`
-//! and an HTTP status with `{"error": {"code", "message"}}`. Database text never reaches a client.
+//! The one error type of incidentd, its codes and its HTTP status. Each transport renders it in
+//! one place (`graphql::error`, `rest::error`); database text never reaches a client.
 
-use crate::entity::Status;
-use async_graphql::ErrorExtensions;
 use axum::http::StatusCode;
-use sea_orm::{DbErr, RuntimeErr, SqlErr};
+use sea_orm::{DbErr, RuntimeErr};
+
+use crate::entity::{Severity, Status};
+
+/// The codes clients see (`extensions.code` in GraphQL, `error.code` in REST).
+pub mod code {
+    pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
+    pub const FORBIDDEN: &str = "FORBIDDEN";
+    pub const NOT_FOUND: &str = "NOT_FOUND";
+    pub const BAD_USER_INPUT: &str = "BAD_USER_INPUT";
+    pub const INVALID_TRANSITION: &str = "INVALID_TRANSITION";
+    pub const POSTMORTEM_REQUIRED: &str = "POSTMORTEM_REQUIRED";
+    pub const CONFLICT: &str = "CONFLICT";
+    pub const QUERY_TOO_COMPLEX: &str = "QUERY_TOO_COMPLEX";
+    pub const SUBSCRIBER_LAGGED: &str = "SUBSCRIBER_LAGGED";
+    pub const DATABASE_UNAVAILABLE: &str = "DATABASE_UNAVAILABLE";
+    pub const INTERNAL: &str = "INTERNAL";
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -14,6 +29,8 @@ pub enum AppError {
     Forbidden(String),
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// `field` names the input at fault as GraphQL spells it (`actionItems.0.title`); REST shows
+    /// it in snake_case.
     #[error("{message}")]
     BadInput {
         field: Option<String>,
@@ -26,7 +43,7 @@ pub enum AppError {
         allowed: Vec<Status>,
     },
     #[error("closing a {0} incident needs a postmortem first")]
-    PostmortemRequired(crate::entity::Severity),
+    PostmortemRequired(Severity),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -62,17 +79,17 @@ impl AppError {
 
     pub fn code(&self) -> &'static str {
         match self {
-            AppError::Unauthenticated(_) => "UNAUTHENTICATED",
-            AppError::Forbidden(_) => "FORBIDDEN",
-            AppError::NotFound(_) => "NOT_FOUND",
-            AppError::BadInput { .. } => "BAD_USER_INPUT",
-            AppError::InvalidTransition { .. } => "INVALID_TRANSITION",
-            AppError::PostmortemRequired(_) => "POSTMORTEM_REQUIRED",
-            AppError::Conflict(_) => "CONFLICT",
-            AppError::QueryTooComplex(_) => "QUERY_TOO_COMPLEX",
-            AppError::Lagged => "SUBSCRIBER_LAGGED",
-            AppError::DatabaseUnavailable(_) => "DATABASE_UNAVAILABLE",
-            AppError::Internal(_) => "INTERNAL",
+            AppError::Unauthenticated(_) => code::UNAUTHENTICATED,
+            AppError::Forbidden(_) => code::FORBIDDEN,
+            AppError::NotFound(_) => code::NOT_FOUND,
+            AppError::BadInput { .. } => code::BAD_USER_INPUT,
+            AppError::InvalidTransition { .. } => code::INVALID_TRANSITION,
+            AppError::PostmortemRequired(_) => code::POSTMORTEM_REQUIRED,
+            AppError::Conflict(_) => code::CONFLICT,
+            AppError::QueryTooComplex(_) => code::QUERY_TOO_COMPLEX,
+            AppError::Lagged => code::SUBSCRIBER_LAGGED,
+            AppError::DatabaseUnavailable(_) => code::DATABASE_UNAVAILABLE,
+            AppError::Internal(_) => code::INTERNAL,
         }
     }
 
@@ -110,48 +127,61 @@ impl AppError {
             other => other.to_string(),
         }
     }
-
-    /// The GraphQL rendering. Call through `GqlError` so `?` in a resolver can never bypass it.
-    pub fn to_graphql(&self, request_id: &str) -> async_graphql::Error {
-        self.log(request_id);
-        async_graphql::Error::new(self.public_message(request_id)).extend_with(|_, ext| {
-            ext.set("code", self.code());
-            match self {
-                AppError::BadInput {
-                    field: Some(field), ..
-                } => ext.set("field", field.as_str()),
-                AppError::InvalidTransition { from, allowed, .. } => {
-                    ext.set("currentStatus", from.as_str());
-                    ext.set(
-                        "allowedTransitions",
-                        async_graphql::Value::List(
-                            allowed
-                                .iter()
-                                .map(|s| async_graphql::Value::from(s.as_str()))
-                                .collect(),
-                        ),
-                    );
-                }
-                AppError::Internal(_) | AppError::DatabaseUnavailable(_) => {
-                    ext.set("requestId", request_id)
-                }
-                _ => {}
-            }
-        })
-    }
 }
+
+/// The constraints whose violation is the client's doing, by name, with what to tell it.
+/// Names are the migrations' own (PostgreSQL reports the constraint's name; SQLite reports none,
+/// and there every writer runs alone, so the service's own checks under its lock speak first).
+const CONSTRAINTS: [(&str, &str); 5] = [
+    (
+        "incident_records_pkey",
+        "an incident with this id already exists",
+    ),
+    (
+        "incident_events_pkey",
+        "an event with this id already exists",
+    ),
+    (
+        "uq_incident_events_incident_sequence",
+        "another event took this place in the timeline at the same moment; try again",
+    ),
+    (
+        "incident_postmortems_pkey",
+        "a postmortem with this id already exists",
+    ),
+    (
+        "uq_incident_postmortems_incident",
+        "this incident already has a postmortem; change it with updatePostmortem",
+    ),
+];
 
 impl From<DbErr> for AppError {
     fn from(err: DbErr) -> Self {
         if is_connection_error(&err) {
             return AppError::DatabaseUnavailable(err);
         }
-        match err.sql_err() {
-            Some(SqlErr::UniqueConstraintViolation(_)) => {
-                AppError::Conflict("the change conflicts with existing data".into())
-            }
-            _ => AppError::Internal(err.into()),
+        if let Some(db_err) = database_error(&err)
+            && db_err.is_unique_violation()
+        {
+            let message = db_err
+                .constraint()
+                .and_then(|name| CONSTRAINTS.iter().find(|(n, _)| *n == name))
+                .map_or("the change conflicts with existing data", |(_, m)| m);
+            return AppError::Conflict(message.into());
         }
+        AppError::Internal(err.into())
+    }
+}
+
+fn database_error(err: &DbErr) -> Option<&dyn sea_orm::sqlx::error::DatabaseError> {
+    match err {
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            match e.as_ref() {
+                sea_orm::sqlx::Error::Database(db_err) => Some(db_err.as_ref()),
+                _ => None,
+            }
+        }
+        _ => None,
     }
 }
 
@@ -166,7 +196,7 @@ fn is_connection_error(err: &DbErr) -> bool {
                     | sea_orm::sqlx::Error::PoolClosed
                     | sea_orm::sqlx::Error::WorkerCrashed
                     | sea_orm::sqlx::Error::Tls(_)
-            ) || is_unavailable_sqlstate(e.as_ref())
+            ) || database_error(err).is_some_and(is_unavailable_sqlstate)
         }
         _ => false,
     }
@@ -174,32 +204,7 @@ fn is_connection_error(err: &DbErr) -> bool {
 
 /// The server ended the session (class 57P: admin shutdown, crash, not accepting connections)
 /// or the connection failed (class 08): the database is away, the request is not at fault.
-fn is_unavailable_sqlstate(err: &sea_orm::sqlx::Error) -> bool {
-    match err {
-        sea_orm::sqlx::Error::Database(db_err) => db_err
-            .code()
-            .is_some_and(|code| code.starts_with("57P") || code.starts_with("08")),
-        _ => false,
-    }
+fn is_unavailable_sqlstate(err: &dyn sea_orm::sqlx::error::DatabaseError) -> bool {
+    err.code()
+        .is_some_and(|code| code.starts_with("57P") || code.starts_with("08"))
 }
-
-/// The error type GraphQL resolvers return. It has no `Display`, so async-graphql's blanket
-/// `From<T: Display>` (which would copy raw messages to the client) can never apply to it.
-/// Cloneable, because a DataLoader hands one failure to every key of its batch.
-#[derive(Clone)]
-pub struct GqlError(pub std::sync::Arc<AppError>);
-
-impl<E: Into<AppError>> From<E> for GqlError {
-    fn from(e: E) -> Self {
-        GqlError(std::sync::Arc::new(e.into()))
-    }
-}
-
-impl From<GqlError> for async_graphql::Error {
-    fn from(e: GqlError) -> Self {
-        let request_id = crate::telemetry::current_request_id();
-        e.0.to_graphql(&request_id)
-    }
-}
-
-pub type GqlResult<T> = Result<T, GqlError>;

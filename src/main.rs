@@ -20,7 +20,7 @@ async fn main() -> anyhow::Result<()> {
             role,
             ttl,
         } => {
-            let auth = Authenticator::from_config(&config)?;
+            let auth = Authenticator::new(&config.auth())?;
             println!("{}", auth.mint(org, user, role, ttl)?);
             Ok(())
         }
@@ -35,7 +35,7 @@ async fn main() -> anyhow::Result<()> {
             telemetry::init(config.log_format);
             let app = Application::build(config).await?;
             let addr = app.local_addr();
-            if let Some(token) = &app.state().dev_token {
+            if let Some(token) = &app.state().graphql.dev_token {
                 tracing::warn!(
                     "DEV MODE: no JWT configuration, tokens are signed with a publicly known secret. \
                      Never run this way in production."

@@ -1,23 +1,22 @@
-//! Prometheus metrics: the process-wide recorder, `GET /metrics`, and the probes that feed it
-//! (HTTP middleware, a GraphQL extension, WebSocket gauges, the database pool sampled at scrape).
+//! Operations: liveness, readiness and Prometheus metrics (`/healthz`, `/readyz`, `/metrics`),
+//! the process-wide recorder, and the probes that feed it (HTTP middleware, GraphQL operations,
+//! WebSocket gauges, the change feed, the database pool sampled at scrape).
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextRequest,
-};
-use async_graphql::parser::types::{ExecutableDocument, OperationType};
-use async_graphql::{ServerResult, Variables};
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, Method, header};
+use axum::Router;
+use axum::extract::{FromRef, MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use sea_orm::DatabaseBackend;
+use sea_orm_migration::MigratorTrait;
 
-use crate::app::AppState;
+use crate::db::Db;
 
 pub const HTTP_REQUESTS: &str = "incidentd_http_requests_total";
 pub const HTTP_DURATION: &str = "incidentd_http_request_duration_seconds";
@@ -63,9 +62,46 @@ pub fn install() -> &'static PrometheusHandle {
     })
 }
 
+/// `/healthz`, `/readyz` and `/metrics`.
+pub fn router<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Db: FromRef<S>,
+{
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(db): State<Db>) -> Response {
+    match ready(&db).await {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason).into_response(),
+    }
+}
+
+async fn ready(db: &Db) -> Result<(), String> {
+    db.ping()
+        .await
+        .map_err(|_| "database unreachable".to_string())?;
+    let pending = migration::Migrator::get_pending_migrations(db.conn())
+        .await
+        .map_err(|_| "cannot read the migration table".to_string())?;
+    if pending.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{} migrations pending", pending.len()))
+    }
+}
+
 /// `GET /metrics`: samples what is cheaper to read than to track, then renders everything.
-pub async fn metrics(State(state): State<AppState>) -> Response {
-    sample_pool(&state);
+async fn metrics(State(db): State<Db>) -> Response {
+    sample_pool(&db);
     let body = install().render();
     let mut response = body.into_response();
     response.headers_mut().insert(
@@ -75,9 +111,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     response
 }
 
-fn sample_pool(state: &AppState) {
-    let conn = state.domain.db.conn();
-    let (size, idle, max) = match state.domain.db.backend() {
+fn sample_pool(db: &Db) {
+    let conn = db.conn();
+    let (size, idle, max) = match db.backend() {
         DatabaseBackend::Postgres => {
             let pool = conn.get_postgres_connection_pool();
             (
@@ -129,101 +165,22 @@ pub async fn track_http(request: Request, next: Next) -> Response {
     response
 }
 
-/// Counts GraphQL operations by name, type and outcome, with their latency.
-pub struct GraphqlMetrics;
-
-impl ExtensionFactory for GraphqlMetrics {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(GraphqlProbe::default())
-    }
-}
-
-#[derive(Default)]
-struct GraphqlProbe {
-    /// Every operation of the parsed document: (name, type).
-    operations: Mutex<Vec<(Option<String>, &'static str)>>,
-    /// The operation that ran: (name, type).
-    chosen: Mutex<Option<(String, &'static str)>>,
-}
-
 /// Client-chosen names become label values: keep them short.
 const MAX_NAME: usize = 64;
 
-#[async_graphql::async_trait::async_trait]
-impl Extension for GraphqlProbe {
-    async fn request(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        next: NextRequest<'_>,
-    ) -> async_graphql::Response {
-        let started = Instant::now();
-        let response = next.run(ctx).await;
-        let (name, ty) = self
-            .chosen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-            .unwrap_or_else(|| ("-".to_owned(), "invalid"));
-        let outcome = if response.errors.is_empty() {
-            "ok"
-        } else {
-            "error"
-        };
-        counter!(GRAPHQL_OPERATIONS, "operation" => name.clone(), "type" => ty, "outcome" => outcome)
-            .increment(1);
-        histogram!(GRAPHQL_DURATION, "operation" => name, "type" => ty)
-            .record(started.elapsed().as_secs_f64());
-        response
+/// One GraphQL operation ran: by name (`anonymous`, or `-` when none could be chosen), type
+/// (`query`, `mutation`, `subscription`, `invalid`) and outcome.
+pub fn graphql_operation(mut name: String, ty: &'static str, ok: bool, took: Duration) {
+    // GraphQL names are ASCII by grammar; cut on a character boundary all the same.
+    let mut end = name.len().min(MAX_NAME);
+    while !name.is_char_boundary(end) {
+        end -= 1;
     }
-
-    async fn parse_query(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &Variables,
-        next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
-        let document = next.run(ctx, query, variables).await?;
-        let operations = document
-            .operations
-            .iter()
-            .map(|(name, op)| (name.map(|n| n.to_string()), op_type(op.node.ty)))
-            .collect();
-        *self.operations.lock().unwrap_or_else(|e| e.into_inner()) = operations;
-        Ok(document)
-    }
-
-    async fn execute(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        operation_name: Option<&str>,
-        next: NextExecute<'_>,
-    ) -> async_graphql::Response {
-        let chosen = {
-            let operations = self.operations.lock().unwrap_or_else(|e| e.into_inner());
-            let found = match operation_name {
-                Some(wanted) => operations
-                    .iter()
-                    .find(|(name, _)| name.as_deref() == Some(wanted)),
-                None => operations.first(),
-            };
-            found.map(|(name, ty)| {
-                let mut name = name.clone().unwrap_or_else(|| "anonymous".to_owned());
-                name.truncate(MAX_NAME);
-                (name, *ty)
-            })
-        };
-        *self.chosen.lock().unwrap_or_else(|e| e.into_inner()) = chosen;
-        next.run(ctx, operation_name).await
-    }
-}
-
-fn op_type(ty: OperationType) -> &'static str {
-    match ty {
-        OperationType::Query => "query",
-        OperationType::Mutation => "mutation",
-        OperationType::Subscription => "subscription",
-    }
+    name.truncate(end);
+    let outcome = if ok { "ok" } else { "error" };
+    counter!(GRAPHQL_OPERATIONS, "operation" => name.clone(), "type" => ty, "outcome" => outcome)
+        .increment(1);
+    histogram!(GRAPHQL_DURATION, "operation" => name, "type" => ty).record(took.as_secs_f64());
 }
 
 /// Holds a gauge one higher for as long as it lives, so every exit path gives it back.

@@ -32,3 +32,12 @@ pub fn init(format: LogFormat) {
         LogFormat::Json => registry.with(fmt::layer().json()).try_init(),
     };
 }
+
+/// The request id the router's outer layer set (or the client sent) in `x-request-id`.
+pub fn request_id(headers: &axum::http::HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string()
+}

@@ -4,6 +4,7 @@
 pub mod audit_event;
 pub mod incident;
 pub mod incident_event;
+pub mod openapi;
 pub mod postmortem;
 
 use async_graphql::Enum;

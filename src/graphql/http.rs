@@ -13,9 +13,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde_json::json;
 
-use crate::app::AppState;
+use super::GraphqlState;
+use super::error::{classify, request_error};
 use crate::error::AppError;
-use crate::telemetry::with_request_id;
+use crate::telemetry::{request_id, with_request_id};
 
 pub const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 
@@ -59,14 +60,6 @@ impl MediaType {
     }
 }
 
-pub fn request_id(headers: &HeaderMap) -> String {
-    headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_string()
-}
-
 fn json_response(status: StatusCode, media: MediaType, body: &serde_json::Value) -> Response {
     let mut response = (status, body.to_string()).into_response();
     response
@@ -76,14 +69,8 @@ fn json_response(status: StatusCode, media: MediaType, body: &serde_json::Value)
 }
 
 /// A request-level failure (nothing executed): `{"errors": [...]}` without `data`.
-pub fn error_response(err: &AppError, media: MediaType, request_id: &str) -> Response {
-    err.log(request_id);
-    let body = json!({
-        "errors": [{
-            "message": err.public_message(request_id),
-            "extensions": { "code": err.code(), "requestId": request_id },
-        }]
-    });
+fn error_response(err: &AppError, media: MediaType, request_id: &str) -> Response {
+    let body = json!({ "errors": [request_error(err, request_id)] });
     let status = match (err, media) {
         (AppError::Unauthenticated(_) | AppError::Forbidden(_), _) => err.http_status(),
         (_, MediaType::Json) => StatusCode::OK,
@@ -108,7 +95,7 @@ fn not_acceptable() -> Response {
 }
 
 pub async fn graphql_post(
-    State(app): State<AppState>,
+    State(app): State<GraphqlState>,
     headers: HeaderMap,
     request: Result<GraphQLRequest, GraphQLRejection>,
 ) -> Response {
@@ -170,13 +157,13 @@ fn is_json_content_type(headers: &HeaderMap) -> bool {
 }
 
 pub async fn graphql_get(
-    State(app): State<AppState>,
+    State(app): State<GraphqlState>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     if let Ok(ws) = ws {
-        return crate::live::ws::upgrade(app, headers, ws).await;
+        return super::ws::upgrade(app, headers, ws).await;
     }
     let wants_html = headers
         .get(header::ACCEPT)
@@ -244,7 +231,7 @@ fn operation_type(request: &async_graphql::Request) -> Option<OperationType> {
 }
 
 async fn execute(
-    app: &AppState,
+    app: &GraphqlState,
     headers: &HeaderMap,
     request: async_graphql::Request,
     media: MediaType,
@@ -257,10 +244,10 @@ async fn execute(
         Ok(p) => p,
         Err(e) => return error_response(&e, media, &request_id),
     };
-    let request = crate::graphql::request_data(request, principal, &app.domain);
+    let request = super::schema::request_data(request, principal, &app.domain, &app.hub);
     let mut response = with_request_id(request_id, app.schema.execute(request)).await;
     // A request error: nothing ran (parse, validation or variable coercion failed).
-    let request_error = crate::graphql::classify(&mut response);
+    let request_error = classify(&mut response);
     let body = if request_error {
         json!({ "errors": response.errors })
     } else {
@@ -274,7 +261,7 @@ async fn execute(
     json_response(status, media, &body)
 }
 
-fn graphiql(app: &AppState) -> Response {
+fn graphiql(app: &GraphqlState) -> Response {
     let bearer = app.dev_token.as_ref().map(|t| format!("Bearer {t}"));
     let mut source = GraphiQLSource::build()
         .endpoint("/graphql")

@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use async_graphql::dataloader::Loader;
 use uuid::Uuid;
 
+use super::error::GqlError;
 use crate::db::Db;
 use crate::entity::{incident, incident_event, postmortem};
-use crate::error::GqlError;
 use crate::incident::{OrgScope, read};
 
 /// Built per request, for the caller's organization only.

@@ -1,46 +1,15 @@
 //! Query roots: incidents, postmortems, the audit log and the viewer.
 
 use async_graphql::connection::Connection;
-use async_graphql::{Context, InputObject, Object};
-use chrono::{DateTime, Utc};
+use async_graphql::{Context, Object};
 use uuid::Uuid;
 
+use super::error::GqlResult;
+use super::schema::{domain, principal};
 use super::types::{AuditEvent, Incident, ListTotal, Postmortem, Viewer, time_connection};
-use super::{domain, principal};
-use crate::entity::{Severity, Status};
-use crate::error::GqlResult;
 use crate::incident::input::IncidentFilter;
 use crate::incident::page::{Page, TimeCursor};
 use crate::incident::read;
-
-/// Which incidents to select; every field given narrows the selection.
-#[derive(InputObject, Default, Clone)]
-#[graphql(name = "IncidentFilter")]
-pub struct IncidentFilterInput {
-    pub status: Option<Vec<Status>>,
-    pub severity: Option<Vec<Severity>>,
-    /// Case-insensitive substring of the title.
-    pub search: Option<String>,
-    pub started_after: Option<DateTime<Utc>>,
-    pub started_before: Option<DateTime<Utc>>,
-    pub linked_ticket_id: Option<String>,
-    pub linked_problem_id: Option<Uuid>,
-}
-
-impl IncidentFilterInput {
-    pub fn parse(self) -> crate::error::AppResult<IncidentFilter> {
-        IncidentFilter {
-            status: self.status,
-            severity: self.severity,
-            search: self.search,
-            started_after: self.started_after,
-            started_before: self.started_before,
-            linked_ticket_id: self.linked_ticket_id,
-            linked_problem_id: self.linked_problem_id,
-        }
-        .validate()
-    }
-}
 
 #[derive(Default)]
 pub struct IncidentQuery;
@@ -59,7 +28,7 @@ impl IncidentQuery {
     async fn incidents(
         &self,
         ctx: &Context<'_>,
-        filter: Option<IncidentFilterInput>,
+        filter: Option<IncidentFilter>,
         first: Option<i32>,
         after: Option<String>,
         last: Option<i32>,

@@ -4,11 +4,12 @@ use async_graphql::{Context, Subscription};
 use futures_util::{Stream, StreamExt};
 use uuid::Uuid;
 
-use super::query::IncidentFilterInput;
+use super::error::{GqlError, GqlResult};
+use super::schema::{hub, principal};
 use super::types::{Incident, IncidentEvent};
-use super::{domain, principal};
-use crate::error::{AppError, GqlError, GqlResult};
-use crate::live::{self, ChangeKind};
+use crate::error::AppError;
+use crate::incident::changes::ChangeKind;
+use crate::incident::input::IncidentFilter;
 
 #[derive(async_graphql::SimpleObject)]
 pub struct IncidentChange {
@@ -37,7 +38,7 @@ impl IncidentSubscription {
                 AppError::bad_input("afterSequence", "afterSequence must not be negative").into(),
             );
         }
-        let events = live::timeline(domain(ctx), scope, incident_id, after).await?;
+        let events = hub(ctx).timeline(scope, incident_id, after).await?;
         Ok(events.map(|e| e.map(IncidentEvent).map_err(GqlError::from)))
     }
 
@@ -47,11 +48,11 @@ impl IncidentSubscription {
     async fn incident_changed(
         &self,
         ctx: &Context<'_>,
-        filter: Option<IncidentFilterInput>,
+        filter: Option<IncidentFilter>,
     ) -> Result<impl Stream<Item = GqlResult<IncidentChange>> + use<>, GqlError> {
         let scope = principal(ctx)?.scope();
         let filter = filter.unwrap_or_default().parse()?;
-        Ok(live::changes(domain(ctx), scope, filter).map(|change| {
+        Ok(hub(ctx).changes(scope, filter).map(|change| {
             change
                 .map(|(kind, incident)| IncidentChange {
                     kind,

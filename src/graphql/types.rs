@@ -3,19 +3,20 @@
 
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::dataloader::DataLoader;
-use async_graphql::{ComplexObject, Context, Json, Object, SimpleObject};
+use async_graphql::{Context, Json, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::error::GqlResult;
 use super::loaders::{AppLoader, EventCountOf, EventsOf, IncidentById, PostmortemOf};
-use super::scalars::Date;
-use super::{domain, principal};
-use crate::auth::Role;
+use super::schema::{domain, principal};
 use crate::entity::{Severity, Status, audit_event, incident, incident_event, postmortem};
-use crate::error::{AppError, GqlResult};
+use crate::error::AppError;
+use crate::incident::identity::Role;
 use crate::incident::input::IncidentFilter;
+use crate::incident::input::{ActionItem as DomainActionItem, Date};
 use crate::incident::page::{Cursor, Page, PageOf, SeqCursor, TimeCursor};
-use crate::incident::{ActionItem as DomainActionItem, read, workflow};
+use crate::incident::{read, workflow};
 
 fn loader<'a>(ctx: &'a Context<'_>) -> &'a DataLoader<AppLoader> {
     ctx.data_unchecked::<DataLoader<AppLoader>>()
@@ -189,33 +190,26 @@ async fn incident_of(ctx: &Context<'_>, id: Uuid) -> GqlResult<Incident> {
         .ok_or_else(|| AppError::NotFound("incident").into())
 }
 
-#[derive(SimpleObject)]
-#[graphql(complex)]
-pub struct ActionItem {
-    pub title: String,
-    pub owner: Option<String>,
-    #[graphql(skip)]
-    pub due: Option<chrono::NaiveDate>,
-    pub done: bool,
-    pub ticket_id: Option<String>,
-}
+/// A postmortem's action item as GraphQL answers it (the input is `ActionItemInput`, the
+/// domain's own type): a view, not a second definition.
+pub struct ActionItem(DomainActionItem);
 
-#[ComplexObject]
+#[Object]
 impl ActionItem {
-    async fn due_date(&self) -> Option<Date> {
-        self.due.map(Date)
+    async fn title(&self) -> &str {
+        &self.0.title
     }
-}
-
-impl From<DomainActionItem> for ActionItem {
-    fn from(a: DomainActionItem) -> Self {
-        ActionItem {
-            title: a.title,
-            owner: a.owner,
-            due: a.due_date,
-            done: a.done,
-            ticket_id: a.ticket_id,
-        }
+    async fn owner(&self) -> Option<&str> {
+        self.0.owner.as_deref()
+    }
+    async fn done(&self) -> bool {
+        self.0.done
+    }
+    async fn ticket_id(&self) -> Option<&str> {
+        self.0.ticket_id.as_deref()
+    }
+    async fn due_date(&self) -> Option<Date> {
+        self.0.due_date
     }
 }
 
@@ -247,7 +241,7 @@ impl Postmortem {
     async fn action_items(&self) -> Vec<ActionItem> {
         DomainActionItem::list_from_json(&self.0.action_items)
             .into_iter()
-            .map(ActionItem::from)
+            .map(ActionItem)
             .collect()
     }
     async fn public_summary(&self) -> Option<&str> {

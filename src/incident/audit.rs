@@ -5,7 +5,7 @@ use sea_orm::{ActiveValue::Set, ConnectionTrait, DbErr};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use crate::auth::Writer;
+use super::identity::Writer;
 use crate::entity::audit_event;
 
 pub const INCIDENT_CREATED: &str = "incident_created";

@@ -1,11 +1,20 @@
-//! Inputs parsed into typed values at the edge ("parse, don't validate"): code past this module
-//! never re-checks a string. Every failure names the field at fault.
+//! Every command a client can send, defined once, and its one parse into a typed value at the
+//! edge ("parse, don't validate"): code past this module never re-checks a string.
+//!
+//! Each command type carries what its transports need to read it: `async_graphql::InputObject`
+//! (camelCase, as GraphQL names fields) and `serde::Deserialize` + `utoipa::ToSchema` (snake_case,
+//! as REST does). Transports convert into these and add nothing. Every failure names the field at
+//! fault as GraphQL spells it; REST shows the same name in snake_case.
 
+use async_graphql::{
+    InputObject, InputValueError, InputValueResult, MaybeUndefined, Scalar, ScalarType, Value,
+};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::entity::{Severity, Status};
+use crate::entity::{Severity, Status, openapi};
 use crate::error::{AppError, AppResult};
 
 pub const MAX_TITLE_CHARS: usize = 500;
@@ -152,11 +161,7 @@ impl TicketIds {
 }
 
 /// A start time that is not in the future.
-pub fn started_at(
-    field: &str,
-    value: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> AppResult<DateTime<Utc>> {
+fn started_at(field: &str, value: DateTime<Utc>, now: DateTime<Utc>) -> AppResult<DateTime<Utc>> {
     if value > now + chrono::TimeDelta::seconds(CLOCK_SKEW_SECS) {
         return Err(AppError::bad_input(
             field,
@@ -166,29 +171,51 @@ pub fn started_at(
     Ok(super::truncate(value))
 }
 
-/// A note on a transition: optional, but when given it must say something.
-pub fn note(field: &str, value: Option<&str>) -> AppResult<Option<String>> {
-    value
-        .map(|v| Content::parse(field, v).map(Content::into_inner))
-        .transpose()
+/// A calendar date, `YYYY-MM-DD` (GraphQL's `Date`, as the contract names it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = String, format = Date)]
+pub struct Date(pub NaiveDate);
+
+/// A calendar date, `YYYY-MM-DD`.
+#[Scalar(name = "Date")]
+impl ScalarType for Date {
+    fn parse(value: Value) -> InputValueResult<Self> {
+        match &value {
+            Value::String(s) => NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                .map(Date)
+                .map_err(|_| InputValueError::custom("expected a date as YYYY-MM-DD")),
+            _ => Err(InputValueError::expected_type(value)),
+        }
+    }
+
+    fn to_value(&self) -> Value {
+        Value::String(self.0.format("%Y-%m-%d").to_string())
+    }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+// A postmortem's follow-up: as sent, as stored in `action_items`, and as REST answers it. Rows
+// written before action items were stored in snake_case hold camelCase keys: both read.
+// (Plain comments: a doc comment would become the GraphQL type's description.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, InputObject, ToSchema)]
+#[graphql(name = "ActionItemInput")]
+#[schema(as = ActionItem)]
+#[serde(deny_unknown_fields)]
 pub struct ActionItem {
     pub title: String,
     #[serde(default)]
     pub owner: Option<String>,
-    #[serde(default)]
-    pub due_date: Option<NaiveDate>,
+    #[serde(default, alias = "dueDate")]
+    pub due_date: Option<Date>,
+    #[graphql(default = false)]
     #[serde(default)]
     pub done: bool,
-    #[serde(default)]
+    #[serde(default, alias = "ticketId")]
     pub ticket_id: Option<String>,
 }
 
 impl ActionItem {
-    pub fn parse(index: usize, raw: ActionItem) -> AppResult<ActionItem> {
+    fn parse(index: usize, raw: ActionItem) -> AppResult<ActionItem> {
         let field = |name: &str| format!("actionItems.{index}.{name}");
         Ok(ActionItem {
             title: short_text(&field("title"), &raw.title, MAX_TITLE_CHARS)?,
@@ -205,7 +232,7 @@ impl ActionItem {
         })
     }
 
-    pub fn parse_list(raw: Vec<ActionItem>) -> AppResult<Vec<ActionItem>> {
+    fn parse_list(raw: Vec<ActionItem>) -> AppResult<Vec<ActionItem>> {
         if raw.len() > MAX_ACTION_ITEMS {
             return Err(AppError::bad_input(
                 "actionItems",
@@ -223,6 +250,52 @@ impl ActionItem {
     }
 }
 
+fn default_severity() -> Severity {
+    DEFAULT_SEVERITY
+}
+
+fn default_event_type() -> String {
+    DEFAULT_EVENT_TYPE.to_string()
+}
+
+// `createIncident(input:)` and `POST /api/v1/incidents`.
+#[derive(Debug, Clone, InputObject, Deserialize, ToSchema)]
+#[graphql(name = "CreateIncidentInput")]
+#[schema(as = CreateIncident)]
+#[serde(deny_unknown_fields)]
+pub struct CreateIncident {
+    /// Optional, chosen by the client: a retry with the same id and input returns the same incident.
+    pub id: Option<Uuid>,
+    pub title: String,
+    #[graphql(default_with = "DEFAULT_SEVERITY")]
+    #[serde(default = "default_severity")]
+    #[schema(schema_with = openapi::severity_ref)]
+    pub severity: Severity,
+    pub linked_ticket_ids: Option<Vec<String>>,
+    pub linked_problem_id: Option<Uuid>,
+    /// Defaults to now; never in the future.
+    pub started_at: Option<DateTime<Utc>>,
+}
+
+impl CreateIncident {
+    pub fn parse(self) -> AppResult<NewIncident> {
+        Ok(NewIncident {
+            id: self.id,
+            title: Title::parse("title", &self.title)?,
+            severity: self.severity,
+            linked_ticket_ids: TicketIds::parse(
+                "linkedTicketIds",
+                &self.linked_ticket_ids.unwrap_or_default(),
+            )?,
+            linked_problem_id: self.linked_problem_id,
+            started_at: self
+                .started_at
+                .map(|t| started_at("startedAt", t, super::now()))
+                .transpose()?,
+        })
+    }
+}
+
 /// A new incident, parsed.
 #[derive(Debug, Clone)]
 pub struct NewIncident {
@@ -232,6 +305,40 @@ pub struct NewIncident {
     pub linked_ticket_ids: TicketIds,
     pub linked_problem_id: Option<Uuid>,
     pub started_at: Option<DateTime<Utc>>,
+}
+
+// `updateIncident(input:)`.
+/// Only the fields given change; `linkedProblemId: null` unlinks the problem.
+#[derive(Debug, Clone, InputObject)]
+#[graphql(name = "UpdateIncidentInput")]
+pub struct UpdateIncident {
+    pub title: Option<String>,
+    pub severity: Option<Severity>,
+    pub linked_ticket_ids: Option<Vec<String>>,
+    pub linked_problem_id: MaybeUndefined<Uuid>,
+    pub started_at: Option<DateTime<Utc>>,
+}
+
+impl UpdateIncident {
+    pub fn parse(self) -> AppResult<IncidentPatch> {
+        Ok(IncidentPatch {
+            title: self.title.map(|t| Title::parse("title", &t)).transpose()?,
+            severity: self.severity,
+            linked_ticket_ids: self
+                .linked_ticket_ids
+                .map(|ids| TicketIds::parse("linkedTicketIds", &ids))
+                .transpose()?,
+            linked_problem_id: match self.linked_problem_id {
+                MaybeUndefined::Undefined => None,
+                MaybeUndefined::Null => Some(None),
+                MaybeUndefined::Value(id) => Some(Some(id)),
+            },
+            started_at: self
+                .started_at
+                .map(|t| started_at("startedAt", t, super::now()))
+                .transpose()?,
+        })
+    }
 }
 
 /// Changes to an incident's fields; `None` leaves a field as it is.
@@ -245,6 +352,32 @@ pub struct IncidentPatch {
     pub started_at: Option<DateTime<Utc>>,
 }
 
+// `addIncidentEvent(input:)` and `POST /api/v1/incidents/{id}/events`.
+#[derive(Debug, Clone, InputObject, Deserialize, ToSchema)]
+#[graphql(name = "AddIncidentEventInput")]
+#[schema(as = AddEvent)]
+#[serde(deny_unknown_fields)]
+pub struct AddEvent {
+    /// Optional, chosen by the client: a retry with the same id and input returns the same event.
+    pub id: Option<Uuid>,
+    /// `^[a-z][a-z0-9_]{0,49}$`.
+    #[graphql(default_with = "default_event_type()")]
+    #[serde(default = "default_event_type")]
+    pub event_type: String,
+    /// Up to 64 KiB.
+    pub content: String,
+}
+
+impl AddEvent {
+    pub fn parse(self) -> AppResult<NewEvent> {
+        Ok(NewEvent {
+            id: self.id,
+            event_type: EventType::parse("eventType", &self.event_type)?,
+            content: Content::parse("content", &self.content)?,
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct NewEvent {
     pub id: Option<Uuid>,
@@ -252,9 +385,33 @@ pub struct NewEvent {
     pub content: Content,
 }
 
-/// Postmortem fields; `None` leaves a field as it is (on create: empty).
-#[derive(Debug, Clone, Default)]
-pub struct PostmortemPatch {
+/// `transitionIncident(to:, note:)` and `POST /api/v1/incidents/{id}/transition`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Transition {
+    #[schema(schema_with = openapi::status_ref)]
+    pub to: Status,
+    /// Required when reopening a resolved incident.
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+impl Transition {
+    pub fn parse(self) -> AppResult<(Status, Option<String>)> {
+        let note = self
+            .note
+            .map(|v| Content::parse("note", &v).map(Content::into_inner))
+            .transpose()?;
+        Ok((self.to, note))
+    }
+}
+
+// `createPostmortem` / `updatePostmortem(input:)` and `POST /api/v1/incidents/{id}/postmortem`.
+/// Postmortem fields; on update only the fields given change.
+#[derive(Debug, Clone, Default, InputObject, Deserialize, ToSchema)]
+#[graphql(name = "PostmortemInput")]
+#[serde(deny_unknown_fields)]
+pub struct PostmortemInput {
     pub impact_summary: Option<String>,
     pub root_cause: Option<String>,
     pub timeline: Option<String>,
@@ -265,20 +422,45 @@ pub struct PostmortemPatch {
     pub internal_notes: Option<String>,
 }
 
-impl PostmortemPatch {
-    /// Each long-form field: up to 64 KiB, no NUL characters.
-    pub fn long_text(field: &str, value: Option<String>) -> AppResult<Option<String>> {
-        value
-            .map(|v| text(field, &v, MAX_CONTENT_BYTES))
-            .transpose()
+impl PostmortemInput {
+    pub fn parse(self) -> AppResult<PostmortemPatch> {
+        // Each long-form field: up to 64 KiB, no NUL characters.
+        let long = |field: &str, value: Option<String>| {
+            value
+                .map(|v| text(field, &v, MAX_CONTENT_BYTES))
+                .transpose()
+        };
+        Ok(PostmortemPatch(PostmortemInput {
+            impact_summary: long("impactSummary", self.impact_summary)?,
+            root_cause: long("rootCause", self.root_cause)?,
+            timeline: long("timeline", self.timeline)?,
+            what_went_well: long("whatWentWell", self.what_went_well)?,
+            what_went_wrong: long("whatWentWrong", self.what_went_wrong)?,
+            action_items: self.action_items.map(ActionItem::parse_list).transpose()?,
+            public_summary: long("publicSummary", self.public_summary)?,
+            internal_notes: long("internalNotes", self.internal_notes)?,
+        }))
     }
 }
 
-/// Which incidents a list or a feed selects. Every field narrows.
+/// A postmortem input that passed `PostmortemInput::parse`; `None` leaves a field as it is (on
+/// create: empty).
 #[derive(Debug, Clone, Default)]
+pub struct PostmortemPatch(PostmortemInput);
+
+impl PostmortemPatch {
+    pub fn into_inner(self) -> PostmortemInput {
+        self.0
+    }
+}
+
+/// Which incidents to select; every field given narrows the selection.
+#[derive(Debug, Clone, Default, InputObject)]
+#[graphql(name = "IncidentFilter")]
 pub struct IncidentFilter {
     pub status: Option<Vec<Status>>,
     pub severity: Option<Vec<Severity>>,
+    /// Case-insensitive substring of the title.
     pub search: Option<String>,
     pub started_after: Option<DateTime<Utc>>,
     pub started_before: Option<DateTime<Utc>>,
@@ -311,7 +493,7 @@ impl IncidentFilter {
                 .is_none_or(|p| incident.linked_problem_id == Some(p))
     }
 
-    pub fn validate(self) -> AppResult<IncidentFilter> {
+    pub fn parse(self) -> AppResult<IncidentFilter> {
         if let Some(search) = &self.search {
             text("filter.search", search, 500)?;
         }

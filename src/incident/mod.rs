@@ -2,6 +2,8 @@
 //! the only code writing to the database (each write also writes its audit row).
 
 mod audit;
+pub mod changes;
+pub mod identity;
 pub mod input;
 pub mod page;
 pub mod read;

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr};
 use sea_orm::{
-    ColumnTrait, Condition, DatabaseBackend, EntityTrait, FromQueryResult, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Select,
+    ColumnTrait, Condition, EntityTrait, FromQueryResult, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, Select,
 };
 use uuid::Uuid;
 
@@ -54,16 +54,7 @@ fn filtered(db: &Db, scope: OrgScope, filter: &IncidentFilter) -> Select<inciden
         q = q.filter(C::LinkedProblemId.eq(problem));
     }
     if let Some(ticket) = &filter.linked_ticket_id {
-        q = q.filter(match db.backend() {
-            DatabaseBackend::Postgres => Expr::cust_with_values(
-                r#""incident_records"."linked_ticket_ids" @> CAST($1 AS jsonb)"#,
-                [serde_json::json!([ticket]).to_string()],
-            ),
-            _ => Expr::cust_with_values(
-                r#"EXISTS (SELECT 1 FROM json_each("incident_records"."linked_ticket_ids") WHERE json_each.value = ?)"#,
-                [ticket.clone()],
-            ),
-        });
+        q = q.filter(OrgScope::links_ticket(db.backend(), ticket));
     }
     q
 }

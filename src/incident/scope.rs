@@ -1,14 +1,17 @@
-//! An organization's view of the database, and the only place that names the tenant tables.
+//! An organization's view of the database, and the only place that names the tenant tables or
+//! writes SQL against them (other modules run what it builds).
 //!
 //! Every query and every write starts from an `OrgScope`, whose builders already carry
 //! `organization_id = <caller's org>`; inserts take the organization from the scope, never from
 //! input. A test (`tenancy_is_structural` in `tests/api/tenancy.rs`) fails when code outside this
 //! file queries an entity directly, so an unscoped query cannot be written by accident.
 
-use sea_orm::sea_query::{Alias, Asterisk, Expr, ExprTrait, Order, Query, SelectStatement};
+use sea_orm::sea_query::{
+    Alias, Asterisk, Expr, ExprTrait, Order, Query, SelectStatement, SimpleExpr,
+};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, Iterable, QueryFilter,
-    QuerySelect, Select, TryInsertResult,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, DbErr, EntityTrait, Iterable,
+    QueryFilter, QuerySelect, Select, TryInsertResult,
 };
 use uuid::Uuid;
 
@@ -43,6 +46,20 @@ impl OrgScope {
 
     pub fn audit_events(&self) -> Select<audit_event::Entity> {
         audit_event::Entity::find().filter(audit_event::Column::OrganizationId.eq(self.org_id))
+    }
+
+    /// The condition "the incident links `ticket`", on the JSON array each database stores.
+    pub fn links_ticket(backend: DatabaseBackend, ticket: &str) -> SimpleExpr {
+        match backend {
+            DatabaseBackend::Postgres => Expr::cust_with_values(
+                r#""incident_records"."linked_ticket_ids" @> CAST($1 AS jsonb)"#,
+                [serde_json::json!([ticket]).to_string()],
+            ),
+            _ => Expr::cust_with_values(
+                r#"EXISTS (SELECT 1 FROM json_each("incident_records"."linked_ticket_ids") WHERE json_each.value = ?)"#,
+                [ticket.to_string()],
+            ),
+        }
     }
 
     /// Reads the incident and, on PostgreSQL, locks its row until the transaction ends, so the

@@ -4,22 +4,30 @@
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, NotSet, QueryFilter};
 use uuid::Uuid;
 
+use std::sync::Arc;
+
 use super::audit::{self, Diff, Entry};
+use super::changes::{Announcement, ChangeKind, ChangeSink};
+use super::identity::Writer;
 use super::input::{
     IncidentPatch, NewEvent, NewIncident, PostmortemPatch, SEVERITY_CHANGED, STATUS_CHANGED,
 };
 use super::{now, workflow};
-use crate::auth::Writer;
 use crate::db::{Db, WriteTxn};
 use crate::entity::{Status, incident, incident_event, postmortem};
 use crate::error::{AppError, AppResult};
-use crate::live::{Announcement, ChangeKind, Hub};
 
-/// The write side of the domain: a database and the feed its commits are announced on.
+/// The write side of the domain: a database and the sink its commits are announced to.
 #[derive(Clone)]
 pub struct Domain {
     pub db: Db,
-    pub hub: Hub,
+    changes: Arc<dyn ChangeSink>,
+}
+
+impl Domain {
+    pub fn new(db: Db, changes: Arc<dyn ChangeSink>) -> Domain {
+        Domain { db, changes }
+    }
 }
 
 /// A write in progress: the transaction and what it will announce once committed.
@@ -49,16 +57,15 @@ impl<'w> Unit<'w> {
         });
     }
 
-    /// Commits and announces. On PostgreSQL the announcement is a NOTIFY in the transaction,
-    /// so it exists exactly when the commit does and reaches every replica; on SQLite (one
-    /// process) it is published in-process right after the commit.
-    async fn commit(self, hub: &Hub) -> AppResult<()> {
-        if hub.via_postgres {
-            crate::live::pg::notify(&*self.txn, &self.announcements).await?;
-            self.txn.commit().await?;
-        } else {
-            self.txn.commit().await?;
-            hub.committed(self.announcements);
+    /// Commits, and announces what was committed: the sink's first step runs inside the
+    /// transaction, its second after the commit.
+    async fn commit(self, sink: &dyn ChangeSink) -> AppResult<()> {
+        if !self.announcements.is_empty() {
+            sink.within(&self.txn, &self.announcements).await?;
+        }
+        self.txn.commit().await?;
+        if !self.announcements.is_empty() {
+            sink.committed(self.announcements);
         }
         Ok(())
     }
@@ -197,7 +204,7 @@ impl Domain {
         unit.audit(audit::INCIDENT_CREATED, ("incident", id), id, diff)
             .await?;
         unit.announce(id, ChangeKind::Created, None);
-        unit.commit(&self.hub).await?;
+        unit.commit(&*self.changes).await?;
         Ok(model)
     }
 
@@ -210,11 +217,7 @@ impl Domain {
     ) -> AppResult<incident::Model> {
         let mut unit = Unit::begin(self, writer).await?;
         let current = unit.lock(id).await?;
-        if current.status == Status::Closed {
-            return Err(AppError::Conflict(
-                "a closed incident cannot be changed".into(),
-            ));
-        }
+        workflow::check_editable(&current)?;
         let mut next = current.clone();
         if let Some(title) = patch.title {
             next.title = title.into_inner();
@@ -231,15 +234,7 @@ impl Domain {
         if let Some(started_at) = patch.started_at {
             next.started_at = started_at;
         }
-        if next
-            .resolved_at
-            .is_some_and(|resolved| next.started_at > resolved)
-        {
-            return Err(AppError::bad_input(
-                "startedAt",
-                "startedAt must not be after the incident's resolvedAt",
-            ));
-        }
+        workflow::check_times(next.started_at, next.resolved_at)?;
         let mut diff = Diff::default();
         diff.field("title", &current.title, &next.title);
         diff.field("severity", &current.severity, &next.severity);
@@ -276,7 +271,7 @@ impl Domain {
         unit.audit(audit::INCIDENT_UPDATED, ("incident", id), id, diff)
             .await?;
         unit.announce(id, ChangeKind::Updated, None);
-        unit.commit(&self.hub).await?;
+        unit.commit(&*self.changes).await?;
         Ok(next)
     }
 
@@ -319,7 +314,7 @@ impl Domain {
         unit.audit(audit::INCIDENT_UPDATED, ("incident", id), id, diff)
             .await?;
         unit.announce(id, ChangeKind::StatusChanged, None);
-        unit.commit(&self.hub).await?;
+        unit.commit(&*self.changes).await?;
         Ok(next)
     }
 
@@ -344,7 +339,7 @@ impl Domain {
             )
             .await?
         {
-            unit.commit(&self.hub).await?;
+            unit.commit(&*self.changes).await?;
             return Ok(event);
         }
         // The id exists: a retry of this very event is answered with it, anything else conflicts.
@@ -411,7 +406,7 @@ impl Domain {
         )
         .await?;
         unit.announce(incident_id, ChangeKind::PostmortemUpdated, None);
-        unit.commit(&self.hub).await?;
+        unit.commit(&*self.changes).await?;
         Ok(model)
     }
 
@@ -452,7 +447,7 @@ impl Domain {
         )
         .await?;
         unit.announce(incident_id, ChangeKind::PostmortemUpdated, None);
-        unit.commit(&self.hub).await?;
+        unit.commit(&*self.changes).await?;
         Ok(next)
     }
 
@@ -488,6 +483,7 @@ fn apply_postmortem(
     current: &postmortem::Model,
     patch: PostmortemPatch,
 ) -> (postmortem::Model, Diff) {
+    let patch = patch.into_inner();
     let mut next = current.clone();
     let mut diff = Diff::default();
     macro_rules! text_field {

@@ -5,7 +5,8 @@
 //!   └──────────────────────►┘
 //! RESOLVED ─► OPEN | MITIGATING (reopen: a note is required)
 //! ```
-//! CLOSED needs a postmortem when the severity is SEV1 or SEV2.
+//! CLOSED needs a postmortem when the severity is SEV1 or SEV2. A CLOSED incident is frozen:
+//! neither its status nor its fields change again. `resolvedAt` is never before `startedAt`.
 
 use chrono::{DateTime, Utc};
 
@@ -36,6 +37,28 @@ pub fn allowed_now(status: Status, severity: Severity, has_postmortem: bool) -> 
         .copied()
         .filter(|to| *to != Status::Closed || has_postmortem || !needs_postmortem(severity))
         .collect()
+}
+
+/// A closed incident is final: no field of it changes any more (otherwise, say, raising its
+/// severity to SEV1 after closing would get around the postmortem rule).
+pub fn check_editable(incident: &incident::Model) -> AppResult<()> {
+    if incident.status == Status::Closed {
+        return Err(AppError::Conflict(
+            "a closed incident cannot be changed".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// An incident is not resolved before it started: checked when `startedAt` moves.
+pub fn check_times(started_at: DateTime<Utc>, resolved_at: Option<DateTime<Utc>>) -> AppResult<()> {
+    if resolved_at.is_some_and(|resolved| started_at > resolved) {
+        return Err(AppError::bad_input(
+            "startedAt",
+            "startedAt must not be after the incident's resolvedAt",
+        ));
+    }
+    Ok(())
 }
 
 /// The effect of a transition on the incident's fields.
@@ -116,6 +139,93 @@ mod tests {
                 "RESOLVED->OPEN",
                 "RESOLVED->MITIGATING"
             ]
+        );
+    }
+
+    fn incident(status: Status, severity: Severity) -> incident::Model {
+        let started = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        incident::Model {
+            id: uuid::Uuid::nil(),
+            organization_id: uuid::Uuid::nil(),
+            title: "t".into(),
+            status,
+            severity,
+            linked_ticket_ids: serde_json::json!([]),
+            linked_problem_id: None,
+            started_at: started,
+            resolved_at: (status == Status::Resolved || status == Status::Closed)
+                .then_some(started + chrono::TimeDelta::minutes(30)),
+            created_by: None,
+            created_at: started,
+            updated_at: started,
+        }
+    }
+
+    #[test]
+    fn a_closed_incident_is_frozen() {
+        for status in ALL {
+            let editable = check_editable(&incident(status, Severity::Sev3)).is_ok();
+            assert_eq!(editable, status != Status::Closed, "{status}");
+        }
+        let closed = incident(Status::Closed, Severity::Sev3);
+        for to in ALL.into_iter().filter(|s| *s != Status::Closed) {
+            let refused = plan_transition(&closed, to, Some("why"), true, closed.updated_at);
+            assert!(
+                matches!(refused, Err(AppError::InvalidTransition { .. })),
+                "CLOSED -> {to}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_incident_is_never_resolved_before_it_started() {
+        let started = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let later = started + chrono::TimeDelta::seconds(1);
+        assert!(check_times(started, None).is_ok());
+        assert!(check_times(started, Some(started)).is_ok());
+        assert!(check_times(later, Some(started)).is_err());
+
+        // Resolving stamps now, or startedAt when that was back-dated ahead of our clock.
+        let mut open = incident(Status::Open, Severity::Sev3);
+        let plan = plan_transition(&open, Status::Resolved, None, false, later)
+            .unwrap()
+            .unwrap();
+        assert_eq!(plan.resolved_at, Some(later.max(open.started_at)));
+        open.started_at = later + chrono::TimeDelta::minutes(1);
+        let plan = plan_transition(&open, Status::Resolved, None, false, later)
+            .unwrap()
+            .unwrap();
+        assert_eq!(plan.resolved_at, Some(open.started_at));
+
+        // A reopen clears resolvedAt; closing keeps it.
+        let resolved = incident(Status::Resolved, Severity::Sev3);
+        let reopened = plan_transition(&resolved, Status::Open, Some("again"), false, later)
+            .unwrap()
+            .unwrap();
+        assert_eq!(reopened.resolved_at, None);
+        let closed = plan_transition(&resolved, Status::Closed, None, false, later)
+            .unwrap()
+            .unwrap();
+        assert_eq!(closed.resolved_at, resolved.resolved_at);
+    }
+
+    #[test]
+    fn a_reopen_needs_a_note_and_a_close_may_need_a_postmortem() {
+        let resolved = incident(Status::Resolved, Severity::Sev2);
+        let now = resolved.updated_at;
+        assert!(matches!(
+            plan_transition(&resolved, Status::Open, None, false, now),
+            Err(AppError::BadInput { .. })
+        ));
+        assert!(matches!(
+            plan_transition(&resolved, Status::Closed, None, false, now),
+            Err(AppError::PostmortemRequired(Severity::Sev2))
+        ));
+        assert!(plan_transition(&resolved, Status::Closed, None, true, now).is_ok());
+        assert_eq!(
+            plan_transition(&resolved, Status::Resolved, None, false, now).unwrap(),
+            None,
+            "already there: nothing to do"
         );
     }
 

@@ -1,49 +1,27 @@
-//! The change feed. Writers announce committed changes (ids only); a dispatcher reads each
-//! changed row once, through the organization's scope, and fans it out to subscribers.
-//! The database stays the source of truth: a subscriber that may have missed a signal (lag,
-//! lost PostgreSQL listener) re-reads from its own cursor. See `pg.rs` for the replica bridge.
+//! The change feed: the domain's `ChangeSink`, and the streams subscribers read. Writers
+//! announce committed changes (ids only); a dispatcher reads each changed row once, through the
+//! organization's scope, and fans it out. The database stays the source of truth: a subscriber
+//! that may have missed a signal (lag, lost PostgreSQL listener) re-reads from its own cursor.
+//! See `pg.rs` for the bridge between replicas.
 
 mod feed;
-pub mod pg;
-pub mod ws;
+mod pg;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use sea_orm::{DatabaseTransaction, DbErr};
 use tokio::sync::{broadcast, mpsc};
 use uuid::Uuid;
 
 use crate::db::Db;
 use crate::entity::{incident, incident_event};
+use crate::incident::changes::{Announcement, ChangeSink};
 use crate::incident::{OrgScope, read};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, async_graphql::Enum)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-#[graphql(name = "IncidentChangeKind")]
-pub enum ChangeKind {
-    Created,
-    Updated,
-    StatusChanged,
-    EventAdded,
-    PostmortemUpdated,
-}
-
-/// One committed change. `sequence` is set for `EventAdded`. Ids only: NOTIFY payloads are
-/// visible to every database user, so they carry no tenant data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Announcement {
-    #[serde(rename = "o")]
-    pub org_id: Uuid,
-    #[serde(rename = "i")]
-    pub incident_id: Uuid,
-    #[serde(rename = "k")]
-    pub kind: ChangeKind,
-    #[serde(rename = "s", default, skip_serializing_if = "Option::is_none")]
-    pub sequence: Option<i32>,
-}
-
-pub use feed::{changes, timeline};
+pub use pg::{CHANNEL, LISTENER_APPLICATION_NAME};
 
 /// A change with the rows it touched, as read after the commit.
 #[derive(Debug)]
@@ -74,12 +52,15 @@ enum Input {
     Resync,
 }
 
+/// One server's end of the change feed: it receives commits (from NOTIFY on PostgreSQL, from
+/// the writers themselves on SQLite) and hands them to subscribers.
 #[derive(Clone)]
 pub struct Hub {
+    db: Db,
     input: mpsc::UnboundedSender<Input>,
     output: broadcast::Sender<Signal>,
     /// Whether commits are announced by PostgreSQL NOTIFY (true) or in-process (false).
-    pub via_postgres: bool,
+    via_postgres: bool,
 }
 
 /// Signals kept for subscribers that are behind; one further behind re-reads from the database.
@@ -95,6 +76,7 @@ impl Hub {
         let (output, _) = broadcast::channel(SIGNAL_BUFFER);
         let via_postgres = db.backend() == sea_orm::DatabaseBackend::Postgres;
         let hub = Hub {
+            db: db.clone(),
             input,
             output,
             via_postgres,
@@ -114,7 +96,7 @@ impl Hub {
     }
 
     /// What one committed transaction announced (in-process on SQLite, from NOTIFY on PostgreSQL).
-    pub fn committed(&self, announcements: Vec<Announcement>) {
+    fn publish(&self, announcements: Vec<Announcement>) {
         if announcements.is_empty() {
             return;
         }
@@ -131,6 +113,28 @@ impl Hub {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Signal> {
         self.output.subscribe()
+    }
+}
+
+/// PostgreSQL: a NOTIFY inside the transaction reaches every replica's listener at commit.
+/// SQLite (one process): published in-process right after the commit.
+impl ChangeSink for Hub {
+    fn within<'a>(
+        &'a self,
+        txn: &'a DatabaseTransaction,
+        announcements: &'a [Announcement],
+    ) -> BoxFuture<'a, Result<(), DbErr>> {
+        if self.via_postgres {
+            pg::notify(txn, announcements).boxed()
+        } else {
+            std::future::ready(Ok(())).boxed()
+        }
+    }
+
+    fn committed(&self, announcements: Vec<Announcement>) {
+        if !self.via_postgres {
+            self.publish(announcements);
+        }
     }
 }
 

@@ -8,14 +8,15 @@ use std::time::Duration;
 use sea_orm::sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sea_orm::{ConnectionTrait, DbErr, Statement};
 
-use super::{Announcement, Hub};
+use super::Hub;
 use crate::db::Db;
+use crate::incident::changes::Announcement;
 
 pub const CHANNEL: &str = "incidentd_changes";
 pub const LISTENER_APPLICATION_NAME: &str = "incidentd-listener";
 
 /// Queues the announcements of the current transaction; PostgreSQL delivers them at commit.
-pub async fn notify<C: ConnectionTrait>(
+pub(super) async fn notify<C: ConnectionTrait>(
     txn: &C,
     announcements: &[Announcement],
 ) -> Result<(), DbErr> {
@@ -44,7 +45,7 @@ async fn connect(options: &PgConnectOptions) -> Result<PgListener, sea_orm::sqlx
 }
 
 /// Runs for the life of the process.
-pub async fn listen(db: Db, hub: Hub, ready: tokio::sync::oneshot::Sender<()>) {
+pub(super) async fn listen(db: Db, hub: Hub, ready: tokio::sync::oneshot::Sender<()>) {
     let mut ready = Some(ready);
     let Some(options) = db.pg_connect_options() else {
         return;
@@ -77,7 +78,7 @@ pub async fn listen(db: Db, hub: Hub, ready: tokio::sync::oneshot::Sender<()>) {
             match listener.try_recv().await {
                 Ok(Some(notification)) => {
                     match serde_json::from_str::<Vec<Announcement>>(notification.payload()) {
-                        Ok(list) => hub.committed(list),
+                        Ok(list) => hub.publish(list),
                         Err(e) => {
                             tracing::warn!(error = %e, "ignoring a malformed change notification")
                         }

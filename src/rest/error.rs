@@ -109,11 +109,11 @@ pub struct ErrorDetail {
     pub field: Option<String>,
     /// For INVALID_TRANSITION: where the incident is now.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(schema_with = super::model::status_ref)]
+    #[schema(schema_with = crate::entity::openapi::status_ref)]
     pub current_status: Option<Status>,
     /// For INVALID_TRANSITION: where it may go from there.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(schema_with = super::model::status_list_ref)]
+    #[schema(schema_with = crate::entity::openapi::status_list_ref)]
     pub allowed_transitions: Option<Vec<Status>>,
     /// For INTERNAL and DATABASE_UNAVAILABLE: the id under which the server logged the detail.
     #[serde(skip_serializing_if = "Option::is_none")]

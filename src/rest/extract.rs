@@ -1,26 +1,31 @@
 //! Extractors for the REST handlers: the caller from the bearer token, and axum's `Json`,
 //! `Path` and `Query` with their rejections rendered as our `{"error": …}`.
 
-use axum::extract::{FromRequest, FromRequestParts};
+use axum::extract::{FromRef, FromRequest, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
+use super::RestState;
 use super::error::ApiError;
-use crate::app::AppState;
-use crate::auth::{Principal, Writer};
+use crate::incident::identity::{Principal, Writer};
 
 /// Any authenticated caller: enough for reads.
 pub struct Caller(pub Principal);
 
-impl FromRequestParts<AppState> for Caller {
+impl<S> FromRequestParts<S> for Caller
+where
+    S: Send + Sync,
+    RestState: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let header = parts
             .headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        Ok(Caller(app.auth.authenticate_header(header)?))
+        let rest = RestState::from_ref(state);
+        Ok(Caller(rest.auth.authenticate_header(header)?))
     }
 }
 
@@ -28,11 +33,15 @@ impl FromRequestParts<AppState> for Caller {
 /// it sent.
 pub struct Responder(pub Writer);
 
-impl FromRequestParts<AppState> for Responder {
+impl<S> FromRequestParts<S> for Responder
+where
+    S: Send + Sync,
+    RestState: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
-        let Caller(principal) = Caller::from_request_parts(parts, app).await?;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Caller(principal) = Caller::from_request_parts(parts, state).await?;
         Ok(Responder(principal.writer()?))
     }
 }

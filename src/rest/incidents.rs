@@ -5,13 +5,13 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
 
+use super::RestState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Caller, Json, Path, Query, Responder};
 use super::model::{
-    AddEvent, CreateIncident, Incident, IncidentDetail, IncidentEvent, IncidentList, ListParams,
-    MAX_EVENTS, Postmortem, PostmortemInput, Transition,
+    Incident, IncidentDetail, IncidentEvent, IncidentList, ListParams, MAX_EVENTS, Postmortem,
 };
-use crate::app::AppState;
+use crate::incident::input::{AddEvent, CreateIncident, PostmortemInput, Transition};
 use crate::incident::read;
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -19,7 +19,7 @@ type ApiResult<T> = Result<T, ApiError>;
 /// List incidents, newest first.
 #[utoipa::path(
     get,
-    path = "/api/v1/incidents",
+    path = "/incidents",
     tag = "incidents",
     params(ListParams),
     responses(
@@ -29,7 +29,7 @@ type ApiResult<T> = Result<T, ApiError>;
     )
 )]
 pub async fn list_incidents(
-    State(app): State<AppState>,
+    State(app): State<RestState>,
     Caller(principal): Caller,
     Query(params): Query<ListParams>,
 ) -> ApiResult<axum::Json<IncidentList>> {
@@ -41,7 +41,7 @@ pub async fn list_incidents(
 /// One incident with its timeline (oldest first, at most 1000 events) and its postmortem.
 #[utoipa::path(
     get,
-    path = "/api/v1/incidents/{id}",
+    path = "/incidents/{id}",
     tag = "incidents",
     params(("id" = Uuid, Path, description = "The incident's id")),
     responses(
@@ -51,7 +51,7 @@ pub async fn list_incidents(
     )
 )]
 pub async fn get_incident(
-    State(app): State<AppState>,
+    State(app): State<RestState>,
     Caller(principal): Caller,
     Path(id): Path<Uuid>,
 ) -> ApiResult<axum::Json<IncidentDetail>> {
@@ -69,7 +69,7 @@ pub async fn get_incident(
 /// Declare an incident.
 #[utoipa::path(
     post,
-    path = "/api/v1/incidents",
+    path = "/incidents",
     tag = "incidents",
     request_body = CreateIncident,
     responses(
@@ -82,7 +82,7 @@ pub async fn get_incident(
     )
 )]
 pub async fn create_incident(
-    State(app): State<AppState>,
+    State(app): State<RestState>,
     Responder(writer): Responder,
     Json(body): Json<CreateIncident>,
 ) -> ApiResult<Response> {
@@ -99,7 +99,7 @@ pub async fn create_incident(
 /// Add an event to the incident's timeline.
 #[utoipa::path(
     post,
-    path = "/api/v1/incidents/{id}/events",
+    path = "/incidents/{id}/events",
     tag = "incidents",
     params(("id" = Uuid, Path, description = "The incident's id")),
     request_body = AddEvent,
@@ -113,7 +113,7 @@ pub async fn create_incident(
     )
 )]
 pub async fn add_event(
-    State(app): State<AppState>,
+    State(app): State<RestState>,
     Responder(writer): Responder,
     Path(id): Path<Uuid>,
     Json(body): Json<AddEvent>,
@@ -125,7 +125,7 @@ pub async fn add_event(
 /// Write the incident's postmortem.
 #[utoipa::path(
     post,
-    path = "/api/v1/incidents/{id}/postmortem",
+    path = "/incidents/{id}/postmortem",
     tag = "incidents",
     params(("id" = Uuid, Path, description = "The incident's id")),
     request_body = PostmortemInput,
@@ -139,7 +139,7 @@ pub async fn add_event(
     )
 )]
 pub async fn create_postmortem(
-    State(app): State<AppState>,
+    State(app): State<RestState>,
     Responder(writer): Responder,
     Path(id): Path<Uuid>,
     Json(body): Json<PostmortemInput>,
@@ -154,7 +154,7 @@ pub async fn create_postmortem(
 /// Move the incident along the workflow; a transition to its current status changes nothing.
 #[utoipa::path(
     post,
-    path = "/api/v1/incidents/{id}/transition",
+    path = "/incidents/{id}/transition",
     tag = "incidents",
     params(("id" = Uuid, Path, description = "The incident's id")),
     request_body = Transition,
@@ -168,7 +168,7 @@ pub async fn create_postmortem(
     )
 )]
 pub async fn transition_incident(
-    State(app): State<AppState>,
+    State(app): State<RestState>,
     Responder(writer): Responder,
     Path(id): Path<Uuid>,
     Json(body): Json<Transition>,

@@ -1,65 +1,17 @@
-//! The JSON the REST API speaks (snake_case, as the tables' columns) and its parsing into the
-//! domain's typed inputs, through the same `incident::input` parsers GraphQL uses.
+//! The JSON the REST API answers with (snake_case, as the tables' columns), and the list's query
+//! parameters. Request bodies are the domain's own command types (`incident::input`).
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use sea_orm::Iterable;
 use serde::{Deserialize, Serialize};
-use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, Type};
-use utoipa::openapi::{Ref, RefOr};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use crate::entity::openapi::{severity_ref, status_ref};
 use crate::entity::{Severity, Status, incident, incident_event, postmortem};
 use crate::error::{AppError, AppResult};
-use crate::incident::input::{
-    self, ActionItem as DomainActionItem, Content, EventType, IncidentFilter, NewEvent,
-    NewIncident, PostmortemPatch, TicketIds, Title,
-};
+use crate::incident::input::{ActionItem, IncidentFilter};
 use crate::incident::page::{Cursor, DEFAULT_PAGE, MAX_PAGE, Page, PageOf, TimeCursor};
-
-// The two workflow enums are the entity's own; their OpenAPI schemas are built from them here
-// (see `enum_schemas`) and referenced by name.
-pub const STATUS_SCHEMA: &str = "IncidentStatus";
-pub const SEVERITY_SCHEMA: &str = "IncidentSeverity";
-
-pub fn status_ref() -> RefOr<Schema> {
-    RefOr::Ref(Ref::from_schema_name(STATUS_SCHEMA))
-}
-pub fn status_list_ref() -> Schema {
-    Schema::Array(ArrayBuilder::new().items(status_ref()).build())
-}
-pub fn severity_ref() -> RefOr<Schema> {
-    RefOr::Ref(Ref::from_schema_name(SEVERITY_SCHEMA))
-}
-
-/// The `IncidentStatus` and `IncidentSeverity` components, listing what the entities define.
-pub fn enum_schemas() -> [(&'static str, Schema); 2] {
-    let strings = |values: Vec<&'static str>, description: &str| {
-        Schema::Object(
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .enum_values(Some(values))
-                .description(Some(description))
-                .build(),
-        )
-    };
-    [
-        (
-            STATUS_SCHEMA,
-            strings(
-                Status::iter().map(Status::as_str).collect(),
-                "Where the incident is in the workflow.",
-            ),
-        ),
-        (
-            SEVERITY_SCHEMA,
-            strings(
-                Severity::iter().map(Severity::as_str).collect(),
-                "SEV1 is the most severe.",
-            ),
-        ),
-    ]
-}
 
 // ---------------------------------------------------------------------------------------------
 // Answers
@@ -162,44 +114,6 @@ impl From<incident_event::Model> for IncidentEvent {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ActionItem {
-    pub title: String,
-    #[serde(default)]
-    pub owner: Option<String>,
-    #[serde(default)]
-    pub due_date: Option<NaiveDate>,
-    #[serde(default)]
-    pub done: bool,
-    #[serde(default)]
-    pub ticket_id: Option<String>,
-}
-
-impl From<DomainActionItem> for ActionItem {
-    fn from(a: DomainActionItem) -> Self {
-        ActionItem {
-            title: a.title,
-            owner: a.owner,
-            due_date: a.due_date,
-            done: a.done,
-            ticket_id: a.ticket_id,
-        }
-    }
-}
-
-impl From<ActionItem> for DomainActionItem {
-    fn from(a: ActionItem) -> Self {
-        DomainActionItem {
-            title: a.title,
-            owner: a.owner,
-            due_date: a.due_date,
-            done: a.done,
-            ticket_id: a.ticket_id,
-        }
-    }
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Postmortem {
     pub id: Uuid,
@@ -229,10 +143,7 @@ pub struct Postmortem {
 impl From<postmortem::Model> for Postmortem {
     fn from(m: postmortem::Model) -> Self {
         Postmortem {
-            action_items: DomainActionItem::list_from_json(&m.action_items)
-                .into_iter()
-                .map(ActionItem::from)
-                .collect(),
+            action_items: ActionItem::list_from_json(&m.action_items),
             id: m.id,
             incident_id: m.incident_id,
             organization_id: m.organization_id,
@@ -299,7 +210,7 @@ impl ListParams {
             )?,
             ..IncidentFilter::default()
         }
-        .validate()?;
+        .parse()?;
         let limit = match self.limit.as_deref() {
             None => DEFAULT_PAGE,
             Some(raw) => raw
@@ -358,132 +269,4 @@ fn list<T: Copy>(
         })
         .collect::<AppResult<Vec<T>>>()
         .map(Some)
-}
-
-/// `POST /api/v1/incidents`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateIncident {
-    /// Optional, chosen by the client: a retry with the same id and body returns the same incident.
-    pub id: Option<Uuid>,
-    pub title: String,
-    /// SEV3 when absent.
-    #[serde(default)]
-    #[schema(schema_with = severity_ref)]
-    pub severity: Option<Severity>,
-    #[serde(default)]
-    pub linked_ticket_ids: Option<Vec<String>>,
-    #[serde(default)]
-    pub linked_problem_id: Option<Uuid>,
-    /// Now when absent; never in the future.
-    #[serde(default)]
-    pub started_at: Option<DateTime<Utc>>,
-}
-
-impl CreateIncident {
-    pub fn parse(self) -> AppResult<NewIncident> {
-        let now = crate::incident::now();
-        Ok(NewIncident {
-            id: self.id,
-            title: Title::parse("title", &self.title)?,
-            severity: self.severity.unwrap_or(input::DEFAULT_SEVERITY),
-            linked_ticket_ids: TicketIds::parse(
-                "linked_ticket_ids",
-                &self.linked_ticket_ids.unwrap_or_default(),
-            )?,
-            linked_problem_id: self.linked_problem_id,
-            started_at: self
-                .started_at
-                .map(|t| input::started_at("started_at", t, now))
-                .transpose()?,
-        })
-    }
-}
-
-/// `POST /api/v1/incidents/{id}/events`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AddEvent {
-    /// Optional, chosen by the client: a retry with the same id and body returns the same event.
-    pub id: Option<Uuid>,
-    /// `^[a-z][a-z0-9_]{0,49}$`; `note` when absent.
-    #[serde(default)]
-    pub event_type: Option<String>,
-    /// Up to 64 KiB.
-    pub content: String,
-}
-
-impl AddEvent {
-    pub fn parse(self) -> AppResult<NewEvent> {
-        Ok(NewEvent {
-            id: self.id,
-            event_type: EventType::parse(
-                "event_type",
-                self.event_type
-                    .as_deref()
-                    .unwrap_or(input::DEFAULT_EVENT_TYPE),
-            )?,
-            content: Content::parse("content", &self.content)?,
-        })
-    }
-}
-
-/// `POST /api/v1/incidents/{id}/postmortem`: every field optional.
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PostmortemInput {
-    #[serde(default)]
-    pub impact_summary: Option<String>,
-    #[serde(default)]
-    pub root_cause: Option<String>,
-    #[serde(default)]
-    pub timeline: Option<String>,
-    #[serde(default)]
-    pub what_went_well: Option<String>,
-    #[serde(default)]
-    pub what_went_wrong: Option<String>,
-    #[serde(default)]
-    pub action_items: Option<Vec<ActionItem>>,
-    #[serde(default)]
-    pub public_summary: Option<String>,
-    #[serde(default)]
-    pub internal_notes: Option<String>,
-}
-
-impl PostmortemInput {
-    pub fn parse(self) -> AppResult<PostmortemPatch> {
-        let text = PostmortemPatch::long_text;
-        Ok(PostmortemPatch {
-            impact_summary: text("impact_summary", self.impact_summary)?,
-            root_cause: text("root_cause", self.root_cause)?,
-            timeline: text("timeline", self.timeline)?,
-            what_went_well: text("what_went_well", self.what_went_well)?,
-            what_went_wrong: text("what_went_wrong", self.what_went_wrong)?,
-            action_items: self
-                .action_items
-                .map(|items| {
-                    DomainActionItem::parse_list(items.into_iter().map(Into::into).collect())
-                })
-                .transpose()?,
-            public_summary: text("public_summary", self.public_summary)?,
-            internal_notes: text("internal_notes", self.internal_notes)?,
-        })
-    }
-}
-
-/// `POST /api/v1/incidents/{id}/transition`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Transition {
-    #[schema(schema_with = status_ref)]
-    pub to: Status,
-    /// Required when reopening a resolved incident.
-    #[serde(default)]
-    pub note: Option<String>,
-}
-
-impl Transition {
-    pub fn parse(self) -> AppResult<(Status, Option<String>)> {
-        Ok((self.to, input::note("note", self.note.as_deref())?))
-    }
 }

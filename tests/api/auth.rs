@@ -1,6 +1,7 @@
 //! Identity and roles (CONTRACT §3): bearer tokens, the three roles, dev mode and `incidentd token`.
 
-use incidentd::auth::{DEV_ORG, DEV_USER, Role};
+use incidentd::auth::{DEV_ORG, DEV_USER};
+use incidentd::incident::identity::Role;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -349,6 +350,7 @@ async fn dev_mode_on_loopback_hands_out_a_working_token() {
     let app = spawn_app_with(db, config).await;
     let token = app
         .state
+        .graphql
         .dev_token
         .clone()
         .expect("dev mode has a dev token");
@@ -377,7 +379,7 @@ async fn dev_mode_on_loopback_hands_out_a_working_token() {
 
     // With a secret configured there is no dev token.
     let configured = spawn_app().await;
-    assert!(configured.state.dev_token.is_none());
+    assert!(configured.state.graphql.dev_token.is_none());
 }
 
 /// Runs `incidentd token …` with `secret` in the environment; returns its standard output.

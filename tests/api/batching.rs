@@ -7,9 +7,9 @@ use crate::helpers::{TestApp, spawn_app};
 const NESTED: &str = "query($n: Int!) { incidents(first: $n) { nodes { id events(first: 20) { nodes { id } } postmortem { id } } } }";
 
 async fn statements_for(app: &TestApp, caller: &crate::helpers::Caller, n: usize) -> u64 {
-    let before = app.state.domain.db.statement_count();
+    let before = app.state.graphql.domain.db.statement_count();
     let data = app.ok(caller, NESTED, json!({ "n": n })).await;
-    let after = app.state.domain.db.statement_count();
+    let after = app.state.graphql.domain.db.statement_count();
     let nodes = data["incidents"]["nodes"].as_array().unwrap();
     assert_eq!(nodes.len(), n);
     for node in nodes {

@@ -2,8 +2,8 @@
 //! internal errors, CORS and WebSocket origins, and the GraphQL-over-HTTP conformance audit.
 
 use clap::Parser;
-use incidentd::auth::Role;
 use incidentd::config::Cli;
+use incidentd::incident::identity::Role;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, ORIGIN};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -14,7 +14,7 @@ const ALLOWED_ORIGIN: &str = "https://desk.example.com";
 
 /// Runs `query` expecting a request refused as `QUERY_TOO_COMPLEX` without touching the database.
 async fn assert_too_complex(app: &TestApp, caller: &Caller, query: &str) -> Value {
-    let before = app.state.domain.db.statement_count();
+    let before = app.state.graphql.domain.db.statement_count();
     let (status, body) = app.post(Some(&caller.token), query, json!({})).await;
     assert_eq!(status, 200, "application/json answers 200: {body}");
     assert_eq!(code(&body["errors"][0]), "QUERY_TOO_COMPLEX", "{body}");
@@ -23,7 +23,7 @@ async fn assert_too_complex(app: &TestApp, caller: &Caller, query: &str) -> Valu
         "nothing ran: {body}"
     );
     assert_eq!(
-        app.state.domain.db.statement_count(),
+        app.state.graphql.domain.db.statement_count(),
         before,
         "no resolver ran: no SQL statement"
     );
@@ -82,7 +82,7 @@ async fn a_too_complex_query_is_refused() {
         "{body}"
     );
     // `last` counts like `first`, and variables are read too.
-    let before = app.state.domain.db.statement_count();
+    let before = app.state.graphql.domain.db.statement_count();
     let (_, body) = app
         .post(
             Some(&alice.token),
@@ -91,7 +91,7 @@ async fn a_too_complex_query_is_refused() {
         )
         .await;
     assert_eq!(code(&body["errors"][0]), "QUERY_TOO_COMPLEX", "{body}");
-    assert_eq!(app.state.domain.db.statement_count(), before);
+    assert_eq!(app.state.graphql.domain.db.statement_count(), before);
 }
 
 #[tokio::test]
@@ -666,18 +666,36 @@ async fn the_graphql_over_http_audit_passes() {
 async fn a_request_over_the_timeout_is_cut_off() {
     let (db, url) = TestDb::create().await;
     let mut config = test_config(&url);
-    config.request_timeout = std::time::Duration::ZERO;
+    config.request_timeout = std::time::Duration::from_secs(1);
     let app = spawn_app_with(db, config).await;
     let alice = app.responder();
-    // Any request that waits on the database cannot finish within no time at all.
-    let (status, _) = app
-        .post(
-            Some(&alice.token),
-            "{ incidents { totalCount } }",
-            json!({}),
+    let id = app.new_incident(&alice, "held").await;
+    // Hold the incident's write lock (the row lock on PostgreSQL, the writer queue on SQLite), so
+    // a transition waits for as long as the test wants: far past the timeout.
+    let writer = crate::subscriptions::writer_for(&alice);
+    let txn = app.state.graphql.domain.db.begin_write().await.unwrap();
+    writer
+        .scope
+        .lock_incident(&*txn, id)
+        .await
+        .unwrap()
+        .expect("the incident exists");
+    let started = std::time::Instant::now();
+    let (status, body) = app
+        .transition(&alice, &id.to_string(), "MITIGATING", None)
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    drop(txn);
+    // The cut-off request left nothing behind: the incident is as it was.
+    let data = app
+        .ok(
+            &alice,
+            "query($id: UUID!) { incident(id: $id) { status } }",
+            json!({ "id": id }),
         )
         .await;
-    assert_eq!(status, 503);
+    assert_eq!(data["incident"]["status"], "OPEN");
 }
 
 /// PostgreSQL ends a statement that runs past the configured statement timeout.
@@ -692,7 +710,7 @@ async fn the_database_statement_timeout_applies_to_the_pool() {
     let mut config = test_config(&url);
     config.db_statement_timeout = std::time::Duration::from_millis(200);
     let app = spawn_app_with(db, config).await;
-    let conn = app.state.domain.db.conn();
+    let conn = app.state.graphql.domain.db.conn();
     let started = std::time::Instant::now();
     let err = conn
         .execute_unprepared("SELECT pg_sleep(5)")

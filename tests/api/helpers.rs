@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use incidentd::app::{AppState, Application};
-use incidentd::auth::Role;
 use incidentd::config::Config;
+use incidentd::incident::identity::Role;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -117,7 +117,7 @@ impl Drop for TestApp {
 pub fn test_config(database_url: &str) -> Config {
     let mut config = Config::for_database(database_url);
     config.listen = "127.0.0.1:0".parse().unwrap();
-    config.jwt_secret = Some(TEST_SECRET.to_string());
+    config.jwt_secret = Some(TEST_SECRET.to_string().into());
     config.db_max_connections = 10;
     config
 }
@@ -128,7 +128,7 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(db: TestDb, config: Config) -> TestApp {
-    let database_url = config.database_url.clone();
+    let database_url = config.database_url.expose().to_string();
     let app = Application::build(config).await.expect("app builds");
     let addr = app.local_addr();
     let state = app.state().clone();
@@ -166,6 +166,7 @@ impl TestApp {
         let user = Uuid::new_v4();
         let token = self
             .state
+            .graphql
             .auth
             .mint(org, user, role, Duration::from_secs(3600))
             .unwrap();

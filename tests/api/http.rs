@@ -1,7 +1,7 @@
 //! GraphQL over HTTP (CONTRACT §2): GET for queries only, GraphiQL for browsers, `Accept`
 //! negotiation between `application/json` and `application/graphql-response+json`, request ids.
 
-use incidentd::auth::Role;
+use incidentd::incident::identity::Role;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use serde_json::{Value, json};
 

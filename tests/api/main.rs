@@ -5,6 +5,7 @@
 #[allow(dead_code)]
 mod helpers;
 
+mod architecture;
 mod auth;
 mod batching;
 mod bench_latency;

@@ -80,13 +80,13 @@ const WAIT_FOR: Duration = Duration::from_secs(10);
 
 /// A responder token the child processes accept (they share the test secret).
 fn replica_caller(database_url: &str) -> Caller {
-    let auth = incidentd::auth::Authenticator::from_config(&test_config(database_url)).unwrap();
+    let auth = incidentd::auth::Authenticator::new(&test_config(database_url).auth()).unwrap();
     let (org, user) = (Uuid::new_v4(), Uuid::new_v4());
     let token = auth
         .mint(
             org,
             user,
-            incidentd::auth::Role::Responder,
+            incidentd::incident::identity::Role::Responder,
             Duration::from_secs(3600),
         )
         .unwrap();
@@ -320,7 +320,7 @@ async fn readyz_is_ready_on_a_fresh_app() {
 #[tokio::test]
 async fn readyz_is_503_while_a_migration_is_pending_and_recovers_after() {
     let app = spawn_app().await;
-    let conn = app.state.domain.db.conn();
+    let conn = app.state.graphql.domain.db.conn();
     migration::Migrator::down(conn, Some(1)).await.unwrap();
     let response = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(response.status(), 503);

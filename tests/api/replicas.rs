@@ -135,13 +135,13 @@ async fn a_stalled_subscriber_costs_bounded_memory_and_catches_up_after() {
     // The server under test is a separate process, so its memory is its own.
     let server = Replica::start(&url, &[("INCIDENTD_WS_WRITE_TIMEOUT", "1s")]).await;
     let _db = db;
-    let auth = incidentd::auth::Authenticator::from_config(&test_config(&url)).unwrap();
+    let auth = incidentd::auth::Authenticator::new(&test_config(&url).auth()).unwrap();
     let org = Uuid::new_v4();
     let token = auth
         .mint(
             org,
             Uuid::new_v4(),
-            incidentd::auth::Role::Responder,
+            incidentd::incident::identity::Role::Responder,
             Duration::from_secs(3600),
         )
         .unwrap();

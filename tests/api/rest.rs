@@ -1,7 +1,7 @@
 //! The REST API of CONTRACT §7: each endpoint, its errors in `{"error": {code, message}}`, and
 //! agreement with GraphQL (the same service layer answers both).
 
-use incidentd::auth::Role;
+use incidentd::incident::identity::Role;
 use reqwest::Method;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
@@ -864,6 +864,7 @@ async fn an_unavailable_database_is_a_503_naming_the_request_id() {
     let app = spawn_app().await;
     let alice = app.responder();
     app.state
+        .graphql
         .domain
         .db
         .conn()

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use incidentd::auth::{Principal, Role};
+use incidentd::incident::identity::{Principal, Role};
 use incidentd::incident::input::{Content, EventType, NewEvent};
 use serde_json::json;
 use uuid::Uuid;
@@ -14,7 +14,7 @@ use crate::helpers::{
     test_config,
 };
 
-pub fn writer_for(caller: &Caller) -> incidentd::auth::Writer {
+pub fn writer_for(caller: &Caller) -> incidentd::incident::identity::Writer {
     Principal {
         user_id: caller.user,
         org_id: caller.org,
@@ -33,6 +33,7 @@ pub async fn write_event(app: &TestApp, caller: &Caller, incident: Uuid, content
         content: Content::parse("content", content).unwrap(),
     };
     app.state
+        .graphql
         .domain
         .add_event(&writer_for(caller), incident, event)
         .await
@@ -325,6 +326,7 @@ async fn the_socket_closes_when_the_token_expires() {
     let org = Uuid::new_v4();
     let token = app
         .state
+        .graphql
         .auth
         .mint(org, Uuid::new_v4(), Role::Viewer, Duration::from_secs(2))
         .unwrap();
@@ -383,11 +385,15 @@ async fn an_oversized_message_is_refused() {
 /// queued its NOTIFY) and refused mutations reach no subscriber.
 #[tokio::test]
 async fn rolled_back_writes_announce_nothing() {
-    use incidentd::live::{Announcement, ChangeKind};
+    use incidentd::incident::changes::{Announcement, ChangeKind, ChangeSink};
     use sea_orm::ActiveValue::Set;
 
     let app = spawn_app().await;
     let alice = app.responder();
+    // The feed listens from before the incident exists, so what it sees first is known.
+    let mut feed = Ws::ready(app.addr, &alice.token).await;
+    feed.subscribe("f", "subscription { incidentChanged { kind } }", json!({}))
+        .await;
     let incident = app
         .create_incident(&alice, json!({ "title": "t", "severity": "SEV1" }))
         .await["id"]
@@ -395,16 +401,17 @@ async fn rolled_back_writes_announce_nothing() {
         .unwrap()
         .parse::<Uuid>()
         .unwrap();
+    assert_eq!(
+        feed.next_message().await["payload"]["data"]["incidentChanged"]["kind"],
+        "CREATED"
+    );
     let mut ws = Ws::ready(app.addr, &alice.token).await;
     ws.subscribe("s", EVENTS_SUBSCRIPTION, json!({ "id": incident }))
-        .await;
-    let mut feed = Ws::ready(app.addr, &alice.token).await;
-    feed.subscribe("f", "subscription { incidentChanged { kind } }", json!({}))
         .await;
 
     // A transaction that writes an event and queues its announcement, then rolls back.
     let writer = writer_for(&alice);
-    let txn = app.state.domain.db.begin_write().await.unwrap();
+    let txn = app.state.graphql.domain.db.begin_write().await.unwrap();
     let row = incidentd::entity::incident_event::ActiveModel {
         id: Set(Uuid::new_v4()),
         organization_id: Set(alice.org),
@@ -416,17 +423,19 @@ async fn rolled_back_writes_announce_nothing() {
         created_at: Set(chrono::Utc::now()),
     };
     assert!(writer.scope.try_insert_event(&*txn, row).await.unwrap());
-    if app.db.is_postgres() {
-        let announcement = Announcement {
-            org_id: alice.org,
-            incident_id: incident,
-            kind: ChangeKind::EventAdded,
-            sequence: Some(1),
-        };
-        incidentd::live::pg::notify(&*txn, &[announcement])
-            .await
-            .unwrap();
-    }
+    // The sink's in-transaction step (a NOTIFY on PostgreSQL): it must die with the rollback.
+    let announcement = Announcement {
+        org_id: alice.org,
+        incident_id: incident,
+        kind: ChangeKind::EventAdded,
+        sequence: Some(1),
+    };
+    app.state
+        .graphql
+        .hub
+        .within(&txn, &[announcement])
+        .await
+        .unwrap();
     drop(txn);
 
     // Refused mutations write and announce nothing either.

@@ -3,7 +3,7 @@
 //! every REST endpoint. Each answer must be indistinguishable from the answer for an id that does
 //! not exist, and none of A's rows may ever appear in what B is given.
 
-use incidentd::auth::Role;
+use incidentd::incident::identity::Role;
 use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;

@@ -554,7 +554,7 @@ fn conflicting_jwt_settings_refuse_to_start() {
         config.jwt_secret = None;
         config
     };
-    let error = |config: Config| match Authenticator::from_config(&config) {
+    let error = |config: Config| match Authenticator::new(&config.auth()) {
         Ok(_) => None,
         Err(e) => Some(e.to_string()),
     };

@@ -14,7 +14,7 @@ const UPDATE_PM: &str = "mutation($id: UUID!, $input: PostmortemInput!) { update
 
 /// Everything the caller's organization holds, audit log included: compared before and after.
 async fn state(app: &TestApp, caller: &Caller) -> Value {
-    let admin = app.caller(caller.org, incidentd::auth::Role::Admin);
+    let admin = app.caller(caller.org, incidentd::incident::identity::Role::Admin);
     app.ok(
         &admin,
         "{ incidents(first: 100) { totalCount nodes { id title severity linkedTicketIds startedAt updatedAt events(first: 100) { totalCount } postmortem { rootCause actionItems { title } updatedAt } } } auditEvents(first: 100) { totalCount } }",

@@ -322,7 +322,7 @@ async fn a_second_postmortem_conflicts_and_a_missing_one_is_not_found() {
 async fn migrations_go_down_and_up_again() {
     use sea_orm_migration::MigratorTrait;
     let app = spawn_app().await;
-    let db = app.state.domain.db.conn();
+    let db = app.state.graphql.domain.db.conn();
     migration::Migrator::down(db, None).await.expect("down");
     assert_eq!(
         migration::Migrator::get_applied_migrations(db)
@@ -335,4 +335,84 @@ async fn migrations_go_down_and_up_again() {
     let alice = app.responder();
     app.create_incident(&alice, json!({ "title": "after a round trip" }))
         .await;
+}
+
+/// A unique violation is answered by the constraint's name, in words that say which rule was
+/// hit: a second postmortem and a reused event id are different conflicts. (PostgreSQL names
+/// the constraint; SQLite names none, and there the service's checks under the writer queue
+/// answer first, as the GraphQL tests above show.)
+#[tokio::test]
+async fn a_constraint_violation_says_which_rule_it_broke() {
+    use incidentd::entity::postmortem;
+    use incidentd::error::AppError;
+    use sea_orm::ActiveValue::Set;
+
+    let app = spawn_app().await;
+    if !app.db.is_postgres() {
+        eprintln!("constraint names are PostgreSQL's; SQLite reports none");
+        return;
+    }
+    let alice = app.responder();
+    let incident = app.new_incident(&alice, "constraints").await;
+    let writer = crate::subscriptions::writer_for(&alice);
+    let db = &app.state.graphql.domain.db;
+    let now = chrono::Utc::now();
+    let postmortem = |id: uuid::Uuid| postmortem::ActiveModel {
+        id: Set(id),
+        incident_id: Set(incident),
+        organization_id: Set(alice.org),
+        impact_summary: Set(None),
+        root_cause: Set(None),
+        timeline: Set(None),
+        what_went_well: Set(None),
+        what_went_wrong: Set(None),
+        action_items: Set(json!([])),
+        public_summary: Set(None),
+        internal_notes: Set(None),
+        created_by: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    };
+    let txn = db.begin_write().await.unwrap();
+    writer
+        .scope
+        .insert_postmortem(&*txn, postmortem(uuid::Uuid::new_v4()))
+        .await
+        .unwrap();
+    let second = writer
+        .scope
+        .insert_postmortem(&*txn, postmortem(uuid::Uuid::new_v4()))
+        .await
+        .unwrap_err();
+    drop(txn);
+    let AppError::Conflict(second) = AppError::from(second) else {
+        panic!("a unique violation is a conflict");
+    };
+    assert!(second.contains("already has a postmortem"), "{second}");
+
+    // The same postmortem id for another incident: the primary key, a different conflict.
+    let other = app.new_incident(&alice, "another").await;
+    let id = uuid::Uuid::new_v4();
+    let txn = db.begin_write().await.unwrap();
+    writer
+        .scope
+        .insert_postmortem(&*txn, postmortem(id))
+        .await
+        .unwrap();
+    let mut again = postmortem(id);
+    again.incident_id = Set(other);
+    let reused = writer
+        .scope
+        .insert_postmortem(&*txn, again)
+        .await
+        .unwrap_err();
+    drop(txn);
+    let AppError::Conflict(reused) = AppError::from(reused) else {
+        panic!("a unique violation is a conflict");
+    };
+    assert!(
+        reused.contains("a postmortem with this id already exists"),
+        "{reused}"
+    );
+    assert_ne!(second, reused);
 }

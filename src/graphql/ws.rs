@@ -1,7 +1,7 @@
 //! GraphQL over WebSocket on `GET /graphql`: `graphql-transport-ws` exactly as graphql-ws's
 //! PROTOCOL.md says (close codes 4400/4401/4403/4408/4409/4429, ping/pong), and the legacy
 //! `graphql-ws` protocol of subscriptions-transport-ws. Written here rather than taken from
-//! async-graphql-axum, whose close codes differ from the protocol (see PITFALLS.md).
+//! async-graphql-axum, whose close codes differ from graphql-ws's PROTOCOL.md.
 
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -13,12 +13,18 @@ use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::OwnedSemaphorePermit;
-use tokio_stream::StreamMap;
+use std::sync::Arc;
 
-use crate::app::AppState;
-use crate::auth::{Principal, bearer_token};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_stream::StreamMap;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::GraphqlState;
+use super::error::{classify, request_error};
+use crate::auth::bearer_token;
 use crate::error::AppError;
+use crate::incident::identity::Principal;
 
 pub const TRANSPORT_WS: &str = "graphql-transport-ws";
 pub const LEGACY_WS: &str = "graphql-ws";
@@ -30,6 +36,32 @@ pub const FORBIDDEN: u16 = 4403;
 pub const INIT_TIMEOUT: u16 = 4408;
 pub const DUPLICATE_ID: u16 = 4409;
 pub const TOO_MANY_INITS: u16 = 4429;
+
+/// The WebSocket transport's share of the state: its limits, the connections it holds, and
+/// what shutdown needs to close them.
+#[derive(Clone)]
+pub struct WsState {
+    pub limits: WsLimits,
+    pub permits: Arc<Semaphore>,
+    /// Cancelled at shutdown: every WebSocket closes with 1001.
+    pub shutdown: CancellationToken,
+    /// The WebSocket connections, which axum's graceful shutdown does not wait for.
+    pub tasks: TaskTracker,
+    /// Browser origins allowed beyond same-origin.
+    pub allowed_origins: Arc<[String]>,
+}
+
+impl WsState {
+    pub fn new(limits: WsLimits, max_connections: usize, allowed_origins: Vec<String>) -> WsState {
+        WsState {
+            limits,
+            permits: Arc::new(Semaphore::new(max_connections)),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            allowed_origins: allowed_origins.into(),
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct WsLimits {
@@ -46,24 +78,24 @@ enum Protocol {
 }
 
 /// Answers a WebSocket upgrade on `/graphql`.
-pub async fn upgrade(state: AppState, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(state: GraphqlState, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
     // Browsers send `Origin` on every WebSocket and do not apply CORS to it: refuse cross-site
     // pages (CSWSH) unless their origin is allowed.
-    if !origin_allowed(&headers, &state.allowed_origins) {
+    if !origin_allowed(&headers, &state.ws.allowed_origins) {
         return (
             StatusCode::FORBIDDEN,
             "this origin may not open a WebSocket",
         )
             .into_response();
     }
-    let Ok(permit) = state.ws_permits.clone().try_acquire_owned() else {
+    let Ok(permit) = state.ws.permits.clone().try_acquire_owned() else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "too many WebSocket connections",
         )
             .into_response();
     };
-    let limits = state.ws_limits.clone();
+    let limits = state.ws.limits.clone();
     let ws = ws
         .protocols([TRANSPORT_WS, LEGACY_WS])
         .max_message_size(limits.max_message_bytes)
@@ -79,9 +111,9 @@ pub async fn upgrade(state: AppState, headers: HeaderMap, ws: WebSocketUpgrade) 
         .and_then(|v| v.to_str().ok())
         .and_then(bearer_token)
         .map(str::to_string);
-    let connection_id = crate::graphql::http::request_id(&headers);
+    let connection_id = crate::telemetry::request_id(&headers);
     ws.on_upgrade(move |socket| {
-        let tasks = state.tasks.clone();
+        let tasks = state.ws.tasks.clone();
         tasks.track_future(crate::telemetry::with_request_id(
             connection_id,
             Connection::new(socket, state, protocol, header_token, permit).run(),
@@ -154,7 +186,7 @@ enum Flow {
 
 struct Connection {
     socket: WebSocket,
-    state: AppState,
+    state: GraphqlState,
     protocol: Protocol,
     header_token: Option<String>,
     principal: Option<Principal>,
@@ -169,7 +201,7 @@ struct Connection {
 impl Connection {
     fn new(
         socket: WebSocket,
-        state: AppState,
+        state: GraphqlState,
         protocol: Protocol,
         header_token: Option<String>,
         permit: OwnedSemaphorePermit,
@@ -189,8 +221,8 @@ impl Connection {
     }
 
     async fn run(mut self) {
-        let limits = self.state.ws_limits.clone();
-        let shutdown = self.state.shutdown.clone();
+        let limits = self.state.ws.limits.clone();
+        let shutdown = self.state.ws.shutdown.clone();
         let init_deadline = tokio::time::sleep(limits.init_timeout);
         tokio::pin!(init_deadline);
         loop {
@@ -237,7 +269,7 @@ impl Connection {
 
     /// Sends within the write timeout; a client that cannot take a message in time is dropped.
     async fn send(&mut self, message: Value) -> bool {
-        let write_timeout = self.state.ws_limits.write_timeout;
+        let write_timeout = self.state.ws.limits.write_timeout;
         let text = Message::Text(message.to_string().into());
         matches!(
             tokio::time::timeout(write_timeout, self.socket.send(text)).await,
@@ -322,21 +354,20 @@ impl Connection {
                 truncate(format!("Subscriber for {id} already exists")),
             );
         }
-        if self.operations.len() >= self.state.ws_limits.max_subscriptions {
+        if self.operations.len() >= self.state.ws.limits.max_subscriptions {
             let error = AppError::Forbidden(format!(
                 "at most {} subscriptions per connection",
-                self.state.ws_limits.max_subscriptions
+                self.state.ws.limits.max_subscriptions
             ));
-            // Rendered by the one mapping every GraphQL error goes through.
-            let mut rendered = error
-                .to_graphql(&crate::telemetry::current_request_id())
-                .into_server_error(async_graphql::Pos::default());
-            rendered.locations.clear(); // no place in the document is at fault
-            let payload = json!([rendered]);
+            let payload = json!([request_error(
+                &error,
+                &crate::telemetry::current_request_id()
+            )]);
             let message = self.error_message(&id, payload);
             return self.reply(message);
         }
-        let request = crate::graphql::request_data(request, principal, &self.state.domain);
+        let request =
+            super::schema::request_data(request, principal, &self.state.domain, &self.state.hub);
         let stream = self.state.schema.execute_stream(request);
         // The guard lives in the stream: completed, stopped or dropped with the connection,
         // the operation leaves `incidentd_ws_subscriptions`.
@@ -381,7 +412,7 @@ fn operation(
         let mut responses = std::pin::pin!(responses);
         let mut first = true;
         while let Some(mut response) = responses.next().await {
-            let request_error = crate::graphql::classify(&mut response) && first;
+            let request_error = classify(&mut response) && first;
             if request_error {
                 yield Out::Error(response.errors);
                 return;

@@ -1,0 +1,139 @@
+//! The GraphQL schema: one `build_schema()` serves the server, `incidentd schema` and the
+//! schema-drift test; and what every operation carries (the caller, the domain, the live feed,
+//! a fresh set of loaders), attached by the transports.
+
+use async_graphql::dataloader::DataLoader;
+use async_graphql::{Context, MergedObject, MergedSubscription, Schema};
+
+use super::extensions::{Limiter, Metrics};
+use super::loaders::AppLoader;
+use super::{mutation, query, subscription};
+use crate::error::{AppError, AppResult};
+use crate::incident::identity::Principal;
+use crate::incident::service::Domain;
+use crate::live::Hub;
+
+#[derive(MergedObject, Default)]
+pub struct Query(query::IncidentQuery);
+
+#[derive(MergedObject, Default)]
+pub struct Mutation(mutation::IncidentMutation);
+
+#[derive(MergedSubscription, Default)]
+pub struct Subscription(subscription::IncidentSubscription);
+
+pub type AppSchema = Schema<Query, Mutation, Subscription>;
+
+/// Limits on what one operation may ask for; the defaults are far above what a frontend sends.
+///
+/// - `depth` 12: the deepest frontend shape, `incidents { edges { node { events { edges { node {
+///   incident { … } } } } } } }`, is 8 levels.
+/// - `complexity` 50 000: every field costs 1 and a connection multiplies its children by
+///   `first`/`last` (default 20, capped at 100; see [`page_complexity`]), so the cost is about the
+///   number of values a response holds. A list page of 100 incidents with 15 fields and the latest
+///   20 events of each costs ≈ 16 000, the README's timeline at `first: 100` ≈ 700, and the widest
+///   read in our tests (100 incidents × 100 event ids plus postmortems and audit) ≈ 32 000; 100
+///   incidents × 100 events with five event fields (≈ 60 000 values) is refused.
+/// - `aliases` 30: a dashboard counting incidents per status and severity uses 16; aliases are how
+///   one request repeats an expensive field, which complexity bounds anyway.
+/// - `query_bytes` 32 KiB: the largest frontend operations are about 2 KiB of text.
+/// - `recursive_depth` 32 and `directives` 8: async-graphql's parser and CVE-2024-47614 guards.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub depth: usize,
+    pub complexity: usize,
+    pub aliases: usize,
+    pub query_bytes: usize,
+    pub recursive_depth: usize,
+    pub directives: usize,
+    pub introspection: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            depth: 12,
+            complexity: 50_000,
+            aliases: 30,
+            query_bytes: 32 * 1024,
+            recursive_depth: 32,
+            directives: 8,
+            introspection: true,
+        }
+    }
+}
+
+/// The cost of a connection field: its children once per requested item (`first` or `last`,
+/// default 20, at most 100 as the resolvers allow), capped so that deep nesting cannot overflow.
+pub(crate) fn page_complexity(first: Option<i32>, last: Option<i32>, child: usize) -> usize {
+    let items = first
+        .or(last)
+        .map_or(crate::incident::page::DEFAULT_PAGE, |n| {
+            (n.max(0) as u64).min(crate::incident::page::MAX_PAGE)
+        }) as usize;
+    items.max(1).saturating_mul(child).min(u32::MAX as usize)
+}
+
+pub fn build_schema(limits: &Limits) -> AppSchema {
+    let mut builder = Schema::build(
+        Query::default(),
+        Mutation::default(),
+        Subscription::default(),
+    )
+    // Depth and complexity are checked by `Limiter`, which answers with a code; the parser's
+    // guards stay set here too, and `Limiter` names their refusals.
+    .limit_recursive_depth(limits.recursive_depth)
+    .limit_directives(limits.directives)
+    .extension(Metrics)
+    .extension(Limiter {
+        limits: limits.clone(),
+    });
+    if !limits.introspection {
+        builder = builder.disable_introspection().disable_suggestions();
+    }
+    builder.finish()
+}
+
+/// The SDL as `incidentd schema` prints it and `schema.graphql` holds it.
+pub fn sdl() -> String {
+    build_schema(&Limits::default()).sdl()
+}
+
+/// Attaches the caller, the domain, the live feed and a fresh set of loaders (no data shared
+/// between requests).
+pub fn request_data(
+    request: async_graphql::Request,
+    principal: Principal,
+    domain: &Domain,
+    hub: &Hub,
+) -> async_graphql::Request {
+    let loader = DataLoader::new(
+        AppLoader {
+            db: domain.db.clone(),
+            scope: principal.scope(),
+        },
+        tokio::spawn,
+    )
+    // Wait a little longer than the default 1 ms for a batch to fill: on a loaded machine the
+    // resolvers of one page can take longer than that to register their keys, splitting a
+    // batch and costing a statement per part.
+    .delay(std::time::Duration::from_millis(5));
+    request
+        .data(principal)
+        .data(domain.clone())
+        .data(hub.clone())
+        .data(loader)
+}
+
+pub(crate) fn principal<'a>(ctx: &'a Context<'_>) -> AppResult<&'a Principal> {
+    ctx.data_opt::<Principal>()
+        .ok_or_else(|| AppError::Unauthenticated("a bearer token is required".into()))
+}
+
+pub(crate) fn domain<'a>(ctx: &'a Context<'_>) -> &'a Domain {
+    ctx.data_unchecked::<Domain>()
+}
+
+pub(crate) fn hub<'a>(ctx: &'a Context<'_>) -> &'a Hub {
+    ctx.data_unchecked::<Hub>()
+}

@@ -1,0 +1,71 @@
+//! Who is acting: the caller a transport authenticated (`Principal`), what its role allows, and
+//! the `Writer` capability that every write of the domain requires.
+
+use uuid::Uuid;
+
+use super::OrgScope;
+use crate::error::{AppError, AppResult};
+
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+    async_graphql::Enum,
+)]
+#[serde(rename_all = "lowercase")]
+#[graphql(rename_items = "lowercase")]
+pub enum Role {
+    Viewer,
+    Responder,
+    Admin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Principal {
+    pub user_id: Uuid,
+    pub org_id: Uuid,
+    pub role: Role,
+    /// The token's `exp` (seconds since the epoch): long-lived connections close then.
+    pub expires_at: u64,
+}
+
+/// What a responder (or admin) may do: write. Only `Principal::writer` makes one.
+#[derive(Debug, Clone, Copy)]
+pub struct Writer {
+    pub user_id: Uuid,
+    pub scope: OrgScope,
+}
+
+impl Principal {
+    pub fn scope(&self) -> OrgScope {
+        OrgScope::new(self.org_id)
+    }
+
+    pub fn writer(&self) -> AppResult<Writer> {
+        if self.role >= Role::Responder {
+            Ok(Writer {
+                user_id: self.user_id,
+                scope: self.scope(),
+            })
+        } else {
+            Err(AppError::Forbidden(
+                "this needs the responder or admin role".into(),
+            ))
+        }
+    }
+
+    pub fn require_admin(&self) -> AppResult<()> {
+        if self.role == Role::Admin {
+            Ok(())
+        } else {
+            Err(AppError::Forbidden("this needs the admin role".into()))
+        }
+    }
+}
