@@ -14,6 +14,7 @@ mod corpus;
 mod fuzz;
 mod hardening;
 mod http;
+mod limits;
 mod ops;
 mod pagination;
 mod replicas;
