@@ -10,7 +10,6 @@ use anyhow::Context as _;
 use axum::Router;
 use axum::extract::FromRef;
 use axum::http::{HeaderName, StatusCode};
-use sea_orm_migration::MigratorTrait;
 use tokio::net::TcpListener;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -122,9 +121,7 @@ impl Application {
                 .with_context(|| "cannot connect to the database")?
         };
         if !config.no_migrate {
-            migration::Migrator::up(db.conn(), None)
-                .await
-                .context("migrations failed")?;
+            db.migrate().await.context("migrations failed")?;
         }
         let dev_token = if auth.dev_mode {
             Some(auth.mint(

@@ -92,6 +92,9 @@ pub struct Db {
     url: String,
 }
 
+/// The advisory lock key replicas migrate under ("incident" in ASCII).
+const MIGRATION_LOCK: i64 = 0x696e_6369_6465_6e74;
+
 /// Why a write could not begin.
 #[derive(Debug)]
 pub enum BeginError {
@@ -218,6 +221,36 @@ impl Db {
             return None;
         }
         self.url.parse().ok()
+    }
+
+    /// Applies pending migrations. On PostgreSQL under an advisory lock held on a connection of
+    /// its own, so replicas starting together migrate once: the first applies, the others wait
+    /// and then find nothing pending (sea-orm-migration takes no lock itself).
+    pub async fn migrate(&self) -> Result<(), DbErr> {
+        use sea_orm::sqlx::Connection as _;
+        use sea_orm_migration::MigratorTrait;
+        let Some(options) = self.pg_connect_options() else {
+            return migration::Migrator::up(&self.conn, None).await;
+        };
+        let sqlx_err = |e: sea_orm::sqlx::Error| DbErr::Custom(format!("migration lock: {e}"));
+        let mut lock = sea_orm::sqlx::PgConnection::connect_with(
+            &options.application_name("incidentd-migrate"),
+        )
+        .await
+        .map_err(sqlx_err)?;
+        sea_orm::sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut lock)
+            .await
+            .map_err(sqlx_err)?;
+        let migrated = migration::Migrator::up(&self.conn, None).await;
+        // Closing the connection releases the lock too; unlocking first says so plainly.
+        let _ = sea_orm::sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut lock)
+            .await;
+        let _ = lock.close().await;
+        migrated
     }
 
     pub async fn ping(&self) -> Result<(), DbErr> {

@@ -3,7 +3,6 @@ use incidentd::app::Application;
 use incidentd::auth::Authenticator;
 use incidentd::config::{Cli, Command};
 use incidentd::{db::Db, graphql, telemetry};
-use sea_orm_migration::MigratorTrait;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -27,7 +26,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate => {
             telemetry::init(config.log_format);
             let db = Db::connect(&config.db_options()).await?;
-            migration::Migrator::up(db.conn(), None).await?;
+            db.migrate().await?;
             tracing::info!("migrations applied");
             Ok(())
         }
