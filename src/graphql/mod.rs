@@ -3,6 +3,7 @@
 
 pub mod http;
 mod loaders;
+mod metrics;
 mod mutation;
 mod query;
 mod scalars;
@@ -25,7 +26,7 @@ use crate::incident::service::Domain;
 pub use loaders::AppLoader;
 
 #[derive(MergedObject, Default)]
-pub struct Query(query::IncidentQuery);
+pub struct Query(query::IncidentQuery, metrics::MetricsQuery);
 
 #[derive(MergedObject, Default)]
 pub struct Mutation(mutation::IncidentMutation);

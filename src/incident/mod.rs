@@ -3,6 +3,7 @@
 
 mod audit;
 pub mod input;
+pub mod metrics;
 pub mod page;
 pub mod read;
 mod scope;

@@ -13,6 +13,7 @@ mod corpus;
 mod fuzz;
 mod hardening;
 mod http;
+mod metrics;
 mod ops;
 mod pagination;
 mod replicas;
