@@ -57,6 +57,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(crate::monitoring::metrics))
         .merge(crate::rest::router())
+        .merge(crate::desk::router(state.dev_token.clone()))
         .with_state(state)
         .layer(axum::middleware::from_fn(crate::monitoring::track_http))
         .layer(RequestBodyLimitLayer::new(config.max_body_bytes))

@@ -10,6 +10,7 @@ mod batching;
 mod bench_latency;
 mod concurrency;
 mod corpus;
+mod desk;
 mod fuzz;
 mod hardening;
 mod http;
