@@ -21,7 +21,8 @@ mkdirSync(shots, { recursive: true });
 for (const stale of ['failure-one.png', 'failure-two.png']) rmSync(path.join(shots, stale), { force: true });
 
 const problems = [];
-const step = (what) => console.log(`step: ${what}`);
+const started = Date.now();
+const step = (what) => console.log(`step: ${what} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
 const fail = (what) => { throw new Error(what); };
 
 const browser = await chromium.launch({
@@ -45,8 +46,10 @@ async function window(name) {
     if (new URL(ws.url()).host !== host) problems.push(`${name} opened a WebSocket elsewhere: ${ws.url()}`);
   });
   page.on('console', (message) => {
-    // The rejected token's 401 is expected; anything else (a CSP refusal above all) is not.
-    if (message.type() === 'error' && !message.text().includes('status of 401')) problems.push(`${name} console error: ${message.text()}`);
+    // The rejected token's 401 and the reconnects while offline are expected; anything else
+    // (a CSP refusal above all) is not.
+    const expected = ['status of 401', 'ERR_INTERNET_DISCONNECTED'].some((t) => message.text().includes(t));
+    if (message.type() === 'error' && !expected) problems.push(`${name} console error: ${message.text()}`);
   });
   page.on('pageerror', (error) => problems.push(`${name} script error: ${error.message}`));
   page.on('dialog', async (dialog) => {
@@ -144,6 +147,18 @@ try {
   await p1.locator('#note').fill('Error rate at 40% since the 14:02 deploy');
   await p1.getByRole('button', { name: 'Add note' }).click();
   await p2.locator('.events li').filter({ hasText: 'Error rate at 40% since the 14:02 deploy' }).waitFor();
+
+  step('two goes offline; what happens meanwhile arrives once it is back, once');
+  await two.context.setOffline(true);
+  await p2.locator('#connection[data-state="offline"]').waitFor();
+  await p1.locator('#note').fill('Written while two was offline');
+  await p1.getByRole('button', { name: 'Add note' }).click();
+  await p1.locator('.events li').filter({ hasText: 'Written while two was offline' }).waitFor();
+  await two.context.setOffline(false);
+  await p2.locator('#connection[data-state="live"]').waitFor();
+  await p2.locator('.events li').filter({ hasText: 'Written while two was offline' }).waitFor();
+  const sequences = await p2.locator('.events li').evaluateAll((lis) => lis.map((li) => Number(li.dataset.sequence)));
+  if (sequences.join() !== [...sequences.keys()].map((i) => i + sequences[0]).join()) fail(`timeline after the reconnect: ${sequences}`);
 
   step('mitigate and resolve; two follows');
   await p1.locator('button.transition[data-to="MITIGATING"]').click();

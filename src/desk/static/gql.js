@@ -88,6 +88,9 @@ class Live {
     this.retryTimer = null;
     this.pingTimer = null;
     window.addEventListener('online', () => this.retryNow());
+    // The socket is as good as dead once the machine is offline: say so now and reconnect
+    // (resuming every cursor) as soon as it is back, rather than wait for a ping to go missing.
+    window.addEventListener('offline', () => { if (this.ws) this.ws.close(4000, 'offline'); });
   }
 
   start() {
