@@ -85,7 +85,7 @@ function render(body, m) {
 function chart(weekly) {
   const width = 320;
   const height = 120;
-  const top = 8;
+  const top = 16;
   const bottom = 22;
   const max = Math.max(1, ...weekly.map((w) => w.total));
   const slot = width / Math.max(1, weekly.length);
