@@ -40,6 +40,7 @@ pub fn router(state: AppState, config: &Config, dev_mode: bool) -> Router {
         .merge(graphql::router())
         .merge(rest::router())
         .merge(crate::monitoring::router())
+        .merge(crate::desk::router(state.graphql.dev_token.clone()))
         .with_state(state);
     if dev_mode {
         app = app.layer(axum::middleware::from_fn(loopback_hosts_only));

@@ -39,7 +39,8 @@ async fn main() -> anyhow::Result<()> {
                     "DEV MODE: no JWT configuration, tokens are signed with a publicly known secret. \
                      Never run this way in production."
                 );
-                println!("\nGraphiQL:  http://{addr}/graphql");
+                println!("\nDesk:      http://{addr}/desk/incidents");
+                println!("GraphiQL:  http://{addr}/graphql");
                 println!(
                     "Dev token (admin of the demo organization, valid 30 days):\n\n  Bearer {token}\n"
                 );

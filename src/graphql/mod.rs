@@ -5,6 +5,7 @@ pub mod error;
 mod extensions;
 pub mod http;
 mod loaders;
+mod metrics;
 mod mutation;
 mod query;
 mod schema;

@@ -10,7 +10,8 @@ use super::audit::{self, Diff, Entry};
 use super::changes::{Announcement, ChangeKind, ChangeSink};
 use super::identity::Writer;
 use super::input::{
-    IncidentPatch, NewEvent, NewIncident, PostmortemPatch, SEVERITY_CHANGED, STATUS_CHANGED,
+    ActionItem, IncidentPatch, NewEvent, NewIncident, PostmortemPatch, SEVERITY_CHANGED,
+    STATUS_CHANGED,
 };
 use super::{now, workflow};
 use crate::db::{Db, WriteTxn};
@@ -563,7 +564,7 @@ fn apply_postmortem(
     text_field!(public_summary, "publicSummary");
     text_field!(internal_notes, "internalNotes");
     if let Some(items) = patch.action_items {
-        next.action_items = serde_json::to_value(items).unwrap_or_else(|_| serde_json::json!([]));
+        next.action_items = ActionItem::list_to_json(&items);
         diff.field("actionItems", &current.action_items, &next.action_items);
     }
     (next, diff)
