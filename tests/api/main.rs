@@ -17,6 +17,7 @@ mod hardening;
 mod http;
 mod limits;
 mod metrics;
+mod migrations;
 mod ops;
 mod pagination;
 mod replicas;
