@@ -12,6 +12,7 @@ mod bench_latency;
 mod concurrency;
 mod corpus;
 mod desk;
+mod drills;
 mod fuzz;
 mod hardening;
 mod http;
