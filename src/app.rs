@@ -197,6 +197,7 @@ impl Application {
                 hub,
                 auth: auth.clone(),
                 dev_token,
+                max_response_bytes: config.max_response_bytes,
                 ws: graphql::ws::WsState::new(
                     config.ws_limits(),
                     config.ws_max_connections,

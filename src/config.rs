@@ -133,6 +133,9 @@ pub struct Config {
     /// Largest request body.
     #[arg(long, env = "INCIDENTD_MAX_BODY_BYTES", default_value_t = 1024 * 1024, global = true)]
     pub max_body_bytes: usize,
+    /// Most bytes of text one GraphQL response may load and carry (`RESPONSE_TOO_LARGE` beyond).
+    #[arg(long, env = "INCIDENTD_MAX_RESPONSE_BYTES", default_value_t = 16 * 1024 * 1024, global = true)]
+    pub max_response_bytes: usize,
     /// Longest an HTTP request may take.
     #[arg(long, env = "INCIDENTD_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
     pub request_timeout: Duration,

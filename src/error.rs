@@ -18,6 +18,7 @@ pub mod code {
     pub const CONFLICT: &str = "CONFLICT";
     pub const QUERY_TOO_COMPLEX: &str = "QUERY_TOO_COMPLEX";
     pub const BUSY: &str = "BUSY";
+    pub const RESPONSE_TOO_LARGE: &str = "RESPONSE_TOO_LARGE";
     pub const SUBSCRIBER_LAGGED: &str = "SUBSCRIBER_LAGGED";
     pub const DATABASE_UNAVAILABLE: &str = "DATABASE_UNAVAILABLE";
     pub const INTERNAL: &str = "INTERNAL";
@@ -50,6 +51,10 @@ pub enum AppError {
     Conflict(String),
     #[error("{0}")]
     QueryTooComplex(String),
+    #[error(
+        "the response would be larger than {0} bytes; ask for fewer items or fewer fields (page through them)"
+    )]
+    ResponseTooLarge(usize),
     #[error("the change feed was interrupted; refetch with a query and subscribe again")]
     Lagged,
     /// A wait for a turn ran out (a hot incident's lock, a statement over its time): retry.
@@ -94,6 +99,7 @@ impl AppError {
             AppError::QueryTooComplex(_) => code::QUERY_TOO_COMPLEX,
             AppError::Lagged => code::SUBSCRIBER_LAGGED,
             AppError::Busy(_) => code::BUSY,
+            AppError::ResponseTooLarge(_) => code::RESPONSE_TOO_LARGE,
             AppError::DatabaseUnavailable(_) => code::DATABASE_UNAVAILABLE,
             AppError::Internal(_) => code::INTERNAL,
         }
@@ -104,7 +110,9 @@ impl AppError {
             AppError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
-            AppError::BadInput { .. } | AppError::QueryTooComplex(_) => StatusCode::BAD_REQUEST,
+            AppError::BadInput { .. }
+            | AppError::QueryTooComplex(_)
+            | AppError::ResponseTooLarge(_) => StatusCode::BAD_REQUEST,
             AppError::InvalidTransition { .. }
             | AppError::PostmortemRequired(_)
             | AppError::Conflict(_) => StatusCode::CONFLICT,

@@ -13,9 +13,12 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde_json::json;
 
+use std::sync::Arc;
+
 use super::GraphqlState;
 use super::error::{classify, request_error};
 use crate::error::AppError;
+use crate::incident::budget::ResponseBudget;
 use crate::telemetry::{request_id, with_request_id};
 
 pub const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
@@ -244,8 +247,20 @@ async fn execute(
         Ok(p) => p,
         Err(e) => return error_response(&e, media, &request_id),
     };
-    let request = super::schema::request_data(request, principal, &app.domain, &app.hub);
-    let mut response = with_request_id(request_id, app.schema.execute(request)).await;
+    let budget = Arc::new(ResponseBudget::new(app.max_response_bytes));
+    let request = super::schema::request_data(
+        request,
+        principal,
+        &app.domain,
+        &app.hub,
+        Some(budget.clone()),
+    );
+    let mut response = with_request_id(request_id.clone(), app.schema.execute(request)).await;
+    if budget.exceeded() {
+        // What was built so far is dropped: one error says why, nothing partial is sent.
+        drop(response);
+        return error_response(&budget.error(), media, &request_id);
+    }
     // A request error: nothing ran (parse, validation or variable coercion failed).
     let request_error = classify(&mut response);
     let body = if request_error {

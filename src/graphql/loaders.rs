@@ -2,6 +2,7 @@
 //! postmortem, an event's or postmortem's incident) is fetched for a whole batch in one statement.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_graphql::dataloader::Loader;
 use uuid::Uuid;
@@ -9,12 +10,15 @@ use uuid::Uuid;
 use super::error::GqlError;
 use crate::db::Db;
 use crate::entity::{incident, incident_event, postmortem};
+use crate::incident::budget::ResponseBudget;
 use crate::incident::{OrgScope, read};
 
-/// Built per request, for the caller's organization only.
+/// Built per request, for the caller's organization only; what it loads is charged to the
+/// response's byte budget when the request has one.
 pub struct AppLoader {
     pub db: Db,
     pub scope: OrgScope,
+    pub budget: Option<Arc<ResponseBudget>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -82,7 +86,9 @@ impl Loader<EventsOf> for AppLoader {
         }
         let mut out = HashMap::with_capacity(keys.len());
         for (window, ids) in by_window {
-            let mut grouped = read::event_windows(&self.db, self.scope, &ids, window).await?;
+            let mut grouped =
+                read::event_windows(&self.db, self.scope, &ids, window, self.budget.as_deref())
+                    .await?;
             for id in ids {
                 let rows = grouped.remove(&id).unwrap_or_default();
                 out.insert(

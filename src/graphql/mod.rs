@@ -35,6 +35,8 @@ pub struct GraphqlState {
     pub auth: Arc<Authenticator>,
     /// In dev mode: a token for the demo organization, filled into GraphiQL.
     pub dev_token: Option<String>,
+    /// Most bytes of text one HTTP response may carry (`RESPONSE_TOO_LARGE` beyond).
+    pub max_response_bytes: usize,
     pub ws: ws::WsState,
 }
 

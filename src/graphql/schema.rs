@@ -2,6 +2,8 @@
 //! schema-drift test; and what every operation carries (the caller, the domain, the live feed,
 //! a fresh set of loaders), attached by the transports.
 
+use std::sync::Arc;
+
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, MergedObject, MergedSubscription, Schema};
 
@@ -9,6 +11,7 @@ use super::extensions::{Limiter, Metrics};
 use super::loaders::AppLoader;
 use super::{metrics, mutation, query, subscription};
 use crate::error::{AppError, AppResult};
+use crate::incident::budget::ResponseBudget;
 use crate::incident::identity::Principal;
 use crate::incident::service::Domain;
 use crate::live::Hub;
@@ -106,16 +109,21 @@ pub fn sdl() -> String {
 
 /// Attaches the caller, the domain, the live feed and a fresh set of loaders (no data shared
 /// between requests).
+///
+/// `budget`, when given, bounds the bytes of text the operation may load and return (HTTP
+/// answers are built whole; a subscription's messages are sent one by one).
 pub fn request_data(
     request: async_graphql::Request,
     principal: Principal,
     domain: &Domain,
     hub: &Hub,
+    budget: Option<Arc<ResponseBudget>>,
 ) -> async_graphql::Request {
     let loader = DataLoader::new(
         AppLoader {
             db: domain.db.clone(),
             scope: principal.scope(),
+            budget: budget.clone(),
         },
         tokio::spawn,
     )
@@ -123,11 +131,23 @@ pub fn request_data(
     // resolvers of one page can take longer than that to register their keys, splitting a
     // batch and costing a statement per part.
     .delay(std::time::Duration::from_millis(5));
-    request
+    let request = request
         .data(principal)
         .data(domain.clone())
         .data(hub.clone())
-        .data(loader)
+        .data(loader);
+    match budget {
+        Some(budget) => request.data(budget),
+        None => request,
+    }
+}
+
+/// Charges `bytes` of returned text to the request's budget, if it has one.
+pub(crate) fn charge(ctx: &Context<'_>, bytes: usize) -> AppResult<()> {
+    match ctx.data_opt::<Arc<ResponseBudget>>() {
+        Some(budget) => budget.charge(bytes),
+        None => Ok(()),
+    }
 }
 
 pub(crate) fn principal<'a>(ctx: &'a Context<'_>) -> AppResult<&'a Principal> {

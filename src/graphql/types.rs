@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::error::GqlResult;
 use super::loaders::{AppLoader, EventCountOf, EventsOf, IncidentById, PostmortemOf};
-use super::schema::{domain, principal};
+use super::schema::{charge, domain, principal};
 use crate::entity::{Severity, Status, audit_event, incident, incident_event, postmortem};
 use crate::error::AppError;
 use crate::incident::identity::Role;
@@ -164,8 +164,10 @@ impl IncidentEvent {
     async fn event_type(&self) -> &str {
         &self.0.event_type
     }
-    async fn content(&self) -> Option<&str> {
-        self.0.content.as_deref()
+    async fn content(&self, ctx: &Context<'_>) -> GqlResult<Option<&str>> {
+        let content = self.0.content.as_deref();
+        charge(ctx, content.map_or(0, str::len))?;
+        Ok(content)
     }
     async fn created_by(&self) -> Option<Uuid> {
         self.0.created_by
@@ -211,6 +213,12 @@ impl ActionItem {
 
 pub struct Postmortem(pub postmortem::Model);
 
+/// A long text field, charged to the response's budget.
+fn text<'a>(ctx: &Context<'_>, value: Option<&'a str>) -> GqlResult<Option<&'a str>> {
+    charge(ctx, value.map_or(0, str::len))?;
+    Ok(value)
+}
+
 #[Object]
 impl Postmortem {
     async fn id(&self) -> Uuid {
@@ -219,20 +227,20 @@ impl Postmortem {
     async fn incident_id(&self) -> Uuid {
         self.0.incident_id
     }
-    async fn impact_summary(&self) -> Option<&str> {
-        self.0.impact_summary.as_deref()
+    async fn impact_summary(&self, ctx: &Context<'_>) -> GqlResult<Option<&str>> {
+        text(ctx, self.0.impact_summary.as_deref())
     }
-    async fn root_cause(&self) -> Option<&str> {
-        self.0.root_cause.as_deref()
+    async fn root_cause(&self, ctx: &Context<'_>) -> GqlResult<Option<&str>> {
+        text(ctx, self.0.root_cause.as_deref())
     }
-    async fn timeline(&self) -> Option<&str> {
-        self.0.timeline.as_deref()
+    async fn timeline(&self, ctx: &Context<'_>) -> GqlResult<Option<&str>> {
+        text(ctx, self.0.timeline.as_deref())
     }
-    async fn what_went_well(&self) -> Option<&str> {
-        self.0.what_went_well.as_deref()
+    async fn what_went_well(&self, ctx: &Context<'_>) -> GqlResult<Option<&str>> {
+        text(ctx, self.0.what_went_well.as_deref())
     }
-    async fn what_went_wrong(&self) -> Option<&str> {
-        self.0.what_went_wrong.as_deref()
+    async fn what_went_wrong(&self, ctx: &Context<'_>) -> GqlResult<Option<&str>> {
+        text(ctx, self.0.what_went_wrong.as_deref())
     }
     async fn action_items(&self) -> Vec<ActionItem> {
         DomainActionItem::list_from_json(&self.0.action_items)
@@ -240,11 +248,11 @@ impl Postmortem {
             .map(ActionItem)
             .collect()
     }
-    async fn public_summary(&self) -> Option<&str> {
-        self.0.public_summary.as_deref()
+    async fn public_summary(&self, ctx: &Context<'_>) -> GqlResult<Option<&str>> {
+        text(ctx, self.0.public_summary.as_deref())
     }
-    async fn internal_notes(&self) -> Option<&str> {
-        self.0.internal_notes.as_deref()
+    async fn internal_notes(&self, ctx: &Context<'_>) -> GqlResult<Option<&str>> {
+        text(ctx, self.0.internal_notes.as_deref())
     }
     async fn created_by(&self) -> Option<Uuid> {
         self.0.created_by

@@ -366,8 +366,13 @@ impl Connection {
             let message = self.error_message(&id, payload);
             return self.reply(message);
         }
-        let request =
-            super::schema::request_data(request, principal, &self.state.domain, &self.state.hub);
+        let request = super::schema::request_data(
+            request,
+            principal,
+            &self.state.domain,
+            &self.state.hub,
+            None,
+        );
         let stream = self.state.schema.execute_stream(request);
         // The guard lives in the stream: completed, stopped or dropped with the connection,
         // the operation leaves `incidentd_ws_subscriptions`.

@@ -2,6 +2,7 @@
 //! the only code writing to the database (each write also writes its audit row).
 
 mod audit;
+pub mod budget;
 pub mod changes;
 pub mod identity;
 pub mod input;

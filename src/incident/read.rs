@@ -10,7 +10,10 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use futures_util::TryStreamExt;
+
 use super::OrgScope;
+use super::budget::{ResponseBudget, event_bytes};
 use super::input::IncidentFilter;
 use super::page::{Page, PageOf, TimeCursor};
 use crate::db::Db;
@@ -198,21 +201,27 @@ pub async fn postmortems_by_incident(
         .await?)
 }
 
-/// One window of events for each incident, in one statement; grouped by incident, in window order.
+/// One window of events for each incident, in one statement; grouped by incident, in window
+/// order. Rows are read one by one and charged to `budget`, so a page of large events stops
+/// loading once the response could not carry it anyway.
 pub async fn event_windows(
     db: &Db,
     scope: OrgScope,
     incident_ids: &[Uuid],
     window: &EventWindow,
+    budget: Option<&ResponseBudget>,
 ) -> AppResult<HashMap<Uuid, Vec<incident_event::Model>>> {
     let stmt = db
         .backend()
         .build(&scope.events_window(incident_ids, window));
-    let rows = incident_event::Model::find_by_statement(stmt)
-        .all(db.conn())
+    let mut rows = incident_event::Model::find_by_statement(stmt)
+        .stream(db.conn())
         .await?;
     let mut grouped: HashMap<Uuid, Vec<incident_event::Model>> = HashMap::new();
-    for row in rows {
+    while let Some(row) = rows.try_next().await? {
+        if let Some(budget) = budget {
+            budget.charge_loaded(event_bytes(&row))?;
+        }
         grouped.entry(row.incident_id).or_default().push(row);
     }
     Ok(grouped)
@@ -241,22 +250,45 @@ pub async fn event_counts(
         .collect())
 }
 
-/// Events of one incident after `after_sequence`, oldest first: the replay of a subscription.
+/// Up to `limit` events of one incident after `after_sequence`, oldest first, and at most about
+/// `max_bytes` of them (always at least one): a subscription's replay, a REST page.
+pub struct EventBatch {
+    pub rows: Vec<incident_event::Model>,
+    /// Whether the timeline ended within this batch (nothing after its last row, for now).
+    pub complete: bool,
+}
+
 pub async fn events_after(
     db: &Db,
     scope: OrgScope,
     incident_id: Uuid,
     after_sequence: i64,
     limit: u64,
-) -> AppResult<Vec<incident_event::Model>> {
-    Ok(scope
+    max_bytes: usize,
+) -> AppResult<EventBatch> {
+    let mut stream = scope
         .events()
         .filter(incident_event::Column::IncidentId.eq(incident_id))
         .filter(incident_event::Column::Sequence.gt(after_sequence))
         .order_by_asc(incident_event::Column::Sequence)
-        .limit(limit)
-        .all(db.conn())
-        .await?)
+        .limit(limit.saturating_add(1))
+        .stream(db.conn())
+        .await?;
+    let (mut rows, mut bytes) = (Vec::new(), 0usize);
+    while let Some(row) = stream.try_next().await? {
+        if rows.len() as u64 == limit || (!rows.is_empty() && bytes >= max_bytes) {
+            return Ok(EventBatch {
+                rows,
+                complete: false,
+            });
+        }
+        bytes += event_bytes(&row);
+        rows.push(row);
+    }
+    Ok(EventBatch {
+        rows,
+        complete: true,
+    })
 }
 
 /// One event by its place in the timeline.

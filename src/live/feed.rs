@@ -12,8 +12,10 @@ use crate::incident::changes::ChangeKind;
 use crate::incident::input::IncidentFilter;
 use crate::incident::{OrgScope, read};
 
-/// Events read from the database per round trip while catching up.
+/// Events read from the database per round trip while catching up: at most this many, and
+/// about this many bytes (events hold up to 64 KiB each).
 const REPLAY_BATCH: u64 = 500;
+const REPLAY_BATCH_BYTES: usize = 1024 * 1024;
 
 /// The stored events of an incident after `after_sequence`, then each new one as it commits.
 /// The database is the source of truth: signals only say "something new", and whenever one may
@@ -34,15 +36,15 @@ impl Hub {
         Ok(async_stream::stream! {
             loop {
                 loop {
-                    let rows = match read::events_after(&db, scope, incident_id, cursor, REPLAY_BATCH).await {
-                        Ok(rows) => rows,
+                    let batch = match read::events_after(&db, scope, incident_id, cursor, REPLAY_BATCH, REPLAY_BATCH_BYTES).await {
+                        Ok(batch) => batch,
                         Err(e) => {
                             yield Err(e);
                             return;
                         }
                     };
-                    let complete = (rows.len() as u64) < REPLAY_BATCH;
-                    for row in rows {
+                    let complete = batch.complete;
+                    for row in batch.rows {
                         cursor = row.sequence;
                         crate::monitoring::change_delivered();
                         yield Ok(row);

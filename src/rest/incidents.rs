@@ -9,7 +9,8 @@ use super::RestState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Caller, Json, Path, Query, Responder};
 use super::model::{
-    Incident, IncidentDetail, IncidentEvent, IncidentList, ListParams, MAX_EVENTS, Postmortem,
+    DetailParams, Incident, IncidentDetail, IncidentEvent, IncidentList, ListParams,
+    MAX_EVENT_BYTES, Postmortem,
 };
 use crate::incident::input::{AddEvent, CreateIncident, PostmortemInput, Transition};
 use crate::incident::read;
@@ -38,12 +39,13 @@ pub async fn list_incidents(
     Ok(axum::Json(rows.into()))
 }
 
-/// One incident with its timeline (oldest first, at most 1000 events) and its postmortem.
+/// One incident with a page of its timeline (oldest first: up to `events_limit` events after
+/// `events_after`, and at most about 8 MiB of them) and its postmortem.
 #[utoipa::path(
     get,
     path = "/incidents/{id}",
     tag = "incidents",
-    params(("id" = Uuid, Path, description = "The incident's id")),
+    params(("id" = Uuid, Path, description = "The incident's id"), DetailParams),
     responses(
         (status = 200, description = "The incident", body = IncidentDetail),
         (status = 401, description = "No or bad bearer token", body = ErrorBody),
@@ -54,14 +56,20 @@ pub async fn get_incident(
     State(app): State<RestState>,
     Caller(principal): Caller,
     Path(id): Path<Uuid>,
+    Query(params): Query<DetailParams>,
 ) -> ApiResult<axum::Json<IncidentDetail>> {
+    let (after, limit) = params.parse()?;
     let (db, scope) = (&app.domain.db, principal.scope());
     let incident = read::incident(db, scope, id).await?;
-    let events = read::events_after(db, scope, id, 0, MAX_EVENTS).await?;
+    let page = read::events_after(db, scope, id, after, limit, MAX_EVENT_BYTES).await?;
     let postmortem = read::postmortems_by_incident(db, scope, &[id]).await?;
+    let events_next_after = (!page.complete)
+        .then(|| page.rows.last().map(|e| e.sequence))
+        .flatten();
     Ok(axum::Json(IncidentDetail {
         incident: incident.into(),
-        events: events.into_iter().map(IncidentEvent::from).collect(),
+        events: page.rows.into_iter().map(IncidentEvent::from).collect(),
+        events_next_after,
         postmortem: postmortem.into_iter().next().map(Postmortem::from),
     }))
 }

@@ -161,20 +161,71 @@ impl From<postmortem::Model> for Postmortem {
     }
 }
 
-/// An incident with its whole timeline (oldest first, at most 1000 events) and its postmortem
-/// (null until one is written).
+/// An incident with a page of its timeline (oldest first) and its postmortem (null until one
+/// is written).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct IncidentDetail {
     #[serde(flatten)]
     pub incident: Incident,
     pub events: Vec<IncidentEvent>,
+    /// Pass as `events_after` for the next page of the timeline; null when this page ends it.
+    #[schema(required = true)]
+    pub events_next_after: Option<i64>,
     #[schema(required = true)]
     pub postmortem: Option<Postmortem>,
 }
 
-/// How many events `GET /api/v1/incidents/{id}` returns at most (the OpenAPI text says 1000 too);
-/// GraphQL's `events` connection pages through any number.
+/// Most events one `GET /api/v1/incidents/{id}` returns (also the default), and about the most
+/// bytes of them (events hold up to 64 KiB each); `events_next_after` continues.
 pub const MAX_EVENTS: u64 = 1000;
+pub const MAX_EVENT_BYTES: usize = 8 * 1024 * 1024;
+
+/// `GET /api/v1/incidents/{id}` parameters: which page of the timeline.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DetailParams {
+    /// Events per page, 1 to 1000; 1000 when absent (fewer when they are large).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    pub events_limit: Option<String>,
+    /// Start after this sequence (`events_next_after` of the previous page); 0 when absent.
+    #[param(value_type = Option<i64>, minimum = 0)]
+    pub events_after: Option<String>,
+}
+
+impl DetailParams {
+    /// (after, limit).
+    pub fn parse(&self) -> AppResult<(i64, u64)> {
+        let limit = match self.events_limit.as_deref() {
+            None => MAX_EVENTS,
+            Some(raw) => raw
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| (1..=MAX_EVENTS).contains(n))
+                .ok_or_else(|| {
+                    AppError::bad_input(
+                        "eventsLimit",
+                        format!("events_limit must be a whole number from 1 to {MAX_EVENTS}"),
+                    )
+                })?,
+        };
+        let after = match self.events_after.as_deref() {
+            None => 0,
+            Some(raw) => raw
+                .trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| {
+                    AppError::bad_input(
+                        "eventsAfter",
+                        "events_after must be a sequence number (0 or more)",
+                    )
+                })?,
+        };
+        Ok((after, limit))
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Requests

@@ -22,6 +22,7 @@ mod migrations;
 mod ops;
 mod pagination;
 mod replicas;
+mod responses;
 mod rest;
 mod schema;
 mod subscriptions;

@@ -67,6 +67,17 @@ impl Replica {
         Replica { child, addr, log }
     }
 
+    /// The most resident memory the process has had (VmHWM).
+    pub fn peak_rss_kib(&self) -> u64 {
+        let pid = self.child.id().expect("running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
     pub fn rss_kib(&self) -> u64 {
         let pid = self.child.id().expect("running");
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
