@@ -8,12 +8,13 @@
 //!   tied to `(organization_id, id)` of their incident, so the database itself refuses a row
 //!   that names another organization's incident.
 //!
-//! SQLite: its INTEGER is 64-bit already; column defaults and foreign keys cannot be altered
-//! there without rebuilding the tables, and every SQLite database has one writer, this server,
-//! whose scope sets both columns on every insert.
+//! SQLite: its INTEGER is 64-bit already. Foreign keys cannot be altered there, so the two child
+//! tables are rebuilt with the composite key (and `action_items DEFAULT '[]'`); the parent table
+//! keeps its DDL, because rebuilding it would cascade-delete its children, so on SQLite
+//! `linked_ticket_ids` has no default (this server, its one writer, always sets it).
 
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::{ConnectionTrait, DatabaseBackend};
+use sea_orm_migration::sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -72,6 +73,62 @@ const POSTGRES_DOWN: &[&str] = &[
     "ALTER TABLE incident_events ALTER COLUMN sequence TYPE INTEGER",
 ];
 
+/// The foreign key each child table has, before and after this migration, as SQLite stores it.
+const SINGLE_KEY: &str = r#"FOREIGN KEY ("incident_id") REFERENCES "incident_records" ("id")"#;
+const COMPOSITE_KEY: &str = r#"FOREIGN KEY ("organization_id", "incident_id") REFERENCES "incident_records" ("organization_id", "id")"#;
+const ACTION_ITEMS: &str = r#""action_items" jsonb_text NOT NULL"#;
+const ACTION_ITEMS_DEFAULT: &str = r#""action_items" jsonb_text NOT NULL DEFAULT '[]'"#;
+
+/// Rebuilds a SQLite table from its own stored DDL with `edits` applied (each must apply),
+/// keeping its rows and its indexes.
+async fn rebuild_sqlite(
+    manager: &SchemaManager<'_>,
+    table: &str,
+    edits: &[(&str, &str)],
+) -> Result<(), DbErr> {
+    let db = manager.get_connection();
+    let stored = |sql: String| Statement::from_string(DatabaseBackend::Sqlite, sql);
+    let ddl: String = db
+        .query_one_raw(stored(format!(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = '{table}'"
+        )))
+        .await?
+        .ok_or_else(|| DbErr::Migration(format!("no table {table}")))?
+        .try_get("", "sql")?;
+    let mut rebuilt = ddl.replacen(
+        &format!("CREATE TABLE \"{table}\""),
+        &format!("CREATE TABLE \"{table}_rebuilt\""),
+        1,
+    );
+    for (from, to) in edits {
+        if !rebuilt.contains(from) {
+            return Err(DbErr::Migration(format!(
+                "{table}: expected `{from}` in its DDL"
+            )));
+        }
+        rebuilt = rebuilt.replacen(from, to, 1);
+    }
+    let indexes: Vec<String> = db
+        .query_all_raw(stored(format!(
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = '{table}' AND sql IS NOT NULL"
+        )))
+        .await?
+        .iter()
+        .map(|row| row.try_get("", "sql"))
+        .collect::<Result<_, _>>()?;
+    // One script, so every step runs on the same connection, in order.
+    let mut script = format!(
+        "{rebuilt};\nINSERT INTO \"{table}_rebuilt\" SELECT * FROM \"{table}\";\n\
+         DROP TABLE \"{table}\";\nALTER TABLE \"{table}_rebuilt\" RENAME TO \"{table}\";\n"
+    );
+    for index in indexes {
+        script.push_str(&index);
+        script.push_str(";\n");
+    }
+    db.execute_unprepared(&script).await?;
+    Ok(())
+}
+
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
@@ -114,6 +171,21 @@ impl MigrationTrait for Migration {
             for statement in POSTGRES_UP {
                 db.execute_unprepared(statement).await?;
             }
+        } else {
+            db.execute_unprepared(
+                "CREATE UNIQUE INDEX uq_incident_records_org_id ON incident_records (organization_id, id)",
+            )
+            .await?;
+            rebuild_sqlite(manager, "incident_events", &[(SINGLE_KEY, COMPOSITE_KEY)]).await?;
+            rebuild_sqlite(
+                manager,
+                "incident_postmortems",
+                &[
+                    (SINGLE_KEY, COMPOSITE_KEY),
+                    (ACTION_ITEMS, ACTION_ITEMS_DEFAULT),
+                ],
+            )
+            .await?;
         }
         Ok(())
     }
@@ -124,6 +196,21 @@ impl MigrationTrait for Migration {
             for statement in POSTGRES_DOWN {
                 db.execute_unprepared(statement).await?;
             }
+        } else {
+            rebuild_sqlite(
+                manager,
+                "incident_postmortems",
+                &[
+                    (COMPOSITE_KEY, SINGLE_KEY),
+                    (ACTION_ITEMS_DEFAULT, ACTION_ITEMS),
+                ],
+            )
+            .await?;
+            rebuild_sqlite(manager, "incident_events", &[(COMPOSITE_KEY, SINGLE_KEY)]).await?;
+            manager
+                .get_connection()
+                .execute_unprepared("DROP INDEX uq_incident_records_org_id")
+                .await?;
         }
         manager
             .drop_index(

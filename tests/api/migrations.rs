@@ -90,6 +90,43 @@ async fn the_hardening_migration_runs_on_existing_data() {
         .is_none()
     );
 
+    // An event or a postmortem naming another organization's incident is refused by the
+    // database itself (both databases), and the postmortem's action items default to [].
+    let crossed = exec(&db, &format!(
+        "INSERT INTO incident_events (id, organization_id, incident_id, sequence, event_type, content, created_at) \
+         VALUES ('{}', '{org}', '{foreign}', 1, 'note', 'x', '{now}')",
+        Uuid::new_v4()
+    ))
+    .await;
+    assert!(
+        crossed.is_err(),
+        "a cross-organization event must not be stored"
+    );
+    let crossed = exec(&db, &format!(
+        "INSERT INTO incident_postmortems (id, organization_id, incident_id, created_at, updated_at) \
+         VALUES ('{}', '{org}', '{foreign}', '{now}', '{now}')",
+        Uuid::new_v4()
+    ))
+    .await;
+    assert!(
+        crossed.is_err(),
+        "a cross-organization postmortem must not be stored"
+    );
+    exec(&db, &format!(
+        "INSERT INTO incident_postmortems (id, organization_id, incident_id, created_at, updated_at) \
+         VALUES ('{}', '{org}', '{lowered}', '{now}', '{now}')",
+        Uuid::new_v4()
+    ))
+    .await
+    .expect("action_items defaults to []");
+    assert_eq!(
+        one_string(&db, "SELECT CAST(COUNT(*) AS TEXT) FROM incident_events")
+            .await
+            .as_deref(),
+        Some("1"),
+        "the rows from before are still there"
+    );
+
     if postgres {
         assert_eq!(
             one_string(
@@ -108,27 +145,6 @@ async fn the_hardening_migration_runs_on_existing_data() {
         ))
         .await
         .expect("linked_ticket_ids defaults to []");
-        // An event naming another organization's incident is refused by the database itself.
-        let crossed = exec(&db, &format!(
-            "INSERT INTO incident_events (id, organization_id, incident_id, sequence, event_type, content, created_at) \
-             VALUES ('{}', '{org}', '{foreign}', 1, 'note', 'x', '{now}')",
-            Uuid::new_v4()
-        ))
-        .await;
-        assert!(
-            crossed.is_err(),
-            "a cross-organization event must not be stored"
-        );
-        let crossed = exec(&db, &format!(
-            "INSERT INTO incident_postmortems (id, organization_id, incident_id, created_at, updated_at) \
-             VALUES ('{}', '{org}', '{foreign}', '{now}', '{now}')",
-            Uuid::new_v4()
-        ))
-        .await;
-        assert!(
-            crossed.is_err(),
-            "a cross-organization postmortem must not be stored"
-        );
     }
 
     // It undoes, and applies again.
