@@ -17,6 +17,10 @@ pub mod code {
     pub const CONFLICT: &str = "CONFLICT";
     pub const QUERY_TOO_COMPLEX: &str = "QUERY_TOO_COMPLEX";
     pub const SUBSCRIBER_LAGGED: &str = "SUBSCRIBER_LAGGED";
+    /// Apollo's APQ name: the hash is unknown here, send the query text with it.
+    pub const PERSISTED_QUERY_NOT_FOUND: &str = "PERSISTED_QUERY_NOT_FOUND";
+    /// Trusted-documents mode: the document is not in the manifest.
+    pub const PERSISTED_QUERY_NOT_ALLOWED: &str = "PERSISTED_QUERY_NOT_ALLOWED";
     pub const DATABASE_UNAVAILABLE: &str = "DATABASE_UNAVAILABLE";
     pub const INTERNAL: &str = "INTERNAL";
 }
@@ -50,6 +54,11 @@ pub enum AppError {
     QueryTooComplex(String),
     #[error("the change feed was interrupted; refetch with a query and subscribe again")]
     Lagged,
+    /// The message is the one Apollo Client and urql match on (urql by message only).
+    #[error("PersistedQueryNotFound")]
+    PersistedQueryNotFound,
+    #[error("{0}")]
+    PersistedQueryNotAllowed(String),
     #[error("the database is unavailable; try again shortly")]
     DatabaseUnavailable(#[source] DbErr),
     #[error("internal error")]
@@ -88,6 +97,8 @@ impl AppError {
             AppError::Conflict(_) => code::CONFLICT,
             AppError::QueryTooComplex(_) => code::QUERY_TOO_COMPLEX,
             AppError::Lagged => code::SUBSCRIBER_LAGGED,
+            AppError::PersistedQueryNotFound => code::PERSISTED_QUERY_NOT_FOUND,
+            AppError::PersistedQueryNotAllowed(_) => code::PERSISTED_QUERY_NOT_ALLOWED,
             AppError::DatabaseUnavailable(_) => code::DATABASE_UNAVAILABLE,
             AppError::Internal(_) => code::INTERNAL,
         }
@@ -98,7 +109,13 @@ impl AppError {
             AppError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
-            AppError::BadInput { .. } | AppError::QueryTooComplex(_) => StatusCode::BAD_REQUEST,
+            AppError::BadInput { .. }
+            | AppError::QueryTooComplex(_)
+            | AppError::PersistedQueryNotAllowed(_) => StatusCode::BAD_REQUEST,
+            // Not a failure of the request but a step of the protocol: the client retries with
+            // the text. A 4xx here would be cached by CDNs (negative caching) and keep failing
+            // the hash-only GET after the retry registered it.
+            AppError::PersistedQueryNotFound => StatusCode::OK,
             AppError::InvalidTransition { .. }
             | AppError::PostmortemRequired(_)
             | AppError::Conflict(_) => StatusCode::CONFLICT,

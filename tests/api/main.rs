@@ -19,6 +19,7 @@ mod pagination;
 mod replicas;
 mod rest;
 mod schema;
+mod sse;
 mod subscriptions;
 mod tenancy;
 mod tenancy_matrix;
