@@ -16,6 +16,7 @@ mod hardening;
 mod http;
 mod ops;
 mod pagination;
+mod persisted;
 mod replicas;
 mod rest;
 mod schema;
