@@ -9,6 +9,7 @@ mod architecture;
 mod auth;
 mod batching;
 mod bench_latency;
+mod clients;
 mod concurrency;
 mod corpus;
 mod fuzz;
