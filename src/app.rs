@@ -10,7 +10,6 @@ use anyhow::Context as _;
 use axum::Router;
 use axum::extract::FromRef;
 use axum::http::{HeaderName, StatusCode};
-use sea_orm_migration::MigratorTrait;
 use tokio::net::TcpListener;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -36,14 +35,18 @@ pub struct AppState {
     pub db: Db,
 }
 
-pub fn router(state: AppState, config: &Config) -> Router {
+pub fn router(state: AppState, config: &Config, dev_mode: bool) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
-    Router::new()
+    let mut app = Router::new()
         .merge(graphql::router())
         .merge(rest::router())
         .merge(crate::monitoring::router())
-        .with_state(state)
-        .layer(axum::middleware::from_fn(crate::monitoring::track_http))
+        .merge(crate::desk::router(state.graphql.dev_token.clone()))
+        .with_state(state);
+    if dev_mode {
+        app = app.layer(axum::middleware::from_fn(loopback_hosts_only));
+    }
+    app.layer(axum::middleware::from_fn(crate::monitoring::track_http))
         .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
         .layer(cors(config))
         .layer(TimeoutLayer::with_status_code(
@@ -70,6 +73,53 @@ pub fn router(state: AppState, config: &Config) -> Router {
                 .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
         )
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// Dev mode hands an admin token to whoever opens GraphiQL, and listens on loopback only; a
+/// hostile page whose name is rebound to 127.0.0.1 (DNS rebinding) still reaches it, under its
+/// own `Host`. Only loopback names are served, over HTTP and WebSocket alike: 421 for the rest.
+async fn loopback_hosts_only(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let host = request
+        .headers()
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    if is_loopback_host(host) {
+        next.run(request).await
+    } else {
+        (
+            StatusCode::MISDIRECTED_REQUEST,
+            "dev mode serves only loopback host names (127.0.0.1, [::1], localhost)",
+        )
+            .into_response()
+    }
+}
+
+/// `127.0.0.1`, `[::1]` or `localhost` (any case), with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').map_or("", |(name, rest)| {
+            if rest.is_empty() || rest.strip_prefix(':').is_some_and(is_port) {
+                name
+            } else {
+                ""
+            }
+        }),
+        None => match host.split_once(':') {
+            Some((name, port)) if is_port(port) => name,
+            Some(_) => "",
+            None => host,
+        },
+    };
+    name == "127.0.0.1" || name == "::1" || name.eq_ignore_ascii_case("localhost")
+}
+
+fn is_port(port: &str) -> bool {
+    !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// CORS for the configured origins only; with none configured, no cross-origin access.
@@ -125,10 +175,9 @@ impl Application {
                 .with_context(|| "cannot connect to the database")?
         };
         if !config.no_migrate {
-            migration::Migrator::up(db.conn(), None)
-                .await
-                .context("migrations failed")?;
+            db.migrate().await.context("migrations failed")?;
         }
+        let dev_mode = auth.dev_mode;
         let dev_token = if auth.dev_mode {
             Some(auth.mint(
                 DEV_ORG,
@@ -175,7 +224,7 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         Ok(Application {
-            router: router(state.clone(), &config),
+            router: router(state.clone(), &config, dev_mode),
             listener,
             state,
             shutdown_timeout,
@@ -229,6 +278,36 @@ impl Application {
                 tracing::warn!(?deadline, "shutdown deadline passed; dropping what is still in flight");
                 Ok(())
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_loopback_names_are_loopback_hosts() {
+        for host in [
+            "127.0.0.1",
+            "127.0.0.1:8080",
+            "localhost:8080",
+            "LOCALHOST",
+            "[::1]",
+            "[::1]:8080",
+        ] {
+            assert!(super::is_loopback_host(host), "{host}");
+        }
+        for host in [
+            "",
+            "evil.example",
+            "evil.example:8080",
+            "127.0.0.1.evil.example",
+            "localhost.evil.example:80",
+            "127.0.0.1:80:80",
+            "[::1]x",
+            "127.0.0.2",
+            "localhost:",
+        ] {
+            assert!(!super::is_loopback_host(host), "{host}");
         }
     }
 }

@@ -135,6 +135,9 @@ pub struct Config {
     /// Longest a single SQL statement may run (PostgreSQL).
     #[arg(long, env = "INCIDENTD_DB_STATEMENT_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration, global = true)]
     pub db_statement_timeout: Duration,
+    /// Longest a write waits for its turn on a busy incident before `BUSY` (retry).
+    #[arg(long, env = "INCIDENTD_DB_LOCK_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration, global = true)]
+    pub db_lock_timeout: Duration,
     /// Largest request body.
     #[arg(long, env = "INCIDENTD_MAX_BODY_BYTES", default_value_t = 1024 * 1024, global = true)]
     pub max_body_bytes: usize,
@@ -280,6 +283,7 @@ impl Config {
             max_connections: self.db_max_connections,
             acquire_timeout: self.db_acquire_timeout,
             statement_timeout: self.db_statement_timeout,
+            lock_timeout: self.db_lock_timeout,
         }
     }
 

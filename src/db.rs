@@ -77,6 +77,9 @@ pub struct DbOptions {
     pub max_connections: u32,
     pub acquire_timeout: Duration,
     pub statement_timeout: Duration,
+    /// Longest a writer waits for its turn: the incident's row lock (PostgreSQL), the writer
+    /// queue (SQLite).
+    pub lock_timeout: Duration,
 }
 
 #[derive(Clone)]
@@ -84,8 +87,20 @@ pub struct Db {
     conn: DatabaseConnection,
     /// SQLite allows one writer; queueing writers here avoids SQLITE_BUSY under load.
     write_lock: Option<Arc<Mutex<()>>>,
+    lock_timeout: Duration,
     statements: Arc<AtomicU64>,
     url: String,
+}
+
+/// The advisory lock key replicas migrate under ("incident" in ASCII).
+const MIGRATION_LOCK: i64 = 0x696e_6369_6465_6e74;
+
+/// Why a write could not begin.
+#[derive(Debug)]
+pub enum BeginError {
+    /// The writer queue did not free up within the lock timeout.
+    Busy,
+    Db(DbErr),
 }
 
 /// A write transaction. Dropping it without `commit` rolls back.
@@ -131,10 +146,15 @@ impl Db {
             .test_before_acquire(true)
             .connect_lazy(lazy);
         let statement_timeout_ms = opts.statement_timeout.as_millis();
+        let lock_timeout_ms = opts.lock_timeout.as_millis().max(1);
         if url.starts_with("postgres") {
             connect.map_sqlx_postgres_opts(move |o| {
-                o.application_name("incidentd")
-                    .options([("statement_timeout", format!("{statement_timeout_ms}"))])
+                o.application_name("incidentd").options([
+                    ("statement_timeout", format!("{statement_timeout_ms}")),
+                    // A writer waiting on a hot incident's row gives up (BUSY) instead of
+                    // holding its pool connection for as long as the others take.
+                    ("lock_timeout", format!("{lock_timeout_ms}")),
+                ])
             });
         } else {
             connect.map_sqlx_sqlite_opts(|o| {
@@ -157,6 +177,7 @@ impl Db {
         Ok(Db {
             conn,
             write_lock,
+            lock_timeout: opts.lock_timeout,
             statements,
             url,
         })
@@ -175,13 +196,23 @@ impl Db {
         self.statements.load(Ordering::Relaxed)
     }
 
-    pub async fn begin_write(&self) -> Result<WriteTxn, DbErr> {
+    /// Begins a write. On SQLite it first waits for the writer queue, at most `lock_timeout`.
+    pub async fn begin_write(&self) -> Result<WriteTxn, BeginError> {
         let guard = match &self.write_lock {
-            Some(lock) => Some(lock.clone().lock_owned().await),
+            Some(lock) => Some(
+                tokio::time::timeout(self.lock_timeout, lock.clone().lock_owned())
+                    .await
+                    .map_err(|_| BeginError::Busy)?,
+            ),
             None => None,
         };
-        let txn = self.conn.begin().await?;
+        let txn = self.conn.begin().await.map_err(BeginError::Db)?;
         Ok(WriteTxn { txn, _guard: guard })
+    }
+
+    /// How long a writer may wait for its turn.
+    pub fn lock_timeout(&self) -> Duration {
+        self.lock_timeout
     }
 
     /// Connection settings for extra PostgreSQL connections (the change listener).
@@ -190,6 +221,36 @@ impl Db {
             return None;
         }
         self.url.parse().ok()
+    }
+
+    /// Applies pending migrations. On PostgreSQL under an advisory lock held on a connection of
+    /// its own, so replicas starting together migrate once: the first applies, the others wait
+    /// and then find nothing pending (sea-orm-migration takes no lock itself).
+    pub async fn migrate(&self) -> Result<(), DbErr> {
+        use sea_orm::sqlx::Connection as _;
+        use sea_orm_migration::MigratorTrait;
+        let Some(options) = self.pg_connect_options() else {
+            return migration::Migrator::up(&self.conn, None).await;
+        };
+        let sqlx_err = |e: sea_orm::sqlx::Error| DbErr::Custom(format!("migration lock: {e}"));
+        let mut lock = sea_orm::sqlx::PgConnection::connect_with(
+            &options.application_name("incidentd-migrate"),
+        )
+        .await
+        .map_err(sqlx_err)?;
+        sea_orm::sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut lock)
+            .await
+            .map_err(sqlx_err)?;
+        let migrated = migration::Migrator::up(&self.conn, None).await;
+        // Closing the connection releases the lock too; unlocking first says so plainly.
+        let _ = sea_orm::sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut lock)
+            .await;
+        let _ = lock.close().await;
+        migrated
     }
 
     pub async fn ping(&self) -> Result<(), DbErr> {

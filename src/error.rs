@@ -4,6 +4,7 @@
 use axum::http::StatusCode;
 use sea_orm::{DbErr, RuntimeErr};
 
+use crate::db::BeginError;
 use crate::entity::{Severity, Status};
 
 /// The codes clients see (`extensions.code` in GraphQL, `error.code` in REST).
@@ -16,6 +17,7 @@ pub mod code {
     pub const POSTMORTEM_REQUIRED: &str = "POSTMORTEM_REQUIRED";
     pub const CONFLICT: &str = "CONFLICT";
     pub const QUERY_TOO_COMPLEX: &str = "QUERY_TOO_COMPLEX";
+    pub const BUSY: &str = "BUSY";
     pub const SUBSCRIBER_LAGGED: &str = "SUBSCRIBER_LAGGED";
     /// Apollo's APQ name: the hash is unknown here, send the query text with it.
     pub const PERSISTED_QUERY_NOT_FOUND: &str = "PERSISTED_QUERY_NOT_FOUND";
@@ -59,6 +61,9 @@ pub enum AppError {
     PersistedQueryNotFound,
     #[error("{0}")]
     PersistedQueryNotAllowed(String),
+    /// A wait for a turn ran out (a hot incident's lock, a statement over its time): retry.
+    #[error("{0}")]
+    Busy(&'static str),
     #[error("the database is unavailable; try again shortly")]
     DatabaseUnavailable(#[source] DbErr),
     #[error("internal error")]
@@ -99,6 +104,7 @@ impl AppError {
             AppError::Lagged => code::SUBSCRIBER_LAGGED,
             AppError::PersistedQueryNotFound => code::PERSISTED_QUERY_NOT_FOUND,
             AppError::PersistedQueryNotAllowed(_) => code::PERSISTED_QUERY_NOT_ALLOWED,
+            AppError::Busy(_) => code::BUSY,
             AppError::DatabaseUnavailable(_) => code::DATABASE_UNAVAILABLE,
             AppError::Internal(_) => code::INTERNAL,
         }
@@ -119,7 +125,9 @@ impl AppError {
             AppError::InvalidTransition { .. }
             | AppError::PostmortemRequired(_)
             | AppError::Conflict(_) => StatusCode::CONFLICT,
-            AppError::DatabaseUnavailable(_) | AppError::Lagged => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::DatabaseUnavailable(_) | AppError::Lagged | AppError::Busy(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -172,10 +180,29 @@ const CONSTRAINTS: [(&str, &str); 5] = [
     ),
 ];
 
+const BUSY_WRITERS: &str = "the incident is busy with other changes; retry shortly";
+const SLOW_STATEMENT: &str = "the database took too long to answer; retry shortly";
+
+impl From<BeginError> for AppError {
+    fn from(err: BeginError) -> Self {
+        match err {
+            BeginError::Busy => AppError::Busy(BUSY_WRITERS),
+            BeginError::Db(err) => err.into(),
+        }
+    }
+}
+
 impl From<DbErr> for AppError {
     fn from(err: DbErr) -> Self {
         if is_connection_error(&err) {
             return AppError::DatabaseUnavailable(err);
+        }
+        // PostgreSQL: lock_not_available (the lock timeout), query_canceled (the statement
+        // timeout); SQLite: SQLITE_BUSY past its busy timeout.
+        match database_error(&err).and_then(|e| e.code()).as_deref() {
+            Some("55P03") | Some("5") => return AppError::Busy(BUSY_WRITERS),
+            Some("57014") => return AppError::Busy(SLOW_STATEMENT),
+            _ => {}
         }
         if let Some(db_err) = database_error(&err)
             && db_err.is_unique_violation()

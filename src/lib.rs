@@ -4,6 +4,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod db;
+pub mod desk;
 pub mod entity;
 pub mod error;
 pub mod graphql;

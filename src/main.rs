@@ -3,7 +3,6 @@ use incidentd::app::Application;
 use incidentd::auth::Authenticator;
 use incidentd::config::{Cli, Command};
 use incidentd::{db::Db, graphql, telemetry};
-use sea_orm_migration::MigratorTrait;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -32,7 +31,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate => {
             telemetry::init(config.log_format);
             let db = Db::connect(&config.db_options()).await?;
-            migration::Migrator::up(db.conn(), None).await?;
+            db.migrate().await?;
             tracing::info!("migrations applied");
             Ok(())
         }
@@ -45,7 +44,8 @@ async fn main() -> anyhow::Result<()> {
                     "DEV MODE: no JWT configuration, tokens are signed with a publicly known secret. \
                      Never run this way in production."
                 );
-                println!("\nGraphiQL:  http://{addr}/graphql");
+                println!("\nDesk:      http://{addr}/desk/incidents");
+                println!("GraphiQL:  http://{addr}/graphql");
                 println!(
                     "Dev token (admin of the demo organization, valid 30 days):\n\n  Bearer {token}\n"
                 );

@@ -7,6 +7,7 @@ pub mod error;
 mod extensions;
 pub mod http;
 mod loaders;
+mod metrics;
 mod mutation;
 mod persisted;
 mod query;

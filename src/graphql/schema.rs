@@ -7,14 +7,14 @@ use async_graphql::{Context, MergedObject, MergedSubscription, Schema};
 
 use super::extensions::{Limiter, Metrics};
 use super::loaders::AppLoader;
-use super::{mutation, query, subscription};
+use super::{metrics, mutation, query, subscription};
 use crate::error::{AppError, AppResult};
 use crate::incident::identity::Principal;
 use crate::incident::service::Domain;
 use crate::live::Hub;
 
 #[derive(MergedObject, Default)]
-pub struct Query(query::IncidentQuery);
+pub struct Query(query::IncidentQuery, metrics::MetricsQuery);
 
 #[derive(MergedObject, Default)]
 pub struct Mutation(mutation::IncidentMutation);

@@ -194,8 +194,8 @@ impl ScalarType for Date {
     }
 }
 
-// A postmortem's follow-up: as sent, as stored in `action_items`, and as REST answers it. Rows
-// written before action items were stored in snake_case hold camelCase keys: both read.
+// A postmortem's follow-up: as sent, and as REST answers it (snake_case). The `action_items`
+// column stores camelCase keys (`list_to_json`); reading accepts both.
 // (Plain comments: a doc comment would become the GraphQL type's description.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, InputObject, ToSchema)]
 #[graphql(name = "ActionItemInput")]
@@ -245,8 +245,37 @@ impl ActionItem {
             .collect()
     }
 
+    /// The stored list (`action_items`), read back.
     pub fn list_from_json(value: &serde_json::Value) -> Vec<ActionItem> {
         serde_json::from_value(value.clone()).unwrap_or_default()
+    }
+
+    /// The list as `action_items` stores it: camelCase keys, as since the first migration (and
+    /// as SQL over the column, such as the metrics, reads them).
+    pub fn list_to_json(items: &[ActionItem]) -> serde_json::Value {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Stored<'a> {
+            title: &'a str,
+            owner: Option<&'a str>,
+            due_date: Option<Date>,
+            done: bool,
+            ticket_id: Option<&'a str>,
+        }
+        serde_json::Value::Array(
+            items
+                .iter()
+                .map(|i| {
+                    serde_json::json!(Stored {
+                        title: &i.title,
+                        owner: i.owner.as_deref(),
+                        due_date: i.due_date,
+                        done: i.done,
+                        ticket_id: i.ticket_id.as_deref(),
+                    })
+                })
+                .collect(),
+        )
     }
 }
 

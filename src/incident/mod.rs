@@ -5,6 +5,7 @@ mod audit;
 pub mod changes;
 pub mod identity;
 pub mod input;
+pub mod metrics;
 pub mod page;
 pub mod read;
 mod scope;

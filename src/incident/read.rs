@@ -28,7 +28,11 @@ pub async fn incident(db: &Db, scope: OrgScope, id: Uuid) -> AppResult<incident:
         .ok_or(AppError::NotFound("incident"))
 }
 
-fn filtered(db: &Db, scope: OrgScope, filter: &IncidentFilter) -> Select<incident::Entity> {
+pub(crate) fn filtered(
+    db: &Db,
+    scope: OrgScope,
+    filter: &IncidentFilter,
+) -> Select<incident::Entity> {
     use incident::Column as C;
     let mut q = scope.incidents();
     if let Some(statuses) = &filter.status {

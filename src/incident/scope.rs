@@ -6,6 +6,7 @@
 //! input. A test (`tenancy_is_structural` in `tests/api/tenancy.rs`) fails when code outside this
 //! file queries an entity directly, so an unscoped query cannot be written by accident.
 
+use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{
     Alias, Asterisk, Expr, ExprTrait, Order, Query, SelectStatement, SimpleExpr,
 };
@@ -119,21 +120,24 @@ impl OrgScope {
         inserted(result)
     }
 
-    /// The highest sequence in an incident's timeline (0 when empty). Call under the incident's lock.
-    pub async fn last_sequence<C: ConnectionTrait>(
+    /// The highest sequence in an incident's timeline (0 when empty) and the latest event time.
+    /// Call under the incident's lock.
+    pub async fn timeline_end<C: ConnectionTrait>(
         &self,
         txn: &C,
         incident_id: Uuid,
-    ) -> Result<i32, DbErr> {
-        let max: Option<Option<i32>> = self
+    ) -> Result<(i32, Option<DateTime<Utc>>), DbErr> {
+        let row: Option<(Option<i32>, Option<DateTime<Utc>>)> = self
             .events()
             .select_only()
             .column_as(incident_event::Column::Sequence.max(), "max_sequence")
+            .column_as(incident_event::Column::CreatedAt.max(), "max_created_at")
             .filter(incident_event::Column::IncidentId.eq(incident_id))
             .into_tuple()
             .one(txn)
             .await?;
-        Ok(max.flatten().unwrap_or(0))
+        let (sequence, at) = row.unwrap_or((None, None));
+        Ok((sequence.unwrap_or(0), at))
     }
 
     pub async fn insert_postmortem<C: ConnectionTrait>(

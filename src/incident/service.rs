@@ -10,23 +10,62 @@ use super::audit::{self, Diff, Entry};
 use super::changes::{Announcement, ChangeKind, ChangeSink};
 use super::identity::Writer;
 use super::input::{
-    IncidentPatch, NewEvent, NewIncident, PostmortemPatch, SEVERITY_CHANGED, STATUS_CHANGED,
+    ActionItem, IncidentPatch, NewEvent, NewIncident, PostmortemPatch, SEVERITY_CHANGED,
+    STATUS_CHANGED,
 };
 use super::{now, workflow};
 use crate::db::{Db, WriteTxn};
 use crate::entity::{Status, incident, incident_event, postmortem};
 use crate::error::{AppError, AppResult};
 
-/// The write side of the domain: a database and the sink its commits are announced to.
+/// The write side of the domain: a database, the sink its commits are announced to, and the
+/// queues writers of one incident wait in.
 #[derive(Clone)]
 pub struct Domain {
     pub db: Db,
     changes: Arc<dyn ChangeSink>,
+    turns: Arc<Turns>,
 }
 
 impl Domain {
     pub fn new(db: Db, changes: Arc<dyn ChangeSink>) -> Domain {
-        Domain { db, changes }
+        Domain {
+            db,
+            changes,
+            turns: Arc::new(Turns::new()),
+        }
+    }
+}
+
+/// Writers of one incident take turns here, in memory, before they take a database connection:
+/// 50 writers to one hot incident then hold one pool connection, not 50, and other
+/// organizations' requests still find connections. (Replicas are serialized by the row lock.)
+/// Striped, so memory stays fixed; two incidents that share a stripe only take turns too.
+struct Turns {
+    stripes: Vec<Arc<tokio::sync::Mutex<()>>>,
+}
+
+impl Turns {
+    const STRIPES: usize = 1024;
+
+    fn new() -> Turns {
+        Turns {
+            stripes: (0..Self::STRIPES)
+                .map(|_| Arc::new(tokio::sync::Mutex::new(())))
+                .collect(),
+        }
+    }
+
+    /// Waits for `incident_id`'s turn, at most `timeout`.
+    async fn wait(
+        &self,
+        incident_id: Uuid,
+        timeout: std::time::Duration,
+    ) -> AppResult<tokio::sync::OwnedMutexGuard<()>> {
+        let stripe = (incident_id.as_u128() % Self::STRIPES as u128) as usize;
+        tokio::time::timeout(timeout, self.stripes[stripe].clone().lock_owned())
+            .await
+            .map_err(|_| crate::db::BeginError::Busy.into())
     }
 }
 
@@ -35,17 +74,57 @@ struct Unit<'w> {
     txn: WriteTxn,
     writer: &'w Writer,
     announcements: Vec<Announcement>,
+    /// The time the write is stamped with: taken once it holds its turn, and never before
+    /// what the incident's previous writes stamped, so times follow commit order.
     at: chrono::DateTime<chrono::Utc>,
+    /// The sequence the next appended event takes (under the incident's lock).
+    next_sequence: i32,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl<'w> Unit<'w> {
+    /// A write that creates (no incident to wait for).
     async fn begin(domain: &Domain, writer: &'w Writer) -> AppResult<Unit<'w>> {
         Ok(Unit {
             txn: domain.db.begin_write().await?,
             writer,
             announcements: Vec::new(),
             at: now(),
+            next_sequence: 1,
+            _turn: None,
         })
+    }
+
+    /// A write to an existing incident: waits for its turn, locks its row (NOT_FOUND outside
+    /// the scope), and only then takes the time.
+    async fn begin_on(
+        domain: &Domain,
+        writer: &'w Writer,
+        incident_id: Uuid,
+    ) -> AppResult<(Unit<'w>, incident::Model)> {
+        let turn = domain
+            .turns
+            .wait(incident_id, domain.db.lock_timeout())
+            .await?;
+        let txn = domain.db.begin_write().await?;
+        let incident = writer
+            .scope
+            .lock_incident(&*txn, incident_id)
+            .await?
+            .ok_or(AppError::NotFound("incident"))?;
+        let (last_sequence, last_event_at) = writer.scope.timeline_end(&*txn, incident_id).await?;
+        let at = now()
+            .max(incident.updated_at)
+            .max(last_event_at.unwrap_or(incident.updated_at));
+        let unit = Unit {
+            txn,
+            writer,
+            announcements: Vec::new(),
+            at,
+            next_sequence: last_sequence + 1,
+            _turn: Some(turn),
+        };
+        Ok((unit, incident))
     }
 
     fn announce(&mut self, incident_id: Uuid, kind: ChangeKind, sequence: Option<i32>) {
@@ -68,14 +147,6 @@ impl<'w> Unit<'w> {
             sink.committed(self.announcements);
         }
         Ok(())
-    }
-
-    async fn lock(&self, incident_id: Uuid) -> AppResult<incident::Model> {
-        self.writer
-            .scope
-            .lock_incident(&*self.txn, incident_id)
-            .await?
-            .ok_or(AppError::NotFound("incident"))
     }
 
     async fn audit(
@@ -101,7 +172,7 @@ impl<'w> Unit<'w> {
         Ok(())
     }
 
-    /// Appends an event at the next sequence. The caller holds the incident's lock, so the
+    /// Appends an event at the next sequence. The unit holds the incident's lock, so the
     /// sequence is gapless and follows commit order.
     async fn append_event(
         &mut self,
@@ -111,12 +182,7 @@ impl<'w> Unit<'w> {
         content: Option<String>,
         audited: bool,
     ) -> AppResult<Option<incident_event::Model>> {
-        let sequence = self
-            .writer
-            .scope
-            .last_sequence(&*self.txn, incident_id)
-            .await?
-            + 1;
+        let sequence = self.next_sequence;
         let event = incident_event::Model {
             id,
             organization_id: self.writer.scope.org_id(),
@@ -131,6 +197,7 @@ impl<'w> Unit<'w> {
         if !self.writer.scope.try_insert_event(&*self.txn, row).await? {
             return Ok(None);
         }
+        self.next_sequence += 1;
         // Automatic events (status and severity changes) are part of the change that the
         // caller audits as `incident_updated`; only user events get their own audit row.
         if audited {
@@ -215,8 +282,7 @@ impl Domain {
         id: Uuid,
         patch: IncidentPatch,
     ) -> AppResult<incident::Model> {
-        let mut unit = Unit::begin(self, writer).await?;
-        let current = unit.lock(id).await?;
+        let (mut unit, current) = Unit::begin_on(self, writer, id).await?;
         workflow::check_editable(&current)?;
         let mut next = current.clone();
         if let Some(title) = patch.title {
@@ -283,8 +349,7 @@ impl Domain {
         to: Status,
         note: Option<String>,
     ) -> AppResult<incident::Model> {
-        let mut unit = Unit::begin(self, writer).await?;
-        let current = unit.lock(id).await?;
+        let (mut unit, current) = Unit::begin_on(self, writer, id).await?;
         let has_postmortem = to == Status::Closed && self.has_postmortem(&unit, id).await?;
         let Some(plan) =
             workflow::plan_transition(&current, to, note.as_deref(), has_postmortem, unit.at)?
@@ -325,8 +390,7 @@ impl Domain {
         incident_id: Uuid,
         input: NewEvent,
     ) -> AppResult<incident_event::Model> {
-        let mut unit = Unit::begin(self, writer).await?;
-        unit.lock(incident_id).await?;
+        let (mut unit, _) = Unit::begin_on(self, writer, incident_id).await?;
         let id = input.id.unwrap_or_else(Uuid::now_v7);
         let content = Some(input.content.into_inner());
         if let Some(event) = unit
@@ -370,8 +434,7 @@ impl Domain {
         incident_id: Uuid,
         patch: PostmortemPatch,
     ) -> AppResult<postmortem::Model> {
-        let mut unit = Unit::begin(self, writer).await?;
-        unit.lock(incident_id).await?;
+        let (mut unit, _) = Unit::begin_on(self, writer, incident_id).await?;
         if self.postmortem_of(&unit, incident_id).await?.is_some() {
             return Err(AppError::Conflict(
                 "this incident already has a postmortem; change it with updatePostmortem".into(),
@@ -417,8 +480,7 @@ impl Domain {
         incident_id: Uuid,
         patch: PostmortemPatch,
     ) -> AppResult<postmortem::Model> {
-        let mut unit = Unit::begin(self, writer).await?;
-        unit.lock(incident_id).await?;
+        let (mut unit, _) = Unit::begin_on(self, writer, incident_id).await?;
         let current = self
             .postmortem_of(&unit, incident_id)
             .await?
@@ -502,7 +564,7 @@ fn apply_postmortem(
     text_field!(public_summary, "publicSummary");
     text_field!(internal_notes, "internalNotes");
     if let Some(items) = patch.action_items {
-        next.action_items = serde_json::to_value(items).unwrap_or_else(|_| serde_json::json!([]));
+        next.action_items = ActionItem::list_to_json(&items);
         diff.field("actionItems", &current.action_items, &next.action_items);
     }
     (next, diff)

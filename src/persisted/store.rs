@@ -6,6 +6,7 @@ use sea_orm::{ActiveValue::Set, DbErr, EntityTrait};
 
 use crate::db::Db;
 use crate::entity::persisted_query;
+use crate::error::AppError;
 
 pub(super) async fn get(db: &Db, sha256: &str) -> Result<Option<String>, DbErr> {
     let row = persisted_query::Entity::find_by_id(sha256.to_string())
@@ -15,7 +16,7 @@ pub(super) async fn get(db: &Db, sha256: &str) -> Result<Option<String>, DbErr> 
 }
 
 /// Stores `query` under `sha256` unless a replica already did (the text is the same by hash).
-pub(super) async fn put(db: &Db, sha256: &str, query: &str) -> Result<(), DbErr> {
+pub(super) async fn put(db: &Db, sha256: &str, query: &str) -> Result<(), AppError> {
     let row = persisted_query::ActiveModel {
         sha256: Set(sha256.to_string()),
         query: Set(query.to_string()),
@@ -27,7 +28,7 @@ pub(super) async fn put(db: &Db, sha256: &str, query: &str) -> Result<(), DbErr>
         .exec_without_returning(&txn.txn)
         .await;
     match result {
-        Ok(_) | Err(DbErr::RecordNotInserted) => txn.commit().await,
-        Err(e) => Err(e),
+        Ok(_) | Err(DbErr::RecordNotInserted) => Ok(txn.commit().await?),
+        Err(e) => Err(e.into()),
     }
 }

@@ -101,7 +101,7 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// UNAUTHENTICATED, FORBIDDEN, NOT_FOUND, BAD_USER_INPUT, INVALID_TRANSITION,
-    /// POSTMORTEM_REQUIRED, CONFLICT, DATABASE_UNAVAILABLE or INTERNAL.
+    /// POSTMORTEM_REQUIRED, CONFLICT, BUSY, DATABASE_UNAVAILABLE or INTERNAL.
     pub code: &'static str,
     pub message: String,
     /// The input field at fault, for BAD_USER_INPUT when one field is.
@@ -148,7 +148,15 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         let status = self.status.unwrap_or_else(|| error.http_status());
-        (status, Json(ErrorBody { error: detail })).into_response()
+        let mut response = (status, Json(ErrorBody { error: detail })).into_response();
+        if matches!(error, AppError::Busy(_) | AppError::DatabaseUnavailable(_)) {
+            // Worth retrying: say when.
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
     }
 }
 

@@ -439,3 +439,61 @@ async fn the_token_subcommand_mints_a_token_the_server_accepts() {
         &with_authorization(&app, Some(&format!("Bearer {dev_token}"))).await,
     );
 }
+
+/// Dev mode serves loopback host names only: a page whose name was rebound to 127.0.0.1 (DNS
+/// rebinding) gets 421, for GraphiQL (which carries the admin dev token), the API and the
+/// WebSocket upgrade alike.
+#[tokio::test]
+async fn dev_mode_refuses_foreign_host_names() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let (db, url) = TestDb::create().await;
+    let mut config = incidentd::config::Config::for_database(&url);
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.jwt_secret = None;
+    config.jwt_public_key_file = None;
+    let app = spawn_app_with(db, config).await;
+    let port = app.addr.port();
+    let get = |host: String| {
+        app.client
+            .get(app.url("/graphql"))
+            .header("host", host)
+            .header("accept", "text/html")
+            .send()
+    };
+    for host in [format!("rebound.example:{port}"), "rebound.example".into()] {
+        let response = get(host.clone()).await.unwrap();
+        assert_eq!(response.status(), 421, "{host}");
+        assert!(!response.text().await.unwrap().contains("Bearer"), "{host}");
+    }
+    for host in [format!("localhost:{port}"), format!("127.0.0.1:{port}")] {
+        let response = get(host.clone()).await.unwrap();
+        assert_eq!(response.status(), 200, "{host}");
+        assert!(response.text().await.unwrap().contains("Bearer"), "{host}");
+    }
+    let mut request = format!("ws://{}/graphql", app.addr)
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    request
+        .headers_mut()
+        .insert("host", format!("rebound.example:{port}").parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 421)
+        }
+        other => panic!("the upgrade must be refused: {other:?}"),
+    }
+    // With a JWT secret configured (not dev mode), host names are the proxy's business.
+    let configured = spawn_app().await;
+    let response = configured
+        .client
+        .get(configured.url("/healthz"))
+        .header("host", "incidents.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}

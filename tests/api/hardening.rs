@@ -718,6 +718,8 @@ async fn the_database_statement_timeout_applies_to_the_pool() {
         .expect_err("the statement is cancelled");
     assert!(err.to_string().contains("statement timeout"), "{err}");
     assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    // A client is told to retry, not that the server failed.
+    assert_eq!(incidentd::error::AppError::from(err).code(), "BUSY");
     conn.execute_unprepared("SELECT 1")
         .await
         .expect("the pool still works");

@@ -119,6 +119,9 @@ pub fn test_config(database_url: &str) -> Config {
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.jwt_secret = Some(TEST_SECRET.to_string().into());
     config.db_max_connections = 10;
+    // Correctness tests run 50 writers at one incident on a loaded machine; the tests of the
+    // lock timeout itself set it short.
+    config.db_lock_timeout = Duration::from_secs(20);
     config
 }
 

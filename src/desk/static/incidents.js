@@ -1,0 +1,593 @@
+// /desk/incidents: the live list with its filters (kept in the address), the incident view with
+// its live timeline, and the metrics panel.
+
+import {
+  h, replace, clear, ago, formatDateTime, formatTime, formatDuration, severityBadge, statusBadge,
+  SEVERITIES, STATUSES, STATUS_WORDS, toast,
+} from './dom.js';
+import { gql, live, on, describe } from './gql.js';
+import { navigate, openDeclare } from './app.js';
+import { mountMetrics } from './metrics.js';
+
+const DEFAULT_STATUSES = ['OPEN', 'MITIGATING'];
+const AUTOMATIC = new Set(['status_changed', 'severity_changed']);
+const PAGE = 50;
+
+const FIELDS = 'id title status severity startedAt resolvedAt createdAt linkedTicketIds allowedTransitions postmortem { id }';
+
+const LIST = `query($filter: IncidentFilter, $first: Int, $after: String) {
+  incidents(filter: $filter, first: $first, after: $after) {
+    totalCount pageInfo { hasNextPage endCursor } nodes { ${FIELDS} }
+  }
+}`;
+
+const COUNTS = `query($o: IncidentFilter, $m: IncidentFilter, $r: IncidentFilter, $c: IncidentFilter) {
+  OPEN: incidents(filter: $o, first: 1) { totalCount }
+  MITIGATING: incidents(filter: $m, first: 1) { totalCount }
+  RESOLVED: incidents(filter: $r, first: 1) { totalCount }
+  CLOSED: incidents(filter: $c, first: 1) { totalCount }
+}`;
+
+const CHANGES = `subscription { incidentChanged { kind incident { ${FIELDS} } } }`;
+
+const ONE = `query($id: UUID!) { incident(id: $id) { ${FIELDS} } }`;
+
+const TIMELINE = `subscription($id: UUID!, $after: Int) {
+  incidentEvents(incidentId: $id, afterSequence: $after) { sequence eventType content createdAt }
+}`;
+
+/** The filters of an address: status (default OPEN and MITIGATING), severity, search. */
+function readFilters(query) {
+  const status = query.has('status')
+    ? query.get('status').split(',').filter((x) => STATUSES.includes(x))
+    : DEFAULT_STATUSES;
+  const severity = (query.get('severity') || '').split(',').filter((x) => SEVERITIES.includes(x));
+  return { status, severity, search: query.get('q') || '' };
+}
+
+function writeFilters(f) {
+  const q = new URLSearchParams();
+  const isDefault = f.status.length === DEFAULT_STATUSES.length && DEFAULT_STATUSES.every((x) => f.status.includes(x));
+  if (!isDefault) q.set('status', STATUSES.filter((x) => f.status.includes(x)).join(','));
+  if (f.severity.length) q.set('severity', f.severity.join(','));
+  if (f.search) q.set('q', f.search);
+  const text = q.toString();
+  return text ? `?${text}` : '';
+}
+
+function apiFilter(f, { withStatus = true } = {}) {
+  const filter = {};
+  if (withStatus && f.status.length) filter.status = f.status;
+  if (f.severity.length) filter.severity = f.severity;
+  if (f.search) filter.search = f.search;
+  return filter;
+}
+
+function matches(f, incident) {
+  return (!f.status.length || f.status.includes(incident.status))
+    && (!f.severity.length || f.severity.includes(incident.severity))
+    && (!f.search || incident.title.toLowerCase().includes(f.search.toLowerCase()));
+}
+
+export function mount(main, params) {
+  return new IncidentsView(main, params);
+}
+
+class IncidentsView {
+  constructor(main, params) {
+    this.filters = readFilters(params.query);
+    this.rows = new Map(); // id → { incident, li }
+    this.selected = null;
+    this.detail = null;
+    this.layout = h('div.incidents-layout');
+    main.append(this.layout);
+    this.buildList();
+    this.detailPane = h('section.detail-pane', { 'aria-label': 'Incident' });
+    this.layout.append(this.detailPane);
+    this.metrics = mountMetrics(this.layout);
+    this.cleanup = [
+      live.subscribe(CHANGES, () => ({}), { next: (payload) => this.onChange(payload) }),
+      on('reconnected', () => this.refetch()),
+    ];
+    this.refetch();
+    this.select(params.id);
+  }
+
+  buildList() {
+    this.chips = {};
+    const chips = h('div.chips', { role: 'group', 'aria-label': 'Status' },
+      STATUSES.map((status) => {
+        const count = h('span.count', {}, '');
+        const chip = h(`button.chip.chip-${status.toLowerCase()}`, {
+          type: 'button',
+          'aria-pressed': String(this.filters.status.includes(status)),
+          onclick: () => this.toggleStatus(status),
+        }, STATUS_WORDS[status], ' ', count);
+        this.chips[status] = { chip, count };
+        return chip;
+      }));
+    this.severitySelect = h('select#severity-filter', {
+      id: 'severity-filter',
+      onchange: () => this.setFilters({ severity: this.severitySelect.value ? [this.severitySelect.value] : [] }),
+    },
+    h('option', { value: '' }, 'Any severity'),
+    SEVERITIES.map((sev) => h('option', { value: sev }, sev)));
+    this.search = h('input#search', {
+      id: 'search', type: 'search', placeholder: 'Search titles', autocomplete: 'off',
+      'aria-keyshortcuts': '/',
+      oninput: () => {
+        clearTimeout(this.searchTimer);
+        this.searchTimer = setTimeout(() => this.setFilters({ search: this.search.value.trim() }), 250);
+      },
+    });
+    this.listStatus = h('p.list-status', { role: 'status', 'aria-live': 'polite' }, '');
+    this.list = h('ul.incident-list', { id: 'incident-list', 'aria-labelledby': 'list-title' });
+    this.more = h('button.more', { type: 'button', hidden: true, onclick: () => this.loadMore() }, 'Show more');
+    this.listError = h('p.error-box', { role: 'alert', hidden: true });
+    this.listPane = h('section.list-pane', { 'aria-labelledby': 'list-title' },
+      h('div.list-head', {},
+        h('h1#list-title', { id: 'list-title' }, 'Incidents'),
+        h('button.primary', { type: 'button', onclick: openDeclare, 'aria-keyshortcuts': 'n' }, 'Declare incident')),
+      h('div.filters', {},
+        chips,
+        h('div.filter-row', {},
+          h('div.field', {}, h('label', { for: 'severity-filter' }, 'Severity'), this.severitySelect),
+          h('div.field.grow', {}, h('label', { for: 'search' }, 'Search'), this.search))),
+      this.listError,
+      this.listStatus,
+      this.list,
+      this.more);
+    this.layout.append(this.listPane);
+    this.syncControls();
+  }
+
+  syncControls() {
+    for (const status of STATUSES) {
+      this.chips[status].chip.setAttribute('aria-pressed', String(this.filters.status.includes(status)));
+    }
+    this.severitySelect.value = this.filters.severity.length === 1 ? this.filters.severity[0] : '';
+    if (document.activeElement !== this.search) this.search.value = this.filters.search;
+  }
+
+  toggleStatus(status) {
+    const set = new Set(this.filters.status);
+    if (set.has(status)) set.delete(status); else set.add(status);
+    this.setFilters({ status: STATUSES.filter((x) => set.has(x)) });
+  }
+
+  /** Changes filters: the address follows (a reload or a shared link keeps them). */
+  setFilters(change) {
+    this.filters = { ...this.filters, ...change };
+    if (change.status && !change.status.length) this.filters.status = [];
+    history.replaceState(null, '', location.pathname + writeFilters(this.filters));
+    this.syncControls();
+    this.refetch({ metrics: false });
+  }
+
+  get queryString() {
+    return writeFilters(this.filters);
+  }
+
+  update(params) {
+    const filters = readFilters(params.query);
+    if (JSON.stringify(filters) !== JSON.stringify(this.filters)) {
+      this.filters = filters;
+      this.syncControls();
+      this.refetch({ metrics: false });
+    }
+    this.select(params.id);
+  }
+
+  async refetch({ metrics = true } = {}) {
+    const generation = (this.generation = (this.generation || 0) + 1);
+    this.loadCounts();
+    if (metrics) this.metrics.refresh();
+    if (this.detail) this.detail.reload();
+    try {
+      const data = await gql(LIST, { filter: apiFilter(this.filters), first: PAGE });
+      if (generation !== this.generation) return;
+      this.listError.hidden = true;
+      clear(this.list);
+      this.rows.clear();
+      this.renderPage(data.incidents);
+    } catch (e) {
+      if (generation !== this.generation) return;
+      this.listError.hidden = false;
+      this.listError.textContent = describe(e);
+    }
+  }
+
+  renderPage(page) {
+    for (const incident of page.nodes) this.upsert(incident, { append: true });
+    this.total = page.totalCount;
+    this.cursor = page.pageInfo.endCursor;
+    this.more.hidden = !page.pageInfo.hasNextPage;
+    this.updateListStatus();
+  }
+
+  async loadMore() {
+    try {
+      const data = await gql(LIST, { filter: apiFilter(this.filters), first: PAGE, after: this.cursor });
+      this.renderPage(data.incidents);
+    } catch (e) {
+      toast(describe(e));
+    }
+  }
+
+  updateListStatus() {
+    const n = this.total ?? this.rows.size;
+    this.listStatus.textContent = n === 0
+      ? 'No incidents match these filters.'
+      : `${n} incident${n === 1 ? '' : 's'} match${n === 1 ? 'es' : ''}.`;
+  }
+
+  async loadCounts() {
+    const vars = {};
+    const base = apiFilter(this.filters, { withStatus: false });
+    for (const [key, status] of [['o', 'OPEN'], ['m', 'MITIGATING'], ['r', 'RESOLVED'], ['c', 'CLOSED']]) {
+      vars[key] = { ...base, status: [status] };
+    }
+    try {
+      const data = await gql(COUNTS, vars);
+      for (const status of STATUSES) {
+        this.chips[status].count.textContent = String(data[status].totalCount);
+        this.chips[status].chip.setAttribute('aria-label', `${STATUS_WORDS[status]}: ${data[status].totalCount}`);
+      }
+    } catch {
+      // The chips still filter without their counts.
+    }
+  }
+
+  countsSoon() {
+    clearTimeout(this.countTimer);
+    this.countTimer = setTimeout(() => this.loadCounts(), 300);
+  }
+
+  rowFor(incident) {
+    const link = h('a.row', {
+      href: `/desk/incidents/${incident.id}${this.queryString}`,
+      'aria-current': this.selected === incident.id ? 'true' : null,
+      dataset: { id: incident.id },
+    },
+    h('span.row-top', {}, severityBadge(incident.severity), h('span.row-title', {}, incident.title)),
+    h('span.row-meta', {}, statusBadge(incident.status), h('span.muted', {}, `started ${ago(incident.startedAt)}`)));
+    return link;
+  }
+
+  /** Adds or replaces a row in place, newest declared first. */
+  upsert(incident, { append = false, fresh = false } = {}) {
+    const existing = this.rows.get(incident.id);
+    if (existing) {
+      existing.incident = incident;
+      replace(existing.li, this.rowFor(incident));
+      return;
+    }
+    const created = Date.parse(incident.createdAt);
+    const li = h('li', { class: fresh ? 'fresh' : null, dataset: { created } }, this.rowFor(incident));
+    this.rows.set(incident.id, { incident, li });
+    if (append) {
+      this.list.append(li);
+      return;
+    }
+    const older = [...this.list.children].find((other) => Number(other.dataset.created) < created);
+    if (older) this.list.insertBefore(li, older); else this.list.append(li);
+  }
+
+  remove(id) {
+    const row = this.rows.get(id);
+    if (!row) return;
+    row.li.remove();
+    this.rows.delete(id);
+  }
+
+  onChange(payload) {
+    const change = payload && payload.data && payload.data.incidentChanged;
+    if (!change) return;
+    const { incident, kind } = change;
+    const had = this.rows.has(incident.id);
+    if (matches(this.filters, incident)) {
+      this.upsert(incident, { fresh: !had });
+      if (!had && this.total !== undefined) this.total += 1;
+    } else if (had) {
+      this.remove(incident.id);
+      if (this.total !== undefined) this.total -= 1;
+    }
+    this.updateListStatus();
+    this.countsSoon();
+    this.metrics.soon();
+    if (this.detail && this.detail.id === incident.id) this.detail.changed(incident, kind);
+  }
+
+  select(id) {
+    if (id === this.selected && this.detail) return;
+    this.selected = id;
+    for (const { incident, li } of this.rows.values()) {
+      const link = li.firstChild;
+      if (incident.id === id) link.setAttribute('aria-current', 'true'); else link.removeAttribute('aria-current');
+    }
+    if (this.detail) this.detail.unmount();
+    this.detail = null;
+    this.layout.classList.toggle('has-detail', Boolean(id));
+    if (id) {
+      this.detail = new IncidentDetail(this.detailPane, id, this);
+    } else {
+      replace(this.detailPane, h('div.placeholder', {},
+        h('p', {}, 'Choose an incident to see its timeline, or declare a new one.'),
+        h('p.muted', {}, 'Press ? for the keyboard shortcuts.')));
+    }
+  }
+
+  key(event) {
+    if (event.key === '/') {
+      event.preventDefault();
+      this.search.focus();
+      this.search.select();
+      return;
+    }
+    if (event.key !== 'j' && event.key !== 'k') return;
+    event.preventDefault();
+    const links = [...this.list.querySelectorAll('a.row')];
+    if (!links.length) return;
+    const at = links.indexOf(document.activeElement);
+    const from = at >= 0 ? at : links.findIndex((l) => l.getAttribute('aria-current') === 'true');
+    let next;
+    if (from < 0) next = event.key === 'j' ? 0 : links.length - 1;
+    else next = Math.max(0, Math.min(links.length - 1, from + (event.key === 'j' ? 1 : -1)));
+    links[next].focus();
+    links[next].scrollIntoView({ block: 'nearest' });
+  }
+
+  unmount() {
+    for (const stop of this.cleanup) stop();
+    if (this.detail) this.detail.unmount();
+    this.metrics.unmount();
+    clearTimeout(this.countTimer);
+    clearTimeout(this.searchTimer);
+    this.layout.remove();
+  }
+}
+
+const TRANSITION_WORDS = {
+  MITIGATING: (from) => (from === 'RESOLVED' ? 'Reopen as mitigating' : 'Start mitigating'),
+  RESOLVED: () => 'Resolve',
+  CLOSED: () => 'Close',
+  OPEN: () => 'Reopen',
+};
+
+/** One incident: its facts, the workflow's buttons, severity, and the live timeline. */
+class IncidentDetail {
+  constructor(pane, id, list) {
+    this.pane = pane;
+    this.id = id;
+    this.list = list;
+    this.lastSequence = 0;
+    this.incident = null;
+    this.root = h('article.detail', { 'aria-labelledby': 'detail-title' }, h('p.muted', {}, 'Loading…'));
+    replace(pane, this.root);
+    this.reload();
+    this.tick = setInterval(() => this.renderElapsed(), 15000);
+  }
+
+  async reload() {
+    try {
+      const data = await gql(ONE, { id: this.id });
+      this.render(data.incident);
+    } catch (e) {
+      replace(this.root,
+        h('a.back', { href: `/desk/incidents${this.list.queryString}` }, '← All incidents'),
+        h('h2#detail-title', { id: 'detail-title' }, 'Incident not available'),
+        h('p.error-box', { role: 'alert' }, describe(e)));
+    }
+  }
+
+  changed(incident, kind) {
+    // The timeline has its own subscription; everything else is redrawn from the change.
+    if (kind === 'EVENT_ADDED' && this.incident && this.incident.status === incident.status) return;
+    this.render(incident);
+  }
+
+  render(incident) {
+    const first = !this.incident;
+    this.incident = incident;
+    if (first) this.build();
+    this.title.textContent = incident.title;
+    replace(this.badges, statusBadge(incident.status), severityBadge(incident.severity));
+    this.started.textContent = formatDateTime(incident.startedAt);
+    this.started.setAttribute('datetime', incident.startedAt);
+    this.renderElapsed();
+    replace(this.tickets, incident.linkedTicketIds.length
+      ? incident.linkedTicketIds.map((t) => h('li', {}, t))
+      : h('li.muted', {}, 'none'));
+    this.renderTransitions();
+    if (document.activeElement !== this.severity) this.severity.value = incident.severity;
+    replace(this.postmortemLink, h('a', { href: `/desk/postmortems/${incident.id}` },
+      incident.postmortem ? 'Open the postmortem' : 'Write the postmortem'));
+  }
+
+  build() {
+    this.title = h('h2#detail-title', { id: 'detail-title' });
+    this.badges = h('span.badges');
+    this.started = h('time');
+    this.elapsed = h('span.elapsed');
+    this.tickets = h('ul.tickets', { 'aria-label': 'Linked tickets' });
+    this.note = h('input#transition-note', { id: 'transition-note', autocomplete: 'off', maxlength: 65536 });
+    this.noteField = h('div.field', {},
+      h('label', { for: 'transition-note' }, 'Note for the status change ', h('span.hint', {}, '(needed to reopen)')),
+      this.note);
+    this.buttons = h('div.transition-buttons', { role: 'group', 'aria-label': 'Change the status' });
+    this.needsPostmortem = h('p.hint', { hidden: true });
+    this.error = h('div.error-box', { role: 'alert', hidden: true });
+    this.severity = h('select#severity-select', { id: 'severity-select' },
+      SEVERITIES.map((sev) => h('option', { value: sev }, sev)));
+    this.postmortemLink = h('p.postmortem-link');
+    this.hideAuto = h('input#hide-auto', {
+      id: 'hide-auto', type: 'checkbox',
+      onchange: () => this.events.classList.toggle('hide-auto', this.hideAuto.checked),
+    });
+    this.events = h('ol.events', { 'aria-labelledby': 'timeline-title' });
+    this.noteText = h('textarea#note', {
+      id: 'note', rows: 3, required: true,
+      onkeydown: (event) => {
+        if (event.key === 'Enter' && (event.ctrlKey || event.metaKey)) {
+          event.preventDefault();
+          this.noteForm.requestSubmit();
+        }
+      },
+    });
+    this.noteForm = h('form.note-form', { onsubmit: (event) => { event.preventDefault(); this.addNote(); } },
+      h('label', { for: 'note' }, 'Add a note to the timeline'),
+      this.noteText,
+      h('div.actions', {}, h('button.primary', { type: 'submit' }, 'Add note'), h('span.hint', {}, 'Ctrl + Enter')));
+
+    replace(this.root,
+      h('a.back', { href: `/desk/incidents${this.list.queryString}` }, '← All incidents'),
+      h('header.detail-head', {}, this.title, this.badges),
+      h('dl.facts', {},
+        h('div', {}, h('dt', {}, 'Started'), h('dd', {}, this.started)),
+        h('div', {}, h('dt', {}, 'Elapsed'), h('dd', {}, this.elapsed)),
+        h('div', {}, h('dt', {}, 'Tickets'), h('dd', {}, this.tickets))),
+      h('section.controls', { 'aria-label': 'Workflow' },
+        this.noteField,
+        this.buttons,
+        this.needsPostmortem,
+        h('div.field.inline', {},
+          h('label', { for: 'severity-select' }, 'Severity'),
+          this.severity,
+          h('button', { type: 'button', onclick: () => this.changeSeverity() }, 'Change severity')),
+        this.postmortemLink,
+        this.error),
+      h('section.timeline', { 'aria-labelledby': 'timeline-title' },
+        h('div.timeline-head', {},
+          h('h3#timeline-title', { id: 'timeline-title' }, 'Timeline'),
+          h('div.check', {}, this.hideAuto, h('label', { for: 'hide-auto' }, 'Hide automatic events'))),
+        this.events,
+        this.noteForm));
+    this.unsubscribe = live.subscribe(TIMELINE, () => ({ id: this.id, after: this.lastSequence }), {
+      next: (payload) => {
+        if (payload.errors && payload.errors.length) {
+          this.showError(payload.errors[0].message);
+          return;
+        }
+        const event = payload.data && payload.data.incidentEvents;
+        if (event) this.addEvent(event);
+      },
+      error: (e) => this.showError(describe(e)),
+    });
+  }
+
+  addEvent(event) {
+    // Replay after a reconnect starts after the last sequence seen: nothing is shown twice.
+    if (event.sequence <= this.lastSequence) return;
+    this.lastSequence = event.sequence;
+    const automatic = AUTOMATIC.has(event.eventType);
+    this.events.append(h('li', { class: automatic ? 'auto' : null, dataset: { sequence: event.sequence } },
+      h('div.event-meta', {},
+        h('time', { datetime: event.createdAt, title: formatDateTime(event.createdAt) }, formatTime(event.createdAt)),
+        h('span.event-type', {}, event.eventType.replace(/_/g, ' '))),
+      h('p.event-content', {}, event.content || '')));
+  }
+
+  renderElapsed() {
+    if (!this.incident || !this.elapsed) return;
+    const start = new Date(this.incident.startedAt).getTime();
+    if (this.incident.resolvedAt) {
+      this.elapsed.textContent = `resolved after ${formatDuration((new Date(this.incident.resolvedAt).getTime() - start) / 1000)}`;
+    } else {
+      this.elapsed.textContent = `${formatDuration((Date.now() - start) / 1000)} so far`;
+    }
+  }
+
+  renderTransitions() {
+    const { status, severity, allowedTransitions, postmortem } = this.incident;
+    replace(this.buttons, allowedTransitions.map((to) => h(`button.transition.to-${to.toLowerCase()}`, {
+      type: 'button',
+      dataset: { to },
+      onclick: () => this.transition(to),
+    }, TRANSITION_WORDS[to](status))));
+    // A closed incident is final: no note to write, no button to press.
+    this.noteField.hidden = allowedTransitions.length === 0;
+    const blocked = status === 'RESOLVED' && !postmortem && (severity === 'SEV1' || severity === 'SEV2');
+    this.needsPostmortem.hidden = !blocked;
+    if (blocked) {
+      replace(this.needsPostmortem, `Closing a ${severity} incident needs a postmortem first. `,
+        h('a', { href: `/desk/postmortems/${this.id}` }, 'Write the postmortem'));
+    }
+  }
+
+  showError(message, link) {
+    this.error.hidden = false;
+    replace(this.error, message, link ? [' ', link] : null);
+  }
+
+  async transition(to) {
+    const note = this.note.value.trim();
+    if (to === 'OPEN' || (to === 'MITIGATING' && this.incident.status === 'RESOLVED')) {
+      if (!note) {
+        this.showError('Reopening needs a note: say why it is back.');
+        this.note.focus();
+        return;
+      }
+    }
+    this.error.hidden = true;
+    for (const b of this.buttons.querySelectorAll('button')) b.disabled = true;
+    try {
+      const data = await gql(
+        `mutation($id: UUID!, $to: IncidentStatus!, $note: String) { transitionIncident(id: $id, to: $to, note: $note) { ${FIELDS} } }`,
+        { id: this.id, to, note: note || null },
+      );
+      this.note.value = '';
+      this.render(data.transitionIncident);
+      toast(`Now ${STATUS_WORDS[to].toLowerCase()}.`);
+    } catch (e) {
+      if (e.code === 'POSTMORTEM_REQUIRED') {
+        this.showError(`${e.message}.`, h('a', { href: `/desk/postmortems/${this.id}` }, 'Write the postmortem'));
+      } else {
+        this.showError(describe(e));
+      }
+      for (const b of this.buttons.querySelectorAll('button')) b.disabled = false;
+    }
+  }
+
+  async changeSeverity() {
+    const severity = this.severity.value;
+    if (severity === this.incident.severity) return;
+    this.error.hidden = true;
+    try {
+      const data = await gql(
+        `mutation($id: UUID!, $input: UpdateIncidentInput!) { updateIncident(id: $id, input: $input) { ${FIELDS} } }`,
+        { id: this.id, input: { severity } },
+      );
+      this.render(data.updateIncident);
+      toast(`Severity is now ${severity}.`);
+    } catch (e) {
+      this.showError(describe(e));
+    }
+  }
+
+  async addNote() {
+    const content = this.noteText.value;
+    if (!content.trim()) {
+      this.noteText.focus();
+      return;
+    }
+    const button = this.noteForm.querySelector('button');
+    button.disabled = true;
+    try {
+      await gql(
+        'mutation($id: UUID!, $input: AddIncidentEventInput!) { addIncidentEvent(incidentId: $id, input: $input) { sequence } }',
+        { id: this.id, input: { id: crypto.randomUUID(), content } },
+      );
+      this.noteText.value = '';
+      this.error.hidden = true;
+    } catch (e) {
+      this.showError(describe(e));
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  unmount() {
+    clearInterval(this.tick);
+    if (this.unsubscribe) this.unsubscribe();
+  }
+}
