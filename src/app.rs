@@ -40,7 +40,7 @@ pub fn router(state: AppState, config: &Config, dev_mode: bool) -> Router {
     let mut app = Router::new()
         .merge(graphql::router())
         .merge(rest::router())
-        .merge(crate::monitoring::router())
+        .merge(crate::monitoring::router(config.metrics_listen.is_none()))
         .merge(crate::desk::router(state.graphql.dev_token.clone()))
         .with_state(state);
     if dev_mode {
@@ -147,6 +147,8 @@ fn cors(config: &Config) -> tower_http::cors::CorsLayer {
 
 pub struct Application {
     listener: TcpListener,
+    /// `--metrics-listen`: `/metrics` on an address of its own.
+    metrics: Option<(TcpListener, Router)>,
     router: Router,
     state: AppState,
     /// Longest the drain after a shutdown signal may take (in-flight requests, WebSockets).
@@ -223,7 +225,17 @@ impl Application {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let metrics = match config.metrics_listen {
+            Some(addr) => Some((
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} for metrics"))?,
+                crate::monitoring::metrics_router(state.db.clone()),
+            )),
+            None => None,
+        };
         Ok(Application {
+            metrics,
             router: router(state.clone(), &config, dev_mode),
             listener,
             state,
@@ -235,6 +247,13 @@ impl Application {
         self.listener
             .local_addr()
             .expect("a bound listener has an address")
+    }
+
+    /// Where `/metrics` is served when it has a listener of its own.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics
+            .as_ref()
+            .and_then(|(listener, _)| listener.local_addr().ok())
     }
 
     pub fn state(&self) -> &AppState {
@@ -258,6 +277,14 @@ impl Application {
             }
         };
         let tasks = self.state.graphql.ws.tasks.clone();
+        if let Some((listener, router)) = self.metrics {
+            // Scrapes are short; the listener simply ends with the process.
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router).await {
+                    tracing::error!(error = %e, "the metrics listener failed");
+                }
+            });
+        }
         let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(signal);
         let drain = async move {
             let served = serve.await;

@@ -197,6 +197,26 @@ pub struct Config {
     /// Largest GraphQL query text, in bytes.
     #[arg(long, env = "INCIDENTD_MAX_QUERY_BYTES", default_value_t = 32 * 1024, global = true)]
     pub max_query_bytes: usize,
+    /// Serve `/metrics` on this address instead of the main listener, e.g. `127.0.0.1:9090`.
+    #[arg(long, env = "INCIDENTD_METRICS_LISTEN", global = true)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Operation names that may become metric labels, comma-separated; any other is `other`.
+    /// Without a list, the first `--metrics-max-operation-names` names seen are admitted.
+    #[arg(
+        long,
+        env = "INCIDENTD_METRICS_OPERATION_NAMES",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub metrics_operation_names: Vec<String>,
+    /// How many distinct operation names become labels when no list is given.
+    #[arg(
+        long,
+        env = "INCIDENTD_METRICS_MAX_OPERATION_NAMES",
+        default_value_t = 100,
+        global = true
+    )]
+    pub metrics_max_operation_names: usize,
     /// Browser origins allowed to call the API (CORS) and to open WebSockets, comma-separated,
     /// e.g. `https://desk.example.com`. None by default; same-origin WebSockets are always allowed.
     #[arg(
@@ -245,6 +265,10 @@ impl Config {
             aliases: self.max_aliases,
             query_bytes: self.max_query_bytes,
             introspection: self.introspection,
+            operation_names: std::sync::Arc::new(crate::monitoring::OperationNames::new(
+                &self.metrics_operation_names,
+                self.metrics_max_operation_names,
+            )),
             ..Limits::default()
         }
     }

@@ -2,7 +2,8 @@
 //! the process-wide recorder, and the probes that feed it (HTTP middleware, GraphQL operations,
 //! WebSocket gauges, the change feed, the database pool sampled at scrape).
 
-use std::sync::OnceLock;
+use std::collections::HashSet;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -65,15 +66,26 @@ pub fn install() -> &'static PrometheusHandle {
 }
 
 /// `/healthz`, `/readyz` and `/metrics`.
-pub fn router<S>() -> Router<S>
+/// `/healthz` and `/readyz`, and `/metrics` unless it has a listener of its own
+/// (`--metrics-listen`, see `metrics_router`).
+pub fn router<S>(with_metrics: bool) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
     Db: FromRef<S>,
 {
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/readyz", get(readyz));
+    if with_metrics {
+        router.route("/metrics", get(metrics))
+    } else {
+        router
+    }
+}
+
+/// `/metrics` alone, for a listener of its own (an address scrapers reach and clients do not).
+pub fn metrics_router(db: Db) -> Router {
+    Router::new().route("/metrics", get(metrics)).with_state(db)
 }
 
 async fn healthz() -> &'static str {
@@ -170,8 +182,47 @@ pub async fn track_http(request: Request, next: Next) -> Response {
 /// Client-chosen names become label values: keep them short.
 const MAX_NAME: usize = 64;
 
-/// One GraphQL operation ran: by name (`anonymous`, or `-` when none could be chosen), type
-/// (`query`, `mutation`, `subscription`, `invalid`) and outcome.
+/// Which operation names may become label values. Clients choose names, and every new label
+/// value is a series kept forever: an allow-list when one is configured, else the first
+/// `cap` names seen in valid documents; any other name is counted as `other`.
+#[derive(Debug)]
+pub struct OperationNames {
+    allowed: Option<HashSet<String>>,
+    cap: usize,
+    seen: Mutex<HashSet<String>>,
+}
+
+impl OperationNames {
+    pub fn new(allowed: &[String], cap: usize) -> OperationNames {
+        OperationNames {
+            allowed: (!allowed.is_empty()).then(|| allowed.iter().cloned().collect()),
+            cap,
+            seen: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The label for `name`: itself when admitted, else `other`.
+    pub fn label(&self, name: String) -> String {
+        if let Some(allowed) = &self.allowed {
+            return if allowed.contains(&name) {
+                name
+            } else {
+                OTHER.into()
+            };
+        }
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.contains(&name) || (seen.len() < self.cap && seen.insert(name.clone())) {
+            name
+        } else {
+            OTHER.into()
+        }
+    }
+}
+
+const OTHER: &str = "other";
+
+/// One GraphQL operation ran: by name (`anonymous`, `other` past the admitted names, or `-`
+/// when none could be chosen), type (`query`, `mutation`, `subscription`, `invalid`) and outcome.
 pub fn graphql_operation(mut name: String, ty: &'static str, ok: bool, took: Duration) {
     // GraphQL names are ASCII by grammar; cut on a character boundary all the same.
     let mut end = name.len().min(MAX_NAME);

@@ -5,7 +5,8 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261126_000001_create_incident_tables;
 mod m20261126_000002_create_audit_events;
-mod m20261201_000003_create_persisted_queries;
+mod m20261127_000001_harden_schema;
+mod m20261201_000001_create_persisted_queries;
 
 pub struct Migrator;
 
@@ -15,7 +16,8 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261126_000001_create_incident_tables::Migration),
             Box::new(m20261126_000002_create_audit_events::Migration),
-            Box::new(m20261201_000003_create_persisted_queries::Migration),
+            Box::new(m20261127_000001_harden_schema::Migration),
+            Box::new(m20261201_000001_create_persisted_queries::Migration),
         ]
     }
 }

@@ -10,6 +10,8 @@ pub struct Model {
     pub title: String,
     pub status: Status,
     pub severity: Severity,
+    /// The most severe level the incident ever had; `None` when that is its current one.
+    pub highest_severity: Option<Severity>,
     /// A JSON array of strings.
     pub linked_ticket_ids: Json,
     pub linked_problem_id: Option<Uuid>,
@@ -43,6 +45,14 @@ impl Related<super::postmortem::Entity> for Entity {
 impl ActiveModelBehavior for ActiveModel {}
 
 impl Model {
+    /// The most severe level the incident ever had, its current one included.
+    pub fn highest_severity(&self) -> Severity {
+        match self.highest_severity {
+            Some(highest) => Severity::most_severe(highest, self.severity),
+            None => self.severity,
+        }
+    }
+
     pub fn ticket_ids(&self) -> Vec<String> {
         serde_json::from_value(self.linked_ticket_ids.clone()).unwrap_or_default()
     }

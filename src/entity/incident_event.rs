@@ -8,7 +8,7 @@ pub struct Model {
     pub organization_id: Uuid,
     pub incident_id: Uuid,
     /// 1, 2, 3… within the incident, assigned under the incident's row lock.
-    pub sequence: i32,
+    pub sequence: i64,
     pub event_type: String,
     #[sea_orm(column_type = "Text", nullable)]
     pub content: Option<String>,

@@ -76,6 +76,20 @@ pub enum Status {
 }
 
 impl Severity {
+    /// The more severe of two levels (SEV1 is the most severe).
+    pub fn most_severe(a: Severity, b: Severity) -> Severity {
+        if a.rank() <= b.rank() { a } else { b }
+    }
+
+    fn rank(self) -> u8 {
+        match self {
+            Severity::Sev1 => 1,
+            Severity::Sev2 => 2,
+            Severity::Sev3 => 3,
+            Severity::Sev4 => 4,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Severity::Sev1 => "SEV1",

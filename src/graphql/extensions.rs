@@ -15,6 +15,7 @@ use async_graphql::{ServerError, ServerResult, ValidationResult, Variables};
 use super::error::request_error;
 use super::schema::Limits;
 use crate::error::AppError;
+use crate::monitoring::OperationNames;
 use crate::telemetry::current_request_id;
 
 /// Every limit is answered with `QUERY_TOO_COMPLEX`, chosen here by what was checked.
@@ -203,17 +204,24 @@ impl Shape {
 }
 
 /// Counts GraphQL operations by name, type and outcome, with their latency, around the whole
-/// request (it hooks no field, so resolving costs nothing extra).
-pub struct Metrics;
+/// request (it hooks no field, so resolving costs nothing extra). Names become labels only as
+/// `OperationNames` admits them.
+pub struct Metrics {
+    pub names: Arc<OperationNames>,
+}
 
 impl ExtensionFactory for Metrics {
     fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(Probe::default())
+        Arc::new(Probe {
+            names: self.names.clone(),
+            operations: Mutex::default(),
+            chosen: Mutex::default(),
+        })
     }
 }
 
-#[derive(Default)]
 struct Probe {
+    names: Arc<OperationNames>,
     /// Every operation of the parsed document: (name, type).
     operations: Mutex<Vec<(Option<String>, &'static str)>>,
     /// The operation that ran: (name, type).
@@ -275,7 +283,12 @@ impl Extension for Probe {
                     .find(|(name, _)| name.as_deref() == Some(wanted)),
                 None => operations.first(),
             };
-            found.map(|(name, ty)| (name.clone().unwrap_or_else(|| "anonymous".to_owned()), *ty))
+            // Only documents that passed validation get here: their names are admitted as
+            // labels up to the cap (or by the allow-list).
+            found.map(|(name, ty)| {
+                let name = name.clone().unwrap_or_else(|| "anonymous".to_owned());
+                (self.names.label(name), *ty)
+            })
         };
         *self.chosen.lock().unwrap_or_else(|e| e.into_inner()) = chosen;
         next.run(ctx, operation_name).await

@@ -38,8 +38,10 @@ pub type AppSchema = Schema<Query, Mutation, Subscription>;
 ///   one request repeats an expensive field, which complexity bounds anyway.
 /// - `query_bytes` 32 KiB: the largest frontend operations are about 2 KiB of text.
 /// - `recursive_depth` 32 and `directives` 8: async-graphql's parser and CVE-2024-47614 guards.
+/// - `operation_names`: the operation names that may become metric labels (100 by default).
 #[derive(Debug, Clone)]
 pub struct Limits {
+    pub operation_names: std::sync::Arc<crate::monitoring::OperationNames>,
     pub depth: usize,
     pub complexity: usize,
     pub aliases: usize,
@@ -52,6 +54,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
+            operation_names: std::sync::Arc::new(crate::monitoring::OperationNames::new(&[], 100)),
             depth: 12,
             complexity: 50_000,
             aliases: 30,
@@ -84,7 +87,9 @@ pub fn build_schema(limits: &Limits) -> AppSchema {
     // guards stay set here too, and `Limiter` names their refusals.
     .limit_recursive_depth(limits.recursive_depth)
     .limit_directives(limits.directives)
-    .extension(Metrics)
+    .extension(Metrics {
+        names: limits.operation_names.clone(),
+    })
     .extension(Limiter {
         limits: limits.clone(),
     });

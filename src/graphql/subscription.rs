@@ -38,7 +38,9 @@ impl IncidentSubscription {
                 AppError::bad_input("afterSequence", "afterSequence must not be negative").into(),
             );
         }
-        let events = hub(ctx).timeline(scope, incident_id, after).await?;
+        let events = hub(ctx)
+            .timeline(scope, incident_id, i64::from(after))
+            .await?;
         Ok(events.map(|e| e.map(IncidentEvent).map_err(GqlError::from)))
     }
 

@@ -65,18 +65,13 @@ impl Incident {
 
     /// The statuses the workflow allows from here, now (CLOSED only once a required postmortem exists).
     async fn allowed_transitions(&self, ctx: &Context<'_>) -> GqlResult<Vec<Status>> {
-        let needs_check =
-            self.0.status == Status::Resolved && workflow::needs_postmortem(self.0.severity);
+        let needs_check = self.0.status == Status::Resolved && workflow::needs_postmortem(&self.0);
         let has_postmortem = needs_check
             && loader(ctx)
                 .load_one(PostmortemOf(self.0.id))
                 .await?
                 .is_some();
-        Ok(workflow::allowed_now(
-            self.0.status,
-            self.0.severity,
-            has_postmortem,
-        ))
+        Ok(workflow::allowed_now(&self.0, has_postmortem))
     }
 
     /// The timeline, oldest first.
@@ -163,7 +158,8 @@ impl IncidentEvent {
     }
     /// 1, 2, 3… within its incident, gapless, in commit order.
     async fn sequence(&self) -> i32 {
-        self.0.sequence
+        // Stored as BIGINT; GraphQL's Int is 32-bit, and no timeline comes near its end.
+        i32::try_from(self.0.sequence).unwrap_or(i32::MAX)
     }
     async fn event_type(&self) -> &str {
         &self.0.event_type

@@ -28,7 +28,7 @@ pub struct Announcement {
     #[serde(rename = "k")]
     pub kind: ChangeKind,
     #[serde(rename = "s", default, skip_serializing_if = "Option::is_none")]
-    pub sequence: Option<i32>,
+    pub sequence: Option<i64>,
 }
 
 /// Where a write's announcements go. Both steps see the same list, in the order the write made

@@ -40,7 +40,7 @@ impl Cursor for TimeCursor {
 
 /// A position in an incident's timeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SeqCursor(pub i32);
+pub struct SeqCursor(pub i64);
 
 impl Cursor for SeqCursor {
     fn encode(&self) -> String {
@@ -48,7 +48,7 @@ impl Cursor for SeqCursor {
     }
     fn decode(raw: &str) -> Option<Self> {
         let text = String::from_utf8(URL_SAFE_NO_PAD.decode(raw).ok()?).ok()?;
-        let seq: i32 = text.strip_prefix("s:")?.parse().ok()?;
+        let seq: i64 = text.strip_prefix("s:")?.parse().ok()?;
         (seq >= 0).then_some(SeqCursor(seq))
     }
 }

@@ -246,7 +246,7 @@ pub async fn events_after(
     db: &Db,
     scope: OrgScope,
     incident_id: Uuid,
-    after_sequence: i32,
+    after_sequence: i64,
     limit: u64,
 ) -> AppResult<Vec<incident_event::Model>> {
     Ok(scope
@@ -264,7 +264,7 @@ pub async fn event_at(
     db: &Db,
     scope: OrgScope,
     incident_id: Uuid,
-    sequence: i32,
+    sequence: i64,
 ) -> AppResult<Option<incident_event::Model>> {
     Ok(scope
         .events()

@@ -126,8 +126,8 @@ impl OrgScope {
         &self,
         txn: &C,
         incident_id: Uuid,
-    ) -> Result<(i32, Option<DateTime<Utc>>), DbErr> {
-        let row: Option<(Option<i32>, Option<DateTime<Utc>>)> = self
+    ) -> Result<(i64, Option<DateTime<Utc>>), DbErr> {
+        let row: Option<(Option<i64>, Option<DateTime<Utc>>)> = self
             .events()
             .select_only()
             .column_as(incident_event::Column::Sequence.max(), "max_sequence")
@@ -223,8 +223,8 @@ impl OrgScope {
 /// One page request applied to every incident of a batch.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct EventWindow {
-    pub after: Option<i32>,
-    pub before: Option<i32>,
+    pub after: Option<i64>,
+    pub before: Option<i64>,
     pub types: Option<Vec<String>>,
     pub backward: bool,
     pub fetch: u64,

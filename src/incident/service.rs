@@ -78,7 +78,7 @@ struct Unit<'w> {
     /// what the incident's previous writes stamped, so times follow commit order.
     at: chrono::DateTime<chrono::Utc>,
     /// The sequence the next appended event takes (under the incident's lock).
-    next_sequence: i32,
+    next_sequence: i64,
     _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
@@ -127,7 +127,7 @@ impl<'w> Unit<'w> {
         Ok((unit, incident))
     }
 
-    fn announce(&mut self, incident_id: Uuid, kind: ChangeKind, sequence: Option<i32>) {
+    fn announce(&mut self, incident_id: Uuid, kind: ChangeKind, sequence: Option<i64>) {
         self.announcements.push(Announcement {
             org_id: self.writer.scope.org_id(),
             incident_id,
@@ -233,6 +233,7 @@ impl Domain {
             title: input.title.clone().into_inner(),
             status: Status::Open,
             severity: input.severity,
+            highest_severity: Some(input.severity),
             linked_ticket_ids: input.linked_ticket_ids.to_json(),
             linked_problem_id: input.linked_problem_id,
             started_at: input.started_at.unwrap_or(unit.at),
@@ -290,6 +291,7 @@ impl Domain {
         }
         if let Some(severity) = patch.severity {
             next.severity = severity;
+            next.highest_severity = workflow::highest_severity_after(&current, severity);
         }
         if let Some(tickets) = patch.linked_ticket_ids {
             next.linked_ticket_ids = tickets.to_json();
@@ -322,6 +324,7 @@ impl Domain {
         let row = incident::ActiveModel {
             title: Set(next.title.clone()),
             severity: Set(next.severity),
+            highest_severity: Set(next.highest_severity),
             linked_ticket_ids: Set(next.linked_ticket_ids.clone()),
             linked_problem_id: Set(next.linked_problem_id),
             started_at: Set(next.started_at),

@@ -5,7 +5,7 @@
 //!   └──────────────────────►┘
 //! RESOLVED ─► OPEN | MITIGATING (reopen: a note is required)
 //! ```
-//! CLOSED needs a postmortem when the severity is SEV1 or SEV2. A CLOSED incident is frozen:
+//! CLOSED needs a postmortem when the incident is, or ever was, SEV1 or SEV2. A CLOSED incident is frozen:
 //! neither its status nor its fields change again. `resolvedAt` is never before `startedAt`.
 
 use chrono::{DateTime, Utc};
@@ -26,16 +26,23 @@ pub fn is_reopen(from: Status, to: Status) -> bool {
     from == Status::Resolved && matches!(to, Status::Open | Status::Mitigating)
 }
 
-pub fn needs_postmortem(severity: Severity) -> bool {
-    matches!(severity, Severity::Sev1 | Severity::Sev2)
+/// Closing needs a postmortem when the incident is, or ever was, SEV1 or SEV2: lowering the
+/// severity before closing does not get around it.
+pub fn needs_postmortem(incident: &incident::Model) -> bool {
+    matches!(incident.highest_severity(), Severity::Sev1 | Severity::Sev2)
+}
+
+/// What an incident remembers as its highest severity once its severity becomes `next`.
+pub fn highest_severity_after(incident: &incident::Model, next: Severity) -> Option<Severity> {
+    Some(Severity::most_severe(incident.highest_severity(), next))
 }
 
 /// What the workflow allows from here, now: `allowed_from` minus CLOSED while a required postmortem is missing.
-pub fn allowed_now(status: Status, severity: Severity, has_postmortem: bool) -> Vec<Status> {
-    allowed_from(status)
+pub fn allowed_now(incident: &incident::Model, has_postmortem: bool) -> Vec<Status> {
+    allowed_from(incident.status)
         .iter()
         .copied()
-        .filter(|to| *to != Status::Closed || has_postmortem || !needs_postmortem(severity))
+        .filter(|to| *to != Status::Closed || has_postmortem || !needs_postmortem(incident))
         .collect()
 }
 
@@ -77,7 +84,7 @@ pub fn plan_transition(
     has_postmortem: bool,
     now: DateTime<Utc>,
 ) -> AppResult<Option<TransitionPlan>> {
-    let (status, severity) = (incident.status, incident.severity);
+    let status = incident.status;
     if status == to {
         return Ok(None);
     }
@@ -94,8 +101,8 @@ pub fn plan_transition(
             "reopening a resolved incident needs a note saying why",
         ));
     }
-    if to == Status::Closed && needs_postmortem(severity) && !has_postmortem {
-        return Err(AppError::PostmortemRequired(severity));
+    if to == Status::Closed && needs_postmortem(incident) && !has_postmortem {
+        return Err(AppError::PostmortemRequired(incident.highest_severity()));
     }
     let resolved_at = match to {
         // resolvedAt is never before startedAt, even when startedAt was back-dated into the future of our clock.
@@ -150,6 +157,7 @@ mod tests {
             title: "t".into(),
             status,
             severity,
+            highest_severity: Some(severity),
             linked_ticket_ids: serde_json::json!([]),
             linked_problem_id: None,
             started_at: started,
@@ -232,12 +240,35 @@ mod tests {
     #[test]
     fn closed_is_hidden_until_a_required_postmortem_exists() {
         assert_eq!(
-            allowed_now(Status::Resolved, Severity::Sev1, false),
+            allowed_now(&incident(Status::Resolved, Severity::Sev1), false),
             [Status::Open, Status::Mitigating]
         );
         assert_eq!(
-            allowed_now(Status::Resolved, Severity::Sev3, false),
+            allowed_now(&incident(Status::Resolved, Severity::Sev3), false),
             [Status::Closed, Status::Open, Status::Mitigating]
         );
+    }
+
+    #[test]
+    fn the_postmortem_rule_holds_for_the_highest_severity_ever() {
+        let mut lowered = incident(Status::Resolved, Severity::Sev1);
+        lowered.highest_severity = highest_severity_after(&lowered, Severity::Sev3);
+        lowered.severity = Severity::Sev3;
+        assert_eq!(lowered.highest_severity(), Severity::Sev1);
+        assert!(needs_postmortem(&lowered));
+        assert_eq!(
+            allowed_now(&lowered, false),
+            [Status::Open, Status::Mitigating]
+        );
+        assert!(matches!(
+            plan_transition(&lowered, Status::Closed, None, false, lowered.updated_at),
+            Err(AppError::PostmortemRequired(Severity::Sev1))
+        ));
+        // Raising it counts too, and a row from before the column (NULL) is its current level.
+        let mut raised = incident(Status::Resolved, Severity::Sev4);
+        raised.highest_severity = None;
+        assert!(!needs_postmortem(&raised));
+        raised.highest_severity = highest_severity_after(&raised, Severity::Sev2);
+        assert_eq!(raised.highest_severity, Some(Severity::Sev2));
     }
 }

@@ -24,7 +24,7 @@ impl Hub {
         &self,
         scope: OrgScope,
         incident_id: Uuid,
-        after_sequence: i32,
+        after_sequence: i64,
     ) -> AppResult<impl Stream<Item = AppResult<incident_event::Model>> + use<>> {
         // Subscribe before the first read: whatever commits after the read is signalled.
         let mut signals = self.subscribe();

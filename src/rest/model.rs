@@ -91,7 +91,7 @@ pub struct IncidentEvent {
     pub id: Uuid,
     pub incident_id: Uuid,
     /// 1, 2, 3… within the incident, gapless, in commit order.
-    pub sequence: i32,
+    pub sequence: i64,
     pub event_type: String,
     #[schema(required = true)]
     pub content: Option<String>,

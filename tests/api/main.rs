@@ -18,6 +18,7 @@ mod hardening;
 mod http;
 mod limits;
 mod metrics;
+mod migrations;
 mod ops;
 mod pagination;
 mod persisted;

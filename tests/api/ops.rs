@@ -633,3 +633,71 @@ async fn replicas_starting_together_migrate_once() {
     assert!(n >= 2);
     conn.close().await.ok();
 }
+
+/// Operation names become metric labels only as admitted (here: the first two seen); the rest
+/// are counted as `other`. With `--metrics-listen`, `/metrics` moves to its own address and the
+/// public listener no longer serves it.
+#[tokio::test]
+async fn metric_labels_are_bounded_and_metrics_can_listen_apart() {
+    let (_db, url) = TestDb::create().await;
+    let mut config = test_config(&url);
+    config.metrics_max_operation_names = 2;
+    config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    let app = incidentd::app::Application::build(config).await.unwrap();
+    let (addr, metrics_addr) = (app.local_addr(), app.metrics_addr().unwrap());
+    let token = app
+        .state()
+        .graphql
+        .auth
+        .mint(
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            incidentd::incident::identity::Role::Viewer,
+            Duration::from_secs(600),
+        )
+        .unwrap();
+    tokio::spawn(app.run_until(std::future::pending()));
+    let client = reqwest::Client::new();
+
+    let public = client
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        public.status(),
+        404,
+        "/metrics is not on the public listener"
+    );
+
+    let ops = "incidentd_graphql_operations_total";
+    let other = |text: &str| {
+        sample(
+            text,
+            ops,
+            &[("operation", "other"), ("type", "query"), ("outcome", "ok")],
+        )
+        .unwrap_or(0.0)
+    };
+    let before = other(&scrape(&client, metrics_addr).await);
+    let prefix = format!("Label{}", Uuid::new_v4().simple());
+    for i in 0..4 {
+        let (status, body) = gql(
+            &client,
+            addr,
+            &token,
+            &format!("query {prefix}N{i} {{ viewer {{ role }} }}"),
+            json!({}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    let text = scrape(&client, metrics_addr).await;
+    for (i, admitted) in [(0, true), (1, true), (2, false), (3, false)] {
+        let name = format!("{prefix}N{i}");
+        let labelled = sample(&text, ops, &[("operation", &name), ("type", "query")]).is_some();
+        assert_eq!(labelled, admitted, "{name}");
+    }
+    assert!(other(&text) - before >= 2.0, "{text}");
+}

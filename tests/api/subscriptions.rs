@@ -26,7 +26,7 @@ pub fn writer_for(caller: &Caller) -> incidentd::incident::identity::Writer {
 }
 
 /// Adds an event through the service layer (the same code path as the mutation, minus HTTP).
-pub async fn write_event(app: &TestApp, caller: &Caller, incident: Uuid, content: &str) -> i32 {
+pub async fn write_event(app: &TestApp, caller: &Caller, incident: Uuid, content: &str) -> i64 {
     let event = NewEvent {
         id: None,
         event_type: EventType::parse("eventType", "note").unwrap(),

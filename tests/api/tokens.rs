@@ -345,6 +345,28 @@ async fn rs256_pem_accepts_its_tokens_and_refuses_forgeries() {
     let (status, body) = over_http(&app, &key.sign(None, &lenient)).await;
     assert_eq!(status, 200, "exp 5 s ago (leeway 30 s): {body}");
 
+    // `aud` may be an array (RFC 7519 §4.1.3), as Auth0 and Keycloak issue it.
+    let listed = with(
+        &valid_claims(org, user),
+        "aud",
+        json!(["https://api.example.com", AUDIENCE]),
+    );
+    assert_accepted(
+        &app,
+        "aud as an array naming us",
+        &key.sign(None, &listed),
+        org,
+        user,
+    )
+    .await;
+    let unlisted = with(&valid_claims(org, user), "aud", json!(["another-service"]));
+    assert_rejected(
+        &app,
+        "aud as an array without us",
+        &key.sign(None, &unlisted),
+    )
+    .await;
+
     for (what, token) in forgeries(key, None, key.public_pem.as_bytes(), attacker, org, user) {
         assert_rejected(&app, what, &token).await;
     }
