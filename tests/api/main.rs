@@ -13,6 +13,7 @@ mod clients;
 mod concurrency;
 mod corpus;
 mod desk;
+mod drills;
 mod fuzz;
 mod hardening;
 mod http;

@@ -1,0 +1,235 @@
+//! Crash drills: the server is killed with SIGKILL in the middle of a mixed write load and
+//! started again on the same database. Every mutation a client saw succeed is there, with its
+//! timeline event and its audit row, and no change exists half-written.
+//! `INCIDENTD_DRILL_WRITES` sets how many acknowledged writes come before the kill (CI: 60).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+use crate::helpers::{TestDb, test_config};
+use crate::replicas::Replica;
+
+/// What the clients were told succeeded.
+#[derive(Default)]
+struct Acknowledged {
+    incidents: HashSet<Uuid>,
+    events: HashSet<(Uuid, Uuid)>,
+    resolved: HashSet<Uuid>,
+}
+
+async fn gql(
+    client: &reqwest::Client,
+    addr: std::net::SocketAddr,
+    token: &str,
+    query: &str,
+    variables: Value,
+) -> Option<Value> {
+    let response = client
+        .post(format!("http://{addr}/graphql"))
+        .bearer_auth(token)
+        .json(&json!({ "query": query, "variables": variables }))
+        .send()
+        .await
+        .ok()?;
+    let body: Value = response.json().await.ok()?;
+    (body.get("errors").is_none()).then(|| body["data"].clone())
+}
+
+#[tokio::test]
+async fn kill_9_during_writes_loses_no_acknowledged_change() {
+    let writes: usize = std::env::var("INCIDENTD_DRILL_WRITES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(60);
+    let (db, url) = TestDb::create().await;
+    let auth = incidentd::auth::Authenticator::new(&test_config(&url).auth()).unwrap();
+    let org = Uuid::new_v4();
+    let token = auth
+        .mint(
+            org,
+            Uuid::new_v4(),
+            incidentd::incident::identity::Role::Admin,
+            Duration::from_secs(3600),
+        )
+        .unwrap();
+    let mut server = Replica::start(&url, &[]).await;
+    let addr = server.addr;
+    let acknowledged = Arc::new(Mutex::new(Acknowledged::default()));
+    let count = Arc::new(AtomicUsize::new(0));
+    let progress = Arc::new(tokio::sync::Notify::new());
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+
+    // Four clients, each declaring incidents, adding notes with ids of their own and resolving.
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (client, token) = (client.clone(), token.clone());
+            let (acknowledged, count, stop) = (acknowledged.clone(), count.clone(), stop.clone());
+            let progress = progress.clone();
+            tokio::spawn(async move {
+                let mut round = 0u64;
+                // Bounded: at most this many rounds, whatever happens.
+                while !stop.load(Ordering::Relaxed) && round < 10_000 {
+                    round += 1;
+                    let incident = Uuid::new_v4();
+                    let created = gql(&client, addr, &token,
+                        "mutation($id: UUID!) { createIncident(input: { id: $id, title: \"drill\" }) { id } }",
+                        json!({ "id": incident })).await;
+                    if created.is_none() {
+                        continue;
+                    }
+                    acknowledged.lock().await.incidents.insert(incident);
+                    count.fetch_add(1, Ordering::Relaxed);
+                    progress.notify_one();
+                    for _ in 0..3 {
+                        let event = Uuid::new_v4();
+                        if gql(&client, addr, &token,
+                            "mutation($i: UUID!, $e: UUID!) { addIncidentEvent(incidentId: $i, input: { id: $e, content: \"n\" }) { id } }",
+                            json!({ "i": incident, "e": event })).await.is_some()
+                        {
+                            acknowledged.lock().await.events.insert((incident, event));
+                            count.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    if gql(&client, addr, &token,
+                        "mutation($i: UUID!) { transitionIncident(id: $i, to: RESOLVED) { id } }",
+                        json!({ "i": incident })).await.is_some()
+                    {
+                        acknowledged.lock().await.resolved.insert(incident);
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+
+    tokio::time::timeout(Duration::from_secs(120), async {
+        while count.load(Ordering::Relaxed) < writes {
+            progress.notified().await;
+        }
+    })
+    .await
+    .expect("the load reaches its size");
+    // Writes are in flight right now: kill without warning.
+    server.child.start_kill().unwrap();
+    server.child.wait().await.unwrap();
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.await.unwrap();
+    }
+
+    let server = Replica::start(&url, &[]).await;
+    let acknowledged = acknowledged.lock().await;
+    println!(
+        "acknowledged before the kill: {} incidents, {} notes, {} resolutions",
+        acknowledged.incidents.len(),
+        acknowledged.events.len(),
+        acknowledged.resolved.len()
+    );
+    assert!(
+        acknowledged.incidents.len() * 5 >= writes / 2,
+        "the load ran"
+    );
+    let data = gql(&client, server.addr, &token,
+        "{ incidents(first: 100) { totalCount nodes { id status events(first: 100) { nodes { id eventType } } } } }",
+        json!({})).await.expect("the restarted server answers");
+    let nodes = data["incidents"]["nodes"].as_array().unwrap();
+    assert!(nodes.len() < 100, "the drill is sized to fit one page");
+    let audit = gql(
+        &client,
+        server.addr,
+        &token,
+        "{ auditEvents { totalCount } }",
+        json!({}),
+    )
+    .await
+    .unwrap();
+    let mut audit_rows: Vec<Value> = vec![];
+    let mut after: Option<String> = None;
+    for _ in 0..100 {
+        let page = gql(&client, server.addr, &token,
+            "query($a: String) { auditEvents(first: 100, after: $a) { pageInfo { hasNextPage endCursor } nodes { action entityId incidentId } } }",
+            json!({ "a": after })).await.unwrap();
+        audit_rows.extend(
+            page["auditEvents"]["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .cloned(),
+        );
+        if page["auditEvents"]["pageInfo"]["hasNextPage"] != true {
+            break;
+        }
+        after = page["auditEvents"]["pageInfo"]["endCursor"]
+            .as_str()
+            .map(String::from);
+    }
+    assert_eq!(
+        audit_rows.len() as u64,
+        audit["auditEvents"]["totalCount"].as_u64().unwrap()
+    );
+
+    let stored: HashSet<Uuid> = nodes
+        .iter()
+        .map(|n| n["id"].as_str().unwrap().parse().unwrap())
+        .collect();
+    for id in &acknowledged.incidents {
+        assert!(stored.contains(id), "acknowledged incident {id} is missing");
+    }
+    for node in nodes {
+        let id: Uuid = node["id"].as_str().unwrap().parse().unwrap();
+        let events = node["events"]["nodes"].as_array().unwrap();
+        let of = |action: &str| {
+            audit_rows
+                .iter()
+                .filter(|r| r["action"] == action && r["incidentId"] == id.to_string())
+                .count()
+        };
+        // No half-written change: each change is there with all its parts, or not at all.
+        assert_eq!(of("incident_created"), 1, "{id}");
+        let notes: Vec<&str> = events
+            .iter()
+            .filter(|e| e["eventType"] == "note")
+            .map(|e| e["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            of("incident_event_added"),
+            notes.len(),
+            "{id}: a note without its audit row"
+        );
+        let resolutions = events
+            .iter()
+            .filter(|e| e["eventType"] == "status_changed")
+            .count();
+        assert_eq!(
+            of("incident_updated"),
+            resolutions,
+            "{id}: a status change without its audit row"
+        );
+        assert_eq!(node["status"] == "RESOLVED", resolutions == 1, "{id}");
+        for (incident, event) in &acknowledged.events {
+            if *incident == id {
+                assert!(
+                    notes.contains(&event.to_string().as_str()),
+                    "acknowledged event {event} is missing"
+                );
+            }
+        }
+        if acknowledged.resolved.contains(&id) {
+            assert_eq!(
+                node["status"], "RESOLVED",
+                "acknowledged resolve of {id} is missing"
+            );
+        }
+    }
+    drop(db);
+}
