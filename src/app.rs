@@ -23,6 +23,7 @@ use crate::graphql::{self, GraphqlState};
 use crate::incident::identity::Role;
 use crate::incident::service::Domain;
 use crate::live::Hub;
+use crate::persisted::Documents;
 use crate::rest::{self, RestState};
 
 /// Every transport's state; each handler takes only its own, through `FromRef`.
@@ -131,12 +132,14 @@ fn cors(config: &Config) -> tower_http::cors::CorsLayer {
         .collect();
     tower_http::cors::CorsLayer::new()
         .allow_origin(tower_http::cors::AllowOrigin::list(origins))
-        .allow_methods([Method::GET, Method::POST])
+        // PUT and DELETE and the token header: GraphQL over SSE's single-connection mode.
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
         .allow_headers([
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
             header::ACCEPT,
             HeaderName::from_static("x-request-id"),
+            HeaderName::from_static(graphql::sse::TOKEN_HEADER),
         ])
         .expose_headers([HeaderName::from_static("x-request-id")])
         .max_age(Duration::from_secs(600))
@@ -187,6 +190,14 @@ impl Application {
         } else {
             None
         };
+        let trusted = config.trusted_documents()?;
+        if let Some(manifest) = &trusted {
+            tracing::info!(
+                operations = manifest.len(),
+                "trusted-documents mode: only the manifest's operations run"
+            );
+        }
+        let documents = Documents::new(db.clone(), trusted, config.max_query_bytes);
         let hub = Hub::start(db.clone()).await;
         let domain = Domain::new(db.clone(), Arc::new(hub.clone()));
         let auth = Arc::new(auth);
@@ -203,6 +214,10 @@ impl Application {
                     config.ws_max_connections,
                     config.allowed_origins(),
                 ),
+                sse: graphql::sse::SseState::new(config.sse_keep_alive),
+                documents,
+                trusted_introspection: config.persisted_operations_introspection,
+                get_max_age: config.get_max_age,
             },
             rest: RestState { domain, auth },
             db,

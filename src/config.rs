@@ -14,6 +14,7 @@ use crate::db::{DatabaseUrl, DbOptions};
 use crate::graphql::Limits;
 use crate::graphql::ws::WsLimits;
 use crate::incident::identity::Role;
+use crate::persisted::Manifest;
 use crate::telemetry::LogFormat;
 
 #[derive(Debug, Parser)]
@@ -48,6 +49,13 @@ pub enum Command {
         /// Lifetime, e.g. `1h`, `30m`, `7d`.
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         ttl: Duration,
+    },
+    /// Print the trusted-documents manifest (Apollo's persisted-query manifest format) for the
+    /// named operations in the `.graphql` files below DIR; serve it with
+    /// `--persisted-operations-file`.
+    PersistedManifest {
+        /// The folder of `.graphql` operation files (searched recursively).
+        dir: PathBuf,
     },
 }
 
@@ -221,6 +229,20 @@ pub struct Config {
         global = true
     )]
     pub cors_origins: Vec<String>,
+    /// Trusted-documents mode: run only the operations of this manifest (Apollo's
+    /// persisted-query manifest format, as `incidentd persisted-manifest` prints it); any other
+    /// document is refused with `PERSISTED_QUERY_NOT_ALLOWED`.
+    #[arg(long, env = "INCIDENTD_PERSISTED_OPERATIONS_FILE", global = true)]
+    pub persisted_operations_file: Option<PathBuf>,
+    /// In trusted-documents mode, still run introspection queries and serve GraphiQL.
+    #[arg(long, env = "INCIDENTD_PERSISTED_OPERATIONS_INTROSPECTION", default_value_t = false, action = clap::ArgAction::Set, global = true)]
+    pub persisted_operations_introspection: bool,
+    /// `Cache-Control: max-age` of a successful query sent with GET (`Vary: Accept, Authorization`).
+    #[arg(long, env = "INCIDENTD_GET_MAX_AGE", default_value = "0s", value_parser = humantime::parse_duration, global = true)]
+    pub get_max_age: Duration,
+    /// Interval of the keep-alive comments on Server-Sent Events streams.
+    #[arg(long, env = "INCIDENTD_SSE_KEEP_ALIVE", default_value = "12s", value_parser = humantime::parse_duration, global = true)]
+    pub sse_keep_alive: Duration,
 }
 
 fn secret(value: &str) -> Result<SecretString, std::convert::Infallible> {
@@ -261,6 +283,14 @@ impl Config {
             max_message_bytes: self.ws_max_message_bytes,
             write_timeout: self.ws_write_timeout,
         }
+    }
+
+    /// The trusted-documents manifest, when one is configured.
+    pub fn trusted_documents(&self) -> anyhow::Result<Option<Manifest>> {
+        self.persisted_operations_file
+            .as_deref()
+            .map(Manifest::load)
+            .transpose()
     }
 
     pub fn auth(&self) -> AuthSettings {

@@ -20,6 +20,10 @@ pub mod code {
     pub const BUSY: &str = "BUSY";
     pub const RESPONSE_TOO_LARGE: &str = "RESPONSE_TOO_LARGE";
     pub const SUBSCRIBER_LAGGED: &str = "SUBSCRIBER_LAGGED";
+    /// Apollo's APQ name: the hash is unknown here, send the query text with it.
+    pub const PERSISTED_QUERY_NOT_FOUND: &str = "PERSISTED_QUERY_NOT_FOUND";
+    /// Trusted-documents mode: the document is not in the manifest.
+    pub const PERSISTED_QUERY_NOT_ALLOWED: &str = "PERSISTED_QUERY_NOT_ALLOWED";
     pub const DATABASE_UNAVAILABLE: &str = "DATABASE_UNAVAILABLE";
     pub const INTERNAL: &str = "INTERNAL";
 }
@@ -57,6 +61,11 @@ pub enum AppError {
     ResponseTooLarge(usize),
     #[error("the change feed was interrupted; refetch with a query and subscribe again")]
     Lagged,
+    /// The message is the one Apollo Client and urql match on (urql by message only).
+    #[error("PersistedQueryNotFound")]
+    PersistedQueryNotFound,
+    #[error("{0}")]
+    PersistedQueryNotAllowed(String),
     /// A wait for a turn ran out (a hot incident's lock, a statement over its time): retry.
     #[error("{0}")]
     Busy(&'static str),
@@ -98,6 +107,8 @@ impl AppError {
             AppError::Conflict(_) => code::CONFLICT,
             AppError::QueryTooComplex(_) => code::QUERY_TOO_COMPLEX,
             AppError::Lagged => code::SUBSCRIBER_LAGGED,
+            AppError::PersistedQueryNotFound => code::PERSISTED_QUERY_NOT_FOUND,
+            AppError::PersistedQueryNotAllowed(_) => code::PERSISTED_QUERY_NOT_ALLOWED,
             AppError::Busy(_) => code::BUSY,
             AppError::ResponseTooLarge(_) => code::RESPONSE_TOO_LARGE,
             AppError::DatabaseUnavailable(_) => code::DATABASE_UNAVAILABLE,
@@ -112,7 +123,12 @@ impl AppError {
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::BadInput { .. }
             | AppError::QueryTooComplex(_)
-            | AppError::ResponseTooLarge(_) => StatusCode::BAD_REQUEST,
+            | AppError::ResponseTooLarge(_)
+            | AppError::PersistedQueryNotAllowed(_) => StatusCode::BAD_REQUEST,
+            // Not a failure of the request but a step of the protocol: the client retries with
+            // the text. A 4xx here would be cached by CDNs (negative caching) and keep failing
+            // the hash-only GET after the retry registered it.
+            AppError::PersistedQueryNotFound => StatusCode::OK,
             AppError::InvalidTransition { .. }
             | AppError::PostmortemRequired(_)
             | AppError::Conflict(_) => StatusCode::CONFLICT,

@@ -11,5 +11,6 @@ pub mod graphql;
 pub mod incident;
 pub mod live;
 pub mod monitoring;
+pub mod persisted;
 pub mod rest;
 pub mod telemetry;

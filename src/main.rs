@@ -23,6 +23,11 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", auth.mint(org, user, role, ttl)?);
             Ok(())
         }
+        Command::PersistedManifest { dir } => {
+            let manifest = incidentd::persisted::manifest::generate(&dir)?;
+            println!("{}", serde_json::to_string_pretty(&manifest)?);
+            Ok(())
+        }
         Command::Migrate => {
             telemetry::init(config.log_format);
             let db = Db::connect(&config.db_options()).await?;

@@ -28,6 +28,8 @@ pub const DB_POOL_IDLE: &str = "incidentd_db_pool_connections_idle";
 pub const DB_POOL_MAX: &str = "incidentd_db_pool_connections_max";
 pub const WS_CONNECTIONS: &str = "incidentd_ws_connections";
 pub const WS_SUBSCRIPTIONS: &str = "incidentd_ws_subscriptions";
+pub const SSE_CONNECTIONS: &str = "incidentd_sse_connections";
+pub const SSE_OPERATIONS: &str = "incidentd_sse_operations";
 pub const CHANGES_PUBLISHED: &str = "incidentd_changes_published_total";
 pub const CHANGES_DELIVERED: &str = "incidentd_changes_delivered_total";
 
@@ -244,6 +246,14 @@ impl GaugeGuard {
 
     pub fn ws_subscription() -> GaugeGuard {
         GaugeGuard::new(WS_SUBSCRIPTIONS)
+    }
+
+    pub fn sse_connection() -> GaugeGuard {
+        GaugeGuard::new(SSE_CONNECTIONS)
+    }
+
+    pub fn sse_operation() -> GaugeGuard {
+        GaugeGuard::new(SSE_OPERATIONS)
     }
 
     fn new(name: &'static str) -> GaugeGuard {

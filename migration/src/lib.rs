@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261126_000001_create_incident_tables;
 mod m20261126_000002_create_audit_events;
 mod m20261127_000001_harden_schema;
+mod m20261201_000001_create_persisted_queries;
 
 pub struct Migrator;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000001_create_incident_tables::Migration),
             Box::new(m20261126_000002_create_audit_events::Migration),
             Box::new(m20261127_000001_harden_schema::Migration),
+            Box::new(m20261201_000001_create_persisted_queries::Migration),
         ]
     }
 }

@@ -1,10 +1,12 @@
-//! sea-orm entities for the four tables and the two workflow enums.
-//! Nothing outside `crate::incident::scope` queries these directly: see `scope.rs` for why.
+//! sea-orm entities for the four tenant tables, the persisted-query table, and the two workflow enums.
+//! Nothing outside `crate::incident::scope` queries these directly (see `scope.rs` for why), but
+//! `crate::persisted::store`, which owns the persisted-query table.
 
 pub mod audit_event;
 pub mod incident;
 pub mod incident_event;
 pub mod openapi;
+pub mod persisted_query;
 pub mod postmortem;
 
 use async_graphql::Enum;

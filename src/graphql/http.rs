@@ -63,7 +63,11 @@ impl MediaType {
     }
 }
 
-fn json_response(status: StatusCode, media: MediaType, body: &serde_json::Value) -> Response {
+pub(super) fn json_response(
+    status: StatusCode,
+    media: MediaType,
+    body: &serde_json::Value,
+) -> Response {
     let mut response = (status, body.to_string()).into_response();
     response
         .headers_mut()
@@ -72,10 +76,15 @@ fn json_response(status: StatusCode, media: MediaType, body: &serde_json::Value)
 }
 
 /// A request-level failure (nothing executed): `{"errors": [...]}` without `data`.
-fn error_response(err: &AppError, media: MediaType, request_id: &str) -> Response {
+pub(super) fn error_response(err: &AppError, media: MediaType, request_id: &str) -> Response {
     let body = json!({ "errors": [request_error(err, request_id)] });
     let status = match (err, media) {
-        (AppError::Unauthenticated(_) | AppError::Forbidden(_), _) => err.http_status(),
+        (
+            AppError::Unauthenticated(_)
+            | AppError::Forbidden(_)
+            | AppError::PersistedQueryNotFound,
+            _,
+        ) => err.http_status(),
         (_, MediaType::Json) => StatusCode::OK,
         _ => err.http_status(),
     };
@@ -83,7 +92,12 @@ fn error_response(err: &AppError, media: MediaType, request_id: &str) -> Respons
 }
 
 /// A request the server could not even read as GraphQL: always `status`, whatever the media type.
-fn rejected(status: StatusCode, err: &AppError, media: MediaType, request_id: &str) -> Response {
+pub(super) fn rejected(
+    status: StatusCode,
+    err: &AppError,
+    media: MediaType,
+    request_id: &str,
+) -> Response {
     let mut response = error_response(err, media, request_id);
     *response.status_mut() = status;
     response
@@ -102,6 +116,13 @@ pub async fn graphql_post(
     headers: HeaderMap,
     request: Result<GraphQLRequest, GraphQLRejection>,
 ) -> Response {
+    // GraphQL over SSE: an operation for a reserved stream, or a stream of its own.
+    if headers.contains_key(super::sse::TOKEN_HEADER) {
+        return super::sse::operation(app, headers, request).await;
+    }
+    if super::sse::wants_event_stream(&headers) {
+        return super::sse::distinct(app, headers, request).await;
+    }
     let Some(media) = MediaType::negotiate(&headers) else {
         return not_acceptable();
     };
@@ -116,37 +137,47 @@ pub async fn graphql_post(
         return rejected(StatusCode::UNSUPPORTED_MEDIA_TYPE, &err, media, &request_id);
     }
     match request {
-        Ok(request) if request.0.query.trim().is_empty() => {
+        Ok(request)
+            if request.0.query.trim().is_empty()
+                && !request.0.extensions.0.contains_key("persistedQuery") =>
+        {
             let err = AppError::bad_input("query", "the request has no `query`");
             rejected(StatusCode::BAD_REQUEST, &err, media, &request_id)
         }
-        Ok(request) => execute(&app, &headers, request.into_inner(), media).await,
-        Err(rejection) => {
-            let (status, message) = match &rejection.0 {
-                ParseRequestError::UnsupportedBatch => (
-                    StatusCode::BAD_REQUEST,
-                    "batched requests (a JSON array body) are not supported; send one \
-                     operation per request"
-                        .to_string(),
-                ),
-                // The body stream is cut by `RequestBodyLimitLayer` when no Content-Length
-                // announced the size; the extractor only keeps the error's text.
-                ParseRequestError::Io(e) if e.to_string().contains("length limit exceeded") => (
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "the request body is too large".to_string(),
-                ),
-                other => (
-                    StatusCode::BAD_REQUEST,
-                    format!("the request is not a GraphQL request: {other}"),
-                ),
-            };
-            let err = AppError::BadInput {
-                field: None,
-                message,
-            };
-            rejected(status, &err, media, &request_id)
-        }
+        Ok(request) => execute(&app, &headers, request.into_inner(), media, Method::Post).await,
+        Err(rejection) => rejected_body(rejection, media, &request_id),
     }
+}
+
+/// The answer to a body that is not a GraphQL request.
+pub(super) fn rejected_body(
+    rejection: GraphQLRejection,
+    media: MediaType,
+    request_id: &str,
+) -> Response {
+    let (status, message) = match &rejection.0 {
+        ParseRequestError::UnsupportedBatch => (
+            StatusCode::BAD_REQUEST,
+            "batched requests (a JSON array body) are not supported; send one \
+             operation per request"
+                .to_string(),
+        ),
+        // The body stream is cut by `RequestBodyLimitLayer` when no Content-Length
+        // announced the size; the extractor only keeps the error's text.
+        ParseRequestError::Io(e) if e.to_string().contains("length limit exceeded") => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the request body is too large".to_string(),
+        ),
+        other => (
+            StatusCode::BAD_REQUEST,
+            format!("the request is not a GraphQL request: {other}"),
+        ),
+    };
+    let err = AppError::BadInput {
+        field: None,
+        message,
+    };
+    rejected(status, &err, media, request_id)
 }
 
 /// `application/json` or `application/graphql-response+json`, whatever the parameters.
@@ -168,11 +199,17 @@ pub async fn graphql_get(
     if let Ok(ws) = ws {
         return super::ws::upgrade(app, headers, ws).await;
     }
+    if super::sse::wants_event_stream(&headers) {
+        return super::sse::get(app, headers, query).await;
+    }
     let wants_html = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("text/html"));
-    if wants_html && query.as_deref().is_none_or(|q| !q.contains("query=")) {
+    let has_operation = query
+        .as_deref()
+        .is_some_and(|q| q.contains("query=") || q.contains("extensions="));
+    if wants_html && !has_operation {
         return graphiql(&app);
     }
     let Some(media) = MediaType::negotiate(&headers) else {
@@ -189,25 +226,39 @@ pub async fn graphql_get(
             return rejected(StatusCode::BAD_REQUEST, &err, media, &request_id);
         }
     };
-    if let Some(ty) = operation_type(&request)
-        && ty != OperationType::Query
-    {
-        let mut response = (
-            StatusCode::METHOD_NOT_ALLOWED,
-            "only queries may be sent with GET; use POST for mutations",
-        )
-            .into_response();
-        response
-            .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("POST"));
-        return response;
+    // Checked before authentication when the text is here, and again once a hash is resolved.
+    if !is_query(&request) {
+        return get_not_allowed();
     }
-    execute(&app, &headers, request, media).await
+    execute(&app, &headers, request, media, Method::Get).await
+}
+
+/// Whether the request runs a query (or cannot tell yet: a parse error or a bare hash).
+pub(super) fn is_query(request: &async_graphql::Request) -> bool {
+    operation_type(request).is_none_or(|ty| ty == OperationType::Query)
+}
+
+pub(super) fn get_not_allowed() -> Response {
+    let mut response = (
+        StatusCode::METHOD_NOT_ALLOWED,
+        "only queries may be sent with GET; use POST for mutations",
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("POST"));
+    response
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Get,
+    Post,
 }
 
 /// async-graphql 7.2's `parse_query_string` reads the operation name from an `operation_name`
 /// parameter; the GraphQL-over-HTTP spec (and every client) sends `operationName`.
-fn parse_query_string(
+pub(super) fn parse_query_string(
     raw: &str,
 ) -> Result<async_graphql::Request, async_graphql::ParseRequestError> {
     let normalized: Vec<String> = raw
@@ -238,6 +289,7 @@ async fn execute(
     headers: &HeaderMap,
     request: async_graphql::Request,
     media: MediaType,
+    method: Method,
 ) -> Response {
     let request_id = request_id(headers);
     let authorization = headers
@@ -245,8 +297,19 @@ async fn execute(
         .and_then(|v| v.to_str().ok());
     let principal = match app.auth.authenticate_header(authorization) {
         Ok(p) => p,
-        Err(e) => return error_response(&e, media, &request_id),
+        Err(e) => return no_store(error_response(&e, media, &request_id)),
     };
+    let prepared = with_request_id(request_id.clone(), super::persisted::prepare(app, request));
+    let (request, hash_only) = match prepared.await {
+        Ok(p) => (p.request, p.hash_only),
+        Err(e @ AppError::BadInput { .. }) => {
+            return no_store(rejected(StatusCode::BAD_REQUEST, &e, media, &request_id));
+        }
+        Err(e) => return no_store(error_response(&e, media, &request_id)),
+    };
+    if method == Method::Get && hash_only && !is_query(&request) {
+        return get_not_allowed();
+    }
     let budget = Arc::new(ResponseBudget::new(app.max_response_bytes));
     let request = super::schema::request_data(
         request,
@@ -259,7 +322,7 @@ async fn execute(
     if budget.exceeded() {
         // What was built so far is dropped: one error says why, nothing partial is sent.
         drop(response);
-        return error_response(&budget.error(), media, &request_id);
+        return no_store(error_response(&budget.error(), media, &request_id));
     }
     // A request error: nothing ran (parse, validation or variable coercion failed).
     let request_error = classify(&mut response);
@@ -273,10 +336,46 @@ async fn execute(
     } else {
         StatusCode::OK
     };
-    json_response(status, media, &body)
+    let response = json_response(status, media, &body);
+    match method {
+        // A query over GET (a bare persisted hash makes a short, stable URL) may be cached
+        // for `--get-max-age` by the browser, and by a shared cache that keys on the
+        // `Authorization` header; a response with an error is never kept.
+        Method::Get if body.get("errors").is_none() => cacheable(response, app.get_max_age),
+        Method::Get => no_store(response),
+        Method::Post => response,
+    }
+}
+
+fn cacheable(mut response: Response, max_age: std::time::Duration) -> Response {
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&format!("max-age={}", max_age.as_secs())) {
+        headers.insert(header::CACHE_CONTROL, value);
+    }
+    headers.insert(
+        header::VARY,
+        HeaderValue::from_static("Accept, Authorization"),
+    );
+    response
+}
+
+fn no_store(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 fn graphiql(app: &GraphqlState) -> Response {
+    // GraphiQL sends documents of its own, which trusted-documents mode refuses.
+    if app.documents.trusted_only() && !app.trusted_introspection {
+        return (
+            StatusCode::NOT_FOUND,
+            "GraphiQL is off: this server runs only its persisted operations \
+             (see --persisted-operations-introspection)",
+        )
+            .into_response();
+    }
     let bearer = app.dev_token.as_ref().map(|t| format!("Bearer {t}"));
     let mut source = GraphiQLSource::build()
         .endpoint("/graphql")

@@ -1,5 +1,7 @@
 //! The GraphQL transport: the schema and its resolvers (thin over `incident/` and `live/`), and
-//! the two ways operations arrive: HTTP (`http.rs`) and WebSocket (`ws.rs`), both on `/graphql`.
+//! the three ways operations arrive, all on `/graphql`: HTTP (`http.rs`), WebSocket (`ws.rs`)
+//! and Server-Sent Events (`sse.rs`); persisted documents are resolved for all three in
+//! `persisted.rs`.
 
 pub mod error;
 mod extensions;
@@ -7,8 +9,10 @@ pub mod http;
 mod loaders;
 mod metrics;
 mod mutation;
+mod persisted;
 mod query;
 mod schema;
+pub mod sse;
 mod subscription;
 mod types;
 pub mod ws;
@@ -18,10 +22,12 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::FromRef;
 use axum::routing::get;
+use std::time::Duration;
 
 use crate::auth::Authenticator;
 use crate::incident::service::Domain;
 use crate::live::Hub;
+use crate::persisted::Documents;
 
 pub(crate) use schema::page_complexity;
 pub use schema::{AppSchema, Limits, build_schema, sdl};
@@ -38,13 +44,27 @@ pub struct GraphqlState {
     /// Most bytes of text one HTTP response may carry (`RESPONSE_TOO_LARGE` beyond).
     pub max_response_bytes: usize,
     pub ws: ws::WsState,
+    pub sse: sse::SseState,
+    /// Persisted queries (APQ) and, when configured, the trusted-documents manifest.
+    pub documents: Documents,
+    /// In trusted-documents mode: still serve GraphiQL and run introspection queries.
+    pub trusted_introspection: bool,
+    /// `Cache-Control: max-age` of a successful query over GET.
+    pub get_max_age: Duration,
 }
 
-/// `/graphql`: POST and GET over HTTP, GraphiQL for browsers, and the WebSocket upgrade.
+/// `/graphql`: POST and GET over HTTP, GraphiQL for browsers, the WebSocket upgrade, and the
+/// SSE requests (`Accept: text/event-stream`, PUT reservations, DELETE of an operation).
 pub fn router<S>() -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
     GraphqlState: FromRef<S>,
 {
-    Router::new().route("/graphql", get(http::graphql_get).post(http::graphql_post))
+    Router::new().route(
+        "/graphql",
+        get(http::graphql_get)
+            .post(http::graphql_post)
+            .put(sse::reserve)
+            .delete(sse::stop),
+    )
 }

@@ -173,7 +173,7 @@ enum ClientMessage {
     ConnectionTerminate,
 }
 
-enum Out {
+pub(super) enum Out {
     Next(async_graphql::Response),
     Error(Vec<async_graphql::ServerError>),
     Complete,
@@ -366,14 +366,7 @@ impl Connection {
             let message = self.error_message(&id, payload);
             return self.reply(message);
         }
-        let request = super::schema::request_data(
-            request,
-            principal,
-            &self.state.domain,
-            &self.state.hub,
-            None,
-        );
-        let stream = self.state.schema.execute_stream(request);
+        let stream = super::persisted::execute_stream(self.state.clone(), principal, request);
         // The guard lives in the stream: completed, stopped or dropped with the connection,
         // the operation leaves `incidentd_ws_subscriptions`.
         let gauge = crate::monitoring::GaugeGuard::ws_subscription();
@@ -410,7 +403,7 @@ impl Connection {
 }
 
 /// One operation's messages: `next`… then `complete`, or a single `error` when it cannot run.
-fn operation(
+pub(super) fn operation(
     responses: impl Stream<Item = async_graphql::Response> + Send + 'static,
 ) -> impl Stream<Item = Out> + Send + 'static {
     async_stream::stream! {
@@ -445,7 +438,9 @@ fn token_from_payload(payload: &Value) -> Option<String> {
 }
 
 /// Resolves when the connection's token expires; never before `connection_init`.
-fn token_expiry(principal: Option<&Principal>) -> impl std::future::Future<Output = ()> + use<> {
+pub(super) fn token_expiry(
+    principal: Option<&Principal>,
+) -> impl std::future::Future<Output = ()> + use<> {
     let remaining = principal.map(|p| {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["entity", "db", "telemetry"],
     &["error", "monitoring"],
-    &["incident"],
+    &["incident", "persisted"],
     &["live", "auth"],
     &["graphql", "rest", "desk"],
     &["config"],

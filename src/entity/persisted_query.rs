@@ -1,0 +1,20 @@
+//! A document registered by automatic persisted queries, keyed by the SHA-256 of its text.
+//! Not tenant data (see the migration); only `crate::persisted::store` queries it.
+
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "persisted_queries")]
+pub struct Model {
+    /// Lowercase hex of the SHA-256 of `query`, checked before the row is written.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub sha256: String,
+    #[sea_orm(column_type = "Text")]
+    pub query: String,
+    pub created_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}
