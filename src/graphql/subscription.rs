@@ -44,9 +44,12 @@ impl IncidentSubscription {
         Ok(events.map(|e| e.map(IncidentEvent).map_err(GqlError::from)))
     }
 
-    /// Every change to the organization's incidents that passes `filter`, with the incident as
-    /// it is after the change. A subscriber too slow to keep up gets a `SUBSCRIBER_LAGGED`
-    /// error and the stream ends: refetch with a query, then subscribe again.
+    /// Every change to the organization's incidents that passes `filter`, in commit order, with
+    /// the incident as it is when the change is delivered: never older than the change, and
+    /// possibly newer when more changes followed quickly (`kind` says what happened; the
+    /// incident is the latest state a dashboard should show). A subscriber too slow to keep up
+    /// gets a `SUBSCRIBER_LAGGED` error and the stream ends: refetch with a query, then
+    /// subscribe again.
     async fn incident_changed(
         &self,
         ctx: &Context<'_>,
