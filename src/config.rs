@@ -172,6 +172,14 @@ pub struct Config {
     /// How long a send to a WebSocket client may block before the connection is dropped.
     #[arg(long, env = "INCIDENTD_WS_WRITE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration, global = true)]
     pub ws_write_timeout: Duration,
+    /// How often the server pings a WebSocket client; no pong before the next ping closes it
+    /// (4504). `0s`: no pings.
+    #[arg(long, env = "INCIDENTD_WS_PING_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
+    pub ws_ping_interval: Duration,
+    /// Largest WebSocket message the server sends; a larger one becomes a `RESPONSE_TOO_LARGE`
+    /// error for its operation, and the socket stays up.
+    #[arg(long, env = "INCIDENTD_WS_MAX_OUTGOING_BYTES", default_value_t = 4 * 1024 * 1024, global = true)]
+    pub ws_max_outgoing_bytes: usize,
     /// How long a graceful shutdown may drain in-flight requests and WebSockets before it cuts them off.
     #[arg(long, env = "INCIDENTD_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration, global = true)]
     pub shutdown_timeout: Duration,
@@ -282,6 +290,8 @@ impl Config {
             max_subscriptions: self.ws_max_subscriptions,
             max_message_bytes: self.ws_max_message_bytes,
             write_timeout: self.ws_write_timeout,
+            ping_interval: self.ws_ping_interval,
+            max_outgoing_bytes: self.ws_max_outgoing_bytes,
         }
     }
 

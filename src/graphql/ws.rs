@@ -36,6 +36,8 @@ pub const FORBIDDEN: u16 = 4403;
 pub const INIT_TIMEOUT: u16 = 4408;
 pub const DUPLICATE_ID: u16 = 4409;
 pub const TOO_MANY_INITS: u16 = 4429;
+/// No pong came back within a ping interval: the peer is gone (a half-open connection).
+pub const NO_PONG: u16 = 4504;
 
 /// The WebSocket transport's share of the state: its limits, the connections it holds, and
 /// what shutdown needs to close them.
@@ -65,6 +67,11 @@ impl WsState {
 
 #[derive(Debug, Clone)]
 pub struct WsLimits {
+    /// How often the server pings (graphql-transport-ws `ping`; a WebSocket ping frame on the
+    /// legacy protocol); a pong must come back before the next one. Zero: no pings.
+    pub ping_interval: Duration,
+    /// Largest message the server sends; a larger one becomes an error for its operation.
+    pub max_outgoing_bytes: usize,
     pub init_timeout: Duration,
     pub max_subscriptions: usize,
     pub max_message_bytes: usize,
@@ -100,7 +107,9 @@ pub async fn upgrade(state: GraphqlState, headers: HeaderMap, ws: WebSocketUpgra
         .protocols([TRANSPORT_WS, LEGACY_WS])
         .max_message_size(limits.max_message_bytes)
         .max_frame_size(limits.max_message_bytes)
-        .max_write_buffer_size(4 * limits.max_message_bytes.max(64 * 1024) + 1024 * 1024);
+        // Messages are checked against `max_outgoing_bytes` before they are sent, so one never
+        // overflows the buffer (which would fail the send and drop the socket).
+        .max_write_buffer_size(limits.max_outgoing_bytes + 64 * 1024);
     let protocol = match ws.selected_protocol().and_then(|p| p.to_str().ok()) {
         Some(LEGACY_WS) => Protocol::Legacy,
         _ => Protocol::Transport,
@@ -191,6 +200,8 @@ struct Connection {
     header_token: Option<String>,
     principal: Option<Principal>,
     init_received: bool,
+    /// A ping went out and its pong has not come back yet.
+    awaiting_pong: bool,
     operations: StreamMap<String, BoxStream<'static, Out>>,
     outbox: VecDeque<Value>,
     _permit: OwnedSemaphorePermit,
@@ -213,6 +224,7 @@ impl Connection {
             header_token,
             principal: None,
             init_received: false,
+            awaiting_pong: false,
             operations: StreamMap::new(),
             outbox: VecDeque::new(),
             _permit: permit,
@@ -225,6 +237,10 @@ impl Connection {
         let shutdown = self.state.ws.shutdown.clone();
         let init_deadline = tokio::time::sleep(limits.init_timeout);
         tokio::pin!(init_deadline);
+        let pinging = !limits.ping_interval.is_zero();
+        let mut pings = tokio::time::interval(limits.ping_interval.max(Duration::from_millis(1)));
+        pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        pings.reset();
         loop {
             while let Some(message) = self.outbox.pop_front() {
                 if !self.send(message).await {
@@ -238,15 +254,39 @@ impl Connection {
                     Flow::Close(INIT_TIMEOUT, "Connection initialisation timeout".into())
                 }
                 _ = expiry => Flow::Close(FORBIDDEN, "Forbidden: token expired".into()),
+                _ = pings.tick(), if pinging && self.principal.is_some() => {
+                    if self.awaiting_pong {
+                        Flow::Close(NO_PONG, "no pong within the ping interval".into())
+                    } else {
+                        self.awaiting_pong = true;
+                        let sent = match self.protocol {
+                            Protocol::Transport => self.send(json!({ "type": "ping" })).await,
+                            Protocol::Legacy => self.send_frame(Message::Ping(Default::default())).await,
+                        };
+                        if sent { Flow::Continue } else { return }
+                    }
+                }
                 message = self.socket.recv() => match message {
                     None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
                     Some(Ok(Message::Text(text))) => self.on_message(text.as_str()),
                     Some(Ok(Message::Binary(_))) => Flow::Close(BAD_MESSAGE, "Invalid message: binary frames are not accepted".into()),
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => Flow::Continue,
+                    Some(Ok(Message::Pong(_))) => {
+                        self.awaiting_pong = false;
+                        Flow::Continue
+                    }
+                    Some(Ok(Message::Ping(_))) => Flow::Continue,
                 },
                 Some((id, out)) = self.operations.next(), if !self.operations.is_empty() => {
                     let message = self.render(&id, out);
-                    if self.send(message).await { Flow::Continue } else { return }
+                    let mut text = message.to_string();
+                    if text.len() > limits.max_outgoing_bytes {
+                        // Too large to send: that operation ends with an error, the socket stays.
+                        self.operations.remove(&id);
+                        let error = AppError::ResponseTooLarge(limits.max_outgoing_bytes);
+                        let payload = json!([request_error(&error, &crate::telemetry::current_request_id())]);
+                        text = self.error_message(&id, payload).to_string();
+                    }
+                    if self.send_frame(Message::Text(text.into())).await { Flow::Continue } else { return }
                 }
             };
             match flow {
@@ -269,10 +309,14 @@ impl Connection {
 
     /// Sends within the write timeout; a client that cannot take a message in time is dropped.
     async fn send(&mut self, message: Value) -> bool {
+        self.send_frame(Message::Text(message.to_string().into()))
+            .await
+    }
+
+    async fn send_frame(&mut self, frame: Message) -> bool {
         let write_timeout = self.state.ws.limits.write_timeout;
-        let text = Message::Text(message.to_string().into());
         matches!(
-            tokio::time::timeout(write_timeout, self.socket.send(text)).await,
+            tokio::time::timeout(write_timeout, self.socket.send(frame)).await,
             Ok(Ok(()))
         )
     }
@@ -297,7 +341,10 @@ impl Connection {
                 }
                 self.reply(pong)
             }
-            (Protocol::Transport, ClientMessage::Pong { .. }) => Flow::Continue,
+            (Protocol::Transport, ClientMessage::Pong { .. }) => {
+                self.awaiting_pong = false;
+                Flow::Continue
+            }
             (Protocol::Transport, ClientMessage::Subscribe { id, payload })
             | (Protocol::Legacy, ClientMessage::Start { id, payload }) => {
                 self.on_subscribe(id, payload)

@@ -122,6 +122,8 @@ pub fn test_config(database_url: &str) -> Config {
     // Correctness tests run 50 writers at one incident on a loaded machine; the tests of the
     // lock timeout itself set it short.
     config.db_lock_timeout = Duration::from_secs(20);
+    // The raw protocol tests read every message; server pings are tested on their own.
+    config.ws_ping_interval = Duration::ZERO;
     config
 }
 

@@ -36,3 +36,4 @@ mod tokens;
 mod validation;
 mod workflow;
 mod ws_client;
+mod ws_hygiene;
