@@ -137,15 +137,30 @@ impl<'w> Unit<'w> {
     }
 
     /// Commits, and announces what was committed: the sink's first step runs inside the
-    /// transaction, its second after the commit.
-    async fn commit(self, sink: &dyn ChangeSink) -> AppResult<()> {
-        if !self.announcements.is_empty() {
-            sink.within(&self.txn, &self.announcements).await?;
-        }
-        self.txn.commit().await?;
-        if !self.announcements.is_empty() {
-            sink.committed(self.announcements);
-        }
+    /// transaction, its second after the commit. Both run in a task of their own, so a caller
+    /// that goes away meanwhile (a client gone, a request timeout, shutdown) cannot leave a
+    /// commit unannounced: once the commit is sent, the announcement follows it.
+    async fn commit(self, sink: Arc<dyn ChangeSink>) -> AppResult<()> {
+        let Unit {
+            txn,
+            announcements,
+            _turn,
+            ..
+        } = self;
+        let finish = tokio::spawn(async move {
+            if !announcements.is_empty() {
+                sink.within(&txn, &announcements).await?;
+            }
+            txn.commit().await?;
+            if !announcements.is_empty() {
+                sink.committed(announcements);
+            }
+            drop(_turn);
+            Ok::<(), sea_orm::DbErr>(())
+        });
+        finish
+            .await
+            .map_err(|e| AppError::Internal(anyhow::anyhow!("the commit task failed: {e}")))??;
         Ok(())
     }
 
@@ -272,7 +287,7 @@ impl Domain {
         unit.audit(audit::INCIDENT_CREATED, ("incident", id), id, diff)
             .await?;
         unit.announce(id, ChangeKind::Created, None);
-        unit.commit(&*self.changes).await?;
+        unit.commit(self.changes.clone()).await?;
         Ok(model)
     }
 
@@ -340,7 +355,7 @@ impl Domain {
         unit.audit(audit::INCIDENT_UPDATED, ("incident", id), id, diff)
             .await?;
         unit.announce(id, ChangeKind::Updated, None);
-        unit.commit(&*self.changes).await?;
+        unit.commit(self.changes.clone()).await?;
         Ok(next)
     }
 
@@ -382,7 +397,7 @@ impl Domain {
         unit.audit(audit::INCIDENT_UPDATED, ("incident", id), id, diff)
             .await?;
         unit.announce(id, ChangeKind::StatusChanged, None);
-        unit.commit(&*self.changes).await?;
+        unit.commit(self.changes.clone()).await?;
         Ok(next)
     }
 
@@ -406,7 +421,7 @@ impl Domain {
             )
             .await?
         {
-            unit.commit(&*self.changes).await?;
+            unit.commit(self.changes.clone()).await?;
             return Ok(event);
         }
         // The id exists: a retry of this very event is answered with it, anything else conflicts.
@@ -472,7 +487,7 @@ impl Domain {
         )
         .await?;
         unit.announce(incident_id, ChangeKind::PostmortemUpdated, None);
-        unit.commit(&*self.changes).await?;
+        unit.commit(self.changes.clone()).await?;
         Ok(model)
     }
 
@@ -512,7 +527,7 @@ impl Domain {
         )
         .await?;
         unit.announce(incident_id, ChangeKind::PostmortemUpdated, None);
-        unit.commit(&*self.changes).await?;
+        unit.commit(self.changes.clone()).await?;
         Ok(next)
     }
 

@@ -373,3 +373,71 @@ async fn postgres_restart_loses_nothing() {
     }
     drop(db);
 }
+
+/// A write whose caller goes away while it commits (a client gone, a request timeout) is still
+/// announced: the commit and its announcement are one unit that dropping the request cannot
+/// split. The sink here watches the real one and says when the commit is under way.
+#[tokio::test]
+async fn a_dropped_request_never_splits_a_commit_from_its_announcement() {
+    use futures_util::FutureExt;
+    use futures_util::future::BoxFuture;
+    use incidentd::incident::changes::{Announcement, ChangeSink};
+    use incidentd::incident::input::AddEvent;
+    use sea_orm::{DatabaseTransaction, DbErr};
+
+    struct Watch {
+        real: incidentd::live::Hub,
+        committing: tokio::sync::Notify,
+        announced: tokio::sync::Notify,
+    }
+    impl ChangeSink for Watch {
+        fn within<'a>(
+            &'a self,
+            txn: &'a DatabaseTransaction,
+            announcements: &'a [Announcement],
+        ) -> BoxFuture<'a, Result<(), DbErr>> {
+            async move {
+                self.real.within(txn, announcements).await?;
+                self.committing.notify_one();
+                Ok(())
+            }
+            .boxed()
+        }
+        fn committed(&self, announcements: Vec<Announcement>) {
+            self.real.committed(announcements);
+            self.announced.notify_one();
+        }
+    }
+
+    let app = crate::helpers::spawn_app().await;
+    let alice = app.responder();
+    let incident = app.new_incident(&alice, "dropped").await;
+    let watch = Arc::new(Watch {
+        real: app.state.graphql.hub.clone(),
+        committing: tokio::sync::Notify::new(),
+        announced: tokio::sync::Notify::new(),
+    });
+    let domain = incidentd::incident::service::Domain::new(
+        app.state.graphql.domain.db.clone(),
+        watch.clone(),
+    );
+    let writer = crate::subscriptions::writer_for(&alice);
+    let event = AddEvent {
+        id: None,
+        event_type: "note".into(),
+        content: "written while its caller left".into(),
+    }
+    .parse()
+    .unwrap();
+    let write = domain.add_event(&writer, incident, event);
+    tokio::select! {
+        biased;
+        // The caller goes away as soon as the commit is under way.
+        _ = watch.committing.notified() => {}
+        _ = write => panic!("the write was to be dropped while it commits"),
+    }
+    tokio::time::timeout(Duration::from_secs(10), watch.announced.notified())
+        .await
+        .expect("the commit is announced though its caller is gone");
+    assert_eq!(app.events(&alice, &incident.to_string()).await.len(), 1);
+}
