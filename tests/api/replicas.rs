@@ -32,6 +32,8 @@ impl Replica {
             .env("INCIDENTD_JWT_SECRET", TEST_SECRET)
             .env("INCIDENTD_LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
+            // These tests load one machine with many writers; the lock timeout is tested alone.
+            .env("INCIDENTD_DB_LOCK_TIMEOUT", "30s")
             .envs(extra_env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
