@@ -30,6 +30,7 @@ pub const WS_CONNECTIONS: &str = "incidentd_ws_connections";
 pub const WS_SUBSCRIPTIONS: &str = "incidentd_ws_subscriptions";
 pub const CHANGES_PUBLISHED: &str = "incidentd_changes_published_total";
 pub const CHANGES_DELIVERED: &str = "incidentd_changes_delivered_total";
+pub const DB_STATEMENTS: &str = "incidentd_db_statements_total";
 
 const LATENCY_BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
@@ -256,4 +257,9 @@ pub fn change_published() {
 
 pub fn change_delivered() {
     counter!(CHANGES_DELIVERED).increment(1);
+}
+
+/// One SQL statement run through the pool (what `Db::statement_count` counts).
+pub fn db_statement() {
+    counter!(DB_STATEMENTS).increment(1);
 }
