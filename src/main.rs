@@ -4,6 +4,11 @@ use incidentd::auth::Authenticator;
 use incidentd::config::{Cli, Command};
 use incidentd::{db::Db, graphql, telemetry};
 
+// A response is built from many small allocations freed together; glibc's allocator spent a
+// third of the list page's time in malloc/free (BENCHMARKS.md), mimalloc far less.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

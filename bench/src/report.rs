@@ -1,0 +1,143 @@
+//! The table printed on stdout and the JSON written with `--json`.
+
+use serde::Serialize;
+
+use crate::scenario::ScenarioReport;
+use crate::scenario::fanout::FanoutReport;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub backend: &'static str,
+    pub url: String,
+    pub connections: usize,
+    pub duration_seconds: f64,
+    pub machine: Machine,
+    pub scenarios: Vec<ScenarioReport>,
+    pub fanout: Option<FanoutReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub cpus: usize,
+    pub memory_bytes: Option<u64>,
+}
+
+impl Machine {
+    pub fn read() -> Machine {
+        let memory_bytes = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+                .map(|kb| kb * 1024)
+        });
+        Machine {
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            memory_bytes,
+        }
+    }
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.digits$}"))
+}
+
+pub fn table(report: &Report) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "incidentd-bench on {} ({} connections, {:.0} s per phase, {} CPUs)\n\n",
+        report.backend, report.connections, report.duration_seconds, report.machine.cpus
+    ));
+    if !report.scenarios.is_empty() {
+        out.push_str(
+            "| scenario | req/s | p50 ms | p90 ms | p99 ms | max ms | errors | KB/resp | server CPU ms/req | peak RSS MB | SQL/req | floor req/s | floor p99 ms | floor SQL/req | server ÷ floor |\n",
+        );
+        out.push_str(
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        );
+        for s in &report.scenarios {
+            let floor = s.floor.as_ref();
+            out.push_str(&format!(
+                "| {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {} |\n",
+                s.scenario.name(),
+                s.server.throughput,
+                s.server.p50_ms,
+                s.server.p90_ms,
+                s.server.p99_ms,
+                s.server.max_ms,
+                s.server.errors,
+                s.server.mean_bytes / 1024.0,
+                opt(s.server_cpu_ms_per_request, 2),
+                opt(s.server_use.peak_rss_bytes.map(|b| b as f64 / 1048576.0), 0),
+                opt(s.statements_per_request, 2),
+                opt(floor.map(|f| f.throughput), 0),
+                opt(floor.map(|f| f.p99_ms), 1),
+                opt(s.floor_statements_per_request, 1),
+                s.ratio_to_floor
+                    .map_or_else(|| "-".into(), |r| format!("{:.0}%", r * 100.0)),
+            ));
+        }
+        for s in &report.scenarios {
+            for (kind, n) in &s.server.error_kinds {
+                out.push_str(&format!(
+                    "  {} server error ×{n}: {kind}\n",
+                    s.scenario.name()
+                ));
+            }
+            if let Some(f) = &s.floor {
+                for (kind, n) in &f.error_kinds {
+                    out.push_str(&format!(
+                        "  {} floor error ×{n}: {kind}\n",
+                        s.scenario.name()
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(f) = &report.fanout {
+        out.push_str(&format!(
+            "\nfanout: {} subscribers ({} incidentEvents, {} incidentChanged) on {} connections, connected in {:.1} s\n",
+            f.subscribers, f.events_subscribers, f.changed_subscribers, f.connections, f.connect_seconds
+        ));
+        out.push_str(&format!(
+            "  writes: {} ok, {} errors, {:.1}/s; events written {}\n",
+            f.writes_ok, f.write_errors, f.write_rate, f.events_written
+        ));
+        out.push_str(&format!(
+            "  deliveries: {} of {} expected; missed {}, duplicated {}; subscription errors {}; reconnects {}\n",
+            f.deliveries, f.expected_deliveries, f.missed, f.duplicated, f.subscription_errors, f.reconnects
+        ));
+        out.push_str(&format!(
+            "  commit-to-receipt ms: p50 {:.1}, p90 {:.1}, p99 {:.1}, max {:.1}\n",
+            f.latency_p50_ms, f.latency_p90_ms, f.latency_p99_ms, f.latency_max_ms
+        ));
+        out.push_str(&format!(
+            "  server: CPU {} s, peak RSS {} MB\n",
+            opt(f.server_cpu_seconds, 1),
+            opt(f.server_peak_rss_bytes.map(|b| b as f64 / 1048576.0), 0)
+        ));
+        for (kind, n) in f
+            .write_error_kinds
+            .iter()
+            .chain(&f.subscription_error_kinds)
+        {
+            out.push_str(&format!("  fanout error ×{n}: {kind}\n"));
+        }
+    }
+    out
+}
+
+impl Report {
+    /// Errors of every kind, over all scenarios: what CI's smoke fails on.
+    pub fn errors(&self) -> u64 {
+        let http: u64 = self
+            .scenarios
+            .iter()
+            .map(|s| s.server.errors + s.floor.as_ref().map_or(0, |f| f.errors))
+            .sum();
+        let fanout = self.fanout.as_ref().map_or(0, |f| {
+            f.write_errors + f.subscription_errors + f.missed + f.duplicated
+        });
+        http + fanout
+    }
+}
