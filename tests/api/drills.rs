@@ -12,8 +12,9 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
-use crate::helpers::{TestDb, test_config};
+use crate::helpers::{self, TestDb, replica_caller};
 use crate::replicas::Replica;
+use incidentd::incident::identity::Role;
 
 /// What the clients were told succeeded.
 #[derive(Default)]
@@ -23,6 +24,7 @@ struct Acknowledged {
     resolved: HashSet<Uuid>,
 }
 
+/// The data of an operation that succeeded; `None` for an error or no answer at all.
 async fn gql(
     client: &reqwest::Client,
     addr: std::net::SocketAddr,
@@ -30,15 +32,10 @@ async fn gql(
     query: &str,
     variables: Value,
 ) -> Option<Value> {
-    let response = client
-        .post(format!("http://{addr}/graphql"))
-        .bearer_auth(token)
-        .json(&json!({ "query": query, "variables": variables }))
-        .send()
+    let (_, body) = helpers::gql(client, addr, token, query, variables)
         .await
         .ok()?;
-    let body: Value = response.json().await.ok()?;
-    (body.get("errors").is_none()).then(|| body["data"].clone())
+    body.get("errors").is_none().then(|| body["data"].clone())
 }
 
 #[tokio::test]
@@ -48,16 +45,7 @@ async fn kill_9_during_writes_loses_no_acknowledged_change() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(60);
     let (db, url) = TestDb::create().await;
-    let auth = incidentd::auth::Authenticator::new(&test_config(&url).auth()).unwrap();
-    let org = Uuid::new_v4();
-    let token = auth
-        .mint(
-            org,
-            Uuid::new_v4(),
-            incidentd::incident::identity::Role::Admin,
-            Duration::from_secs(3600),
-        )
-        .unwrap();
+    let token = replica_caller(&url, Role::Admin).token;
     let mut server = Replica::start(&url, &[]).await;
     let addr = server.addr;
     let acknowledged = Arc::new(Mutex::new(Acknowledged::default()));
@@ -267,15 +255,7 @@ async fn postgres_restart_loses_nothing() {
         }
     };
     let server = Replica::start(&url, &[("INCIDENTD_DB_ACQUIRE_TIMEOUT", "1s")]).await;
-    let auth = incidentd::auth::Authenticator::new(&test_config(&url).auth()).unwrap();
-    let token = auth
-        .mint(
-            Uuid::new_v4(),
-            Uuid::new_v4(),
-            incidentd::incident::identity::Role::Responder,
-            Duration::from_secs(3600),
-        )
-        .unwrap();
+    let token = replica_caller(&url, Role::Responder).token;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(15))
         .build()

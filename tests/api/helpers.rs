@@ -449,3 +449,33 @@ impl TestApp {
             .unwrap()
     }
 }
+
+/// A caller in a fresh organization with `role`, whose token any replica started on
+/// `database_url` by the tests (same secret) accepts.
+pub fn replica_caller(database_url: &str, role: Role) -> Caller {
+    let auth = incidentd::auth::Authenticator::new(&test_config(database_url).auth()).unwrap();
+    let (org, user) = (Uuid::new_v4(), Uuid::new_v4());
+    let token = auth
+        .mint(org, user, role, Duration::from_secs(3600))
+        .unwrap();
+    Caller { org, user, token }
+}
+
+/// POSTs an operation to the server at `addr`; the HTTP status and the JSON body.
+pub async fn gql(
+    client: &reqwest::Client,
+    addr: std::net::SocketAddr,
+    token: &str,
+    query: &str,
+    variables: Value,
+) -> Result<(u16, Value), reqwest::Error> {
+    let response = client
+        .post(format!("http://{addr}/graphql"))
+        .bearer_auth(token)
+        .json(&json!({ "query": query, "variables": variables }))
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    let body = response.json::<Value>().await?;
+    Ok((status, body))
+}

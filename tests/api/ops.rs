@@ -6,13 +6,15 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use sea_orm_migration::MigratorTrait;
-use serde_json::{Value, json};
+use serde_json::json;
 use uuid::Uuid;
 
 use crate::helpers::{
-    Caller, EVENTS_SUBSCRIPTION, TestDb, Ws, code, spawn_app, terminate_backends, test_config,
+    EVENTS_SUBSCRIPTION, TestDb, Ws, code, gql, replica_caller, spawn_app, terminate_backends,
+    test_config,
 };
 use crate::replicas::Replica;
+use incidentd::incident::identity::Role;
 
 /// The value of one sample of `name` whose labels include `labels`; summed when several match.
 fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
@@ -77,39 +79,6 @@ async fn scrape_until(
 }
 
 const WAIT_FOR: Duration = Duration::from_secs(10);
-
-/// A responder token the child processes accept (they share the test secret).
-fn replica_caller(database_url: &str) -> Caller {
-    let auth = incidentd::auth::Authenticator::new(&test_config(database_url).auth()).unwrap();
-    let (org, user) = (Uuid::new_v4(), Uuid::new_v4());
-    let token = auth
-        .mint(
-            org,
-            user,
-            incidentd::incident::identity::Role::Responder,
-            Duration::from_secs(3600),
-        )
-        .unwrap();
-    Caller { org, user, token }
-}
-
-async fn gql(
-    client: &reqwest::Client,
-    addr: std::net::SocketAddr,
-    token: &str,
-    query: &str,
-    variables: Value,
-) -> Result<(u16, Value), reqwest::Error> {
-    let response = client
-        .post(format!("http://{addr}/graphql"))
-        .bearer_auth(token)
-        .json(&json!({ "query": query, "variables": variables }))
-        .send()
-        .await?;
-    let status = response.status().as_u16();
-    let body = response.json::<Value>().await?;
-    Ok((status, body))
-}
 
 /// Requests are counted by matched route and status, GraphQL operations by name and outcome
 /// with a latency histogram, and the pool is sampled at scrape time.
@@ -230,7 +199,7 @@ async fn websocket_gauges_and_change_counters_follow_the_connections() {
     let (db, url) = TestDb::create().await;
     let server = Replica::start(&url, &[]).await;
     let _db = db;
-    let alice = replica_caller(&url);
+    let alice = replica_caller(&url, Role::Responder);
     let client = reqwest::Client::new();
     let gauges = |text: &str| {
         (
@@ -352,7 +321,7 @@ async fn the_server_starts_and_fails_fast_while_the_database_is_unreachable() {
     assert_eq!(get("/healthz").await.unwrap().status(), 200);
     assert_eq!(get("/readyz").await.unwrap().status(), 503);
 
-    let alice = replica_caller(&url);
+    let alice = replica_caller(&url, Role::Responder);
     for _ in 0..3 {
         let started = Instant::now();
         let (status, body) = gql(
@@ -540,7 +509,7 @@ async fn sigterm_drains_in_flight_requests_and_closes_websockets_with_1001() {
     let (db, url) = TestDb::create().await;
     let mut server = Replica::start(&url, &[("INCIDENTD_SHUTDOWN_TIMEOUT", "10s")]).await;
     let _db = db;
-    let alice = replica_caller(&url);
+    let alice = replica_caller(&url, Role::Responder);
     let mut ws = Ws::ready(server.addr, &alice.token).await;
 
     let client = reqwest::Client::new();

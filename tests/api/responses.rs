@@ -5,12 +5,13 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 use crate::helpers::{
-    EVENTS_SUBSCRIPTION, TestDb, Ws, code, spawn_app, spawn_app_with, test_config,
+    self, EVENTS_SUBSCRIPTION, TestDb, Ws, code, replica_caller, spawn_app, spawn_app_with,
+    test_config,
 };
 use crate::replicas::Replica;
+use incidentd::incident::identity::Role;
 
 const BIG: usize = 64 * 1024;
 
@@ -146,31 +147,16 @@ async fn a_replay_of_large_events_is_complete_and_in_order() {
 async fn twenty_copies_of_the_largest_queries_stay_within_memory() {
     let (db, url) = TestDb::create().await;
     let server = Replica::start(&url, &[]).await;
-    let auth = incidentd::auth::Authenticator::new(&test_config(&url).auth()).unwrap();
-    let token = auth
-        .mint(
-            Uuid::new_v4(),
-            Uuid::new_v4(),
-            incidentd::incident::identity::Role::Responder,
-            Duration::from_secs(3600),
-        )
-        .unwrap();
+    let alice = replica_caller(&url, Role::Responder);
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()
         .unwrap();
     let gql = |query: String, variables: Value| {
-        let request = client
-            .post(format!("http://{}/graphql", server.addr))
-            .bearer_auth(&token)
-            .json(&json!({ "query": query, "variables": variables }));
+        let (client, token, addr) = (client.clone(), alice.token.clone(), server.addr);
         async move {
-            let response = request.send().await.expect("the connection holds");
-            let status = response.status().as_u16();
-            (
-                status,
-                response.json::<Value>().await.expect("a JSON reply"),
-            )
+            let reply = helpers::gql(&client, addr, &token, &query, variables).await;
+            reply.expect("the connection holds and the reply is JSON")
         }
     };
     // 10 incidents × 30 events × 64 KiB ≈ 19 MiB of text, more than one response may carry.
