@@ -92,6 +92,9 @@ pub struct Db {
     url: String,
 }
 
+/// Every SQL statement the pool runs (Prometheus counter; `/metrics` serves it).
+pub const STATEMENTS_METRIC: &str = "incidentd_db_statements_total";
+
 /// The advisory lock key replicas migrate under ("incident" in ASCII).
 const MIGRATION_LOCK: i64 = 0x696e_6369_6465_6e74;
 
@@ -169,7 +172,7 @@ impl Db {
         let counter = statements.clone();
         conn.set_metric_callback(move |_| {
             counter.fetch_add(1, Ordering::Relaxed);
-            crate::monitoring::db_statement();
+            metrics::counter!(STATEMENTS_METRIC).increment(1);
         });
         let write_lock = match conn.get_database_backend() {
             DatabaseBackend::Sqlite => Some(Arc::new(Mutex::new(()))),

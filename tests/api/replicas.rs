@@ -34,6 +34,8 @@ impl Replica {
             .env("RUST_LOG", "info")
             // These tests load one machine with many writers; the lock timeout is tested alone.
             .env("INCIDENTD_DB_LOCK_TIMEOUT", "30s")
+            // The tests read every message; server pings are tested on their own.
+            .env("INCIDENTD_WS_PING_INTERVAL", "0s")
             .envs(extra_env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
