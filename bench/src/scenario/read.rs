@@ -176,7 +176,7 @@ macro_rules! decode_event {
         let _: Uuid = r.try_get(0)?;
         let _: Uuid = r.try_get(1)?;
         let _: Uuid = r.try_get(2)?;
-        let _: i32 = r.try_get(3)?;
+        let _: i64 = r.try_get(3)?;
         let _: String = r.try_get(4)?;
         let _: Option<String> = r.try_get(5)?;
         let _: Option<Uuid> = r.try_get(6)?;

@@ -171,7 +171,7 @@ impl FloorWrite {
 }
 
 /// `[{"o":…,"i":…,"k":…,"s":…}]`, the announcement the server NOTIFYs.
-fn announcement(org: Uuid, incident: Uuid, kind: &str, sequence: Option<i32>) -> Value {
+fn announcement(org: Uuid, incident: Uuid, kind: &str, sequence: Option<i64>) -> Value {
     let mut a = Map::new();
     a.insert("o".into(), json!(org));
     a.insert("i".into(), json!(incident));
@@ -250,7 +250,8 @@ impl Worker for FloorWrite {
                     }
                     None => ("note", content, None),
                 };
-                let max: Option<i32> = sqlx::query(sqlx::AssertSqlSafe(&*sql.last_sequence))
+                // BIGINT since the schema-hardening migration (INTEGER, i.e. 64-bit, on SQLite).
+                let max: Option<i64> = sqlx::query(sqlx::AssertSqlSafe(&*sql.last_sequence))
                     .bind(org)
                     .bind(incident)
                     .bind(1i64)
