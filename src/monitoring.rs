@@ -32,7 +32,6 @@ pub const SSE_CONNECTIONS: &str = "incidentd_sse_connections";
 pub const SSE_OPERATIONS: &str = "incidentd_sse_operations";
 pub const CHANGES_PUBLISHED: &str = "incidentd_changes_published_total";
 pub const CHANGES_DELIVERED: &str = "incidentd_changes_delivered_total";
-pub const DB_STATEMENTS: &str = crate::db::STATEMENTS_METRIC;
 
 const LATENCY_BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,

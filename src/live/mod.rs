@@ -21,8 +21,6 @@ use crate::entity::{incident, incident_event};
 use crate::incident::changes::{Announcement, ChangeSink};
 use crate::incident::{OrgScope, read};
 
-pub use pg::{CHANNEL, LISTENER_APPLICATION_NAME};
-
 /// A change with the rows it touched, as read after the commit.
 #[derive(Debug)]
 pub struct Change {
