@@ -80,9 +80,10 @@ pub struct RunArgs {
     /// Unmeasured time before each phase.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     pub warmup: Duration,
-    /// The server's process id: its CPU time and memory are read from /proc.
+    /// The server's process id: its CPU time and memory are read from /proc. Repeat for
+    /// several replicas (`fanout` reports each; the other scenarios read the first).
     #[arg(long)]
-    pub server_pid: Option<u32>,
+    pub server_pid: Vec<u32>,
     /// Skip the SQL floors.
     #[arg(long)]
     pub no_floor: bool,
@@ -127,8 +128,63 @@ pub struct FanoutArgs {
     /// WebSocket connections opened at once while ramping up.
     #[arg(long, default_value_t = 64)]
     pub connect_parallelism: usize,
+    /// Reconnects allowed per connection (each resumes `incidentEvents` from its cursor).
     #[arg(long, default_value_t = 3)]
     pub max_reconnects: u32,
+    /// Restarts allowed per subscription the server ends (`SUBSCRIBER_LAGGED`, a database
+    /// error): `incidentEvents` resumes from its cursor, `incidentChanged` starts afresh.
+    #[arg(long, default_value_t = 50)]
+    pub max_resubscribes: u32,
+    /// Bytes of content in each written event (0: a short note).
+    #[arg(long, default_value_t = 0)]
+    pub content_bytes: usize,
+    /// One more connection that stops reading its socket for this long (e.g. `60s`) while the
+    /// writers run; reported apart from the others.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub stall: Option<Duration>,
+    /// When the stalled connection stops reading, after the writers start.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub stall_at: Duration,
+    /// Subscriptions on the stalled connection (one `incidentChanged`, the rest `incidentEvents`).
+    #[arg(long, default_value_t = 10)]
+    pub stall_subscriptions: usize,
+    /// SO_RCVBUF of the stalled connection's socket until its stall is over (0: the system's
+    /// autotuned default), so the server's writes block sooner.
+    #[arg(long, default_value_t = 0)]
+    pub stall_recv_buffer: usize,
+    /// Terminate the servers' LISTEN connections (`pg_terminate_backend` of the
+    /// `incidentd-listener` sessions on this database) this long after the writers start.
+    /// Repeatable. PostgreSQL only.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub terminate_listener_at: Vec<Duration>,
+    /// Run `--restart-command` this long after the writers start.
+    #[arg(long, value_parser = humantime::parse_duration, requires = "restart_command")]
+    pub restart_postgres_at: Option<Duration>,
+    /// A shell command that restarts PostgreSQL (e.g.
+    /// `pg_ctlcluster --skip-systemctl-redirect 15 main restart`).
+    #[arg(long, requires = "restart_postgres_at")]
+    pub restart_command: Option<String>,
+}
+
+impl FanoutArgs {
+    fn faults(&self) -> anyhow::Result<Vec<fanout::Fault>> {
+        let mut faults: Vec<fanout::Fault> = self
+            .terminate_listener_at
+            .iter()
+            .map(|at| fanout::Fault {
+                at: *at,
+                kind: fanout::FaultKind::TerminateListener,
+            })
+            .collect();
+        if let (Some(at), Some(command)) = (self.restart_postgres_at, &self.restart_command) {
+            anyhow::ensure!(!command.trim().is_empty(), "--restart-command is empty");
+            faults.push(fanout::Fault {
+                at,
+                kind: fanout::FaultKind::Command(command.clone()),
+            });
+        }
+        Ok(faults)
+    }
 }
 
 pub async fn main_with(cli: Cli) -> anyhow::Result<Option<Report>> {
@@ -177,7 +233,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
         connections: args.connections,
         duration: args.duration,
         warmup: args.warmup,
-        server_pid: args.server_pid,
+        server_pid: args.server_pid.first().copied(),
         floor: !args.no_floor,
         transition_share: args.transition_share.clamp(0.0, 1.0),
         seed: args.seed,
@@ -221,7 +277,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
                 drain: args.fanout.drain,
                 connect_parallelism: args.fanout.connect_parallelism,
                 max_reconnects: args.fanout.max_reconnects,
-                server_pid: args.server_pid,
+                server_pids: args.server_pid.clone(),
+                content_bytes: args.fanout.content_bytes,
+                max_resubscribes: args.fanout.max_resubscribes,
+                stall: args.fanout.stall.map(|length| fanout::Stall {
+                    at: args.fanout.stall_at,
+                    length,
+                    recv_buffer: args.fanout.stall_recv_buffer,
+                }),
+                stall_subscriptions: args.fanout.stall_subscriptions,
+                faults: args.fanout.faults()?,
                 seed: args.seed,
             };
             report.fanout = Some(fanout::run(&pool, &world, &credentials, &opts).await?);

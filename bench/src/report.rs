@@ -104,18 +104,69 @@ pub fn table(report: &Report) -> String {
             f.writes_ok, f.write_errors, f.write_rate, f.events_written
         ));
         out.push_str(&format!(
-            "  deliveries: {} of {} expected; missed {}, duplicated {}; subscription errors {}; reconnects {}\n",
-            f.deliveries, f.expected_deliveries, f.missed, f.duplicated, f.subscription_errors, f.reconnects
+            "  deliveries: {} of {} expected; missed {}, duplicated {}; incidentChanged resynced {}; subscription errors {}; reconnects {}; resubscribes {}\n",
+            f.deliveries, f.expected_deliveries, f.missed, f.duplicated, f.changed_resynced, f.subscription_errors, f.reconnects, f.resubscribes
         ));
         out.push_str(&format!(
             "  commit-to-receipt ms: p50 {:.1}, p90 {:.1}, p99 {:.1}, max {:.1}\n",
             f.latency_p50_ms, f.latency_p90_ms, f.latency_p99_ms, f.latency_max_ms
         ));
+        for p in &f.phases {
+            out.push_str(&format!(
+                "    {:>6.1}–{:<6.1} s {}: {} deliveries, p50 {:.1}, p99 {:.1}, max {:.1}\n",
+                p.from_seconds, p.to_seconds, p.name, p.deliveries, p.p50_ms, p.p99_ms, p.max_ms
+            ));
+        }
+        let mb = |b: Option<u64>| opt(b.map(|b| b as f64 / 1048576.0), 0);
         out.push_str(&format!(
             "  server: CPU {} s, peak RSS {} MB\n",
             opt(f.server_cpu_seconds, 1),
-            opt(f.server_peak_rss_bytes.map(|b| b as f64 / 1048576.0), 0)
+            mb(f.server_peak_rss_bytes)
         ));
+        for s in &f.servers {
+            out.push_str(&format!(
+                "    pid {}: CPU {} s; RSS MB: start {}, subscribed {}, peak {}, end {}{}\n",
+                s.pid,
+                opt(s.cpu_seconds, 1),
+                mb(s.rss_start_bytes),
+                mb(s.rss_subscribed_bytes),
+                mb(s.peak_rss_bytes),
+                mb(s.rss_end_bytes),
+                match (s.rss_before_stall_bytes, s.peak_rss_during_stall_bytes) {
+                    (None, None) => String::new(),
+                    (b, d) => format!("; before the stall {}, peak during it {}", mb(b), mb(d)),
+                }
+            ));
+        }
+        for fault in &f.faults {
+            out.push_str(&format!(
+                "  fault at {:.1} s: {} ({:.1} s): {}\n",
+                fault.at_seconds, fault.what, fault.took_seconds, fault.outcome
+            ));
+        }
+        if let Some(s) = &f.stalled {
+            out.push_str(&format!(
+                "  stalled client ({} subscriptions): stalled {}–{} s; cut off: {}{}; drained {} messages; resumed at {} s; reconnects {}, resubscribes {}\n",
+                s.subscriptions,
+                opt(s.outcome.started_at_seconds, 1),
+                opt(s.outcome.ended_at_seconds, 1),
+                s.outcome.cut_off.as_deref().unwrap_or("no"),
+                s.outcome
+                    .cut_off_noticed_at_seconds
+                    .map_or_else(String::new, |t| format!(" (noticed at {t:.1} s)")),
+                s.outcome.drained_messages,
+                opt(s.outcome.resumed_at_seconds, 1),
+                s.reconnects,
+                s.resubscribes
+            ));
+            out.push_str(&format!(
+                "    deliveries {} of {} expected; missed {}, duplicated {}; incidentChanged resynced {}; p99 {:.1} ms, max {:.1} ms\n",
+                s.deliveries, s.expected_deliveries, s.missed, s.duplicated, s.changed_resynced, s.latency_p99_ms, s.latency_max_ms
+            ));
+            for (kind, n) in &s.error_kinds {
+                out.push_str(&format!("    stalled client ×{n}: {kind}\n"));
+            }
+        }
         for (kind, n) in f
             .write_error_kinds
             .iter()
