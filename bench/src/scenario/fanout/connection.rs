@@ -474,10 +474,14 @@ async fn read(
                     && !errors.is_empty()
                 {
                     // The stream ends after an error (`complete` follows): it is started
-                    // again then.
+                    // again then, after a back-off, so a database outage does not become a
+                    // storm of subscriptions failing and starting again.
                     let code = errors[0]["extensions"]["code"]
                         .as_str()
                         .unwrap_or("no code");
+                    if code != "SUBSCRIBER_LAGGED" {
+                        state.failures[i] += 1;
+                    }
                     *state.seen[i]
                         .errors
                         .entry(format!("GraphQL {code}"))
@@ -498,9 +502,8 @@ async fn read(
                     .or_default() += 1;
                 ended(state, i, shared);
                 state.failures[i] += 1;
-                let backoff = Duration::from_millis(100 << state.failures[i].min(5));
                 if state.seen[i].resubscribes < max_resubscribes {
-                    state.due[i] = Some(Instant::now() + backoff);
+                    state.due[i] = Some(Instant::now() + backoff(state.failures[i]));
                 }
             }
             "complete" => {
@@ -510,12 +513,22 @@ async fn read(
                     .or_default() += 1;
                 ended(state, i, shared);
                 if state.seen[i].resubscribes < max_resubscribes {
-                    state.due[i] = Some(Instant::now());
+                    state.due[i] = Some(Instant::now() + backoff(state.failures[i]));
                 }
             }
             _ => {}
         }
     }
+}
+
+/// None after a clean end (`SUBSCRIBER_LAGGED` is not a failure), then 100 ms doubling to 3.2 s
+/// after consecutive failures, with jitter so thousands of subscribers do not retry in step.
+fn backoff(failures: u32) -> Duration {
+    if failures == 0 {
+        return Duration::ZERO;
+    }
+    let base = 100u64 << failures.min(6).saturating_sub(1);
+    Duration::from_millis(base + rand::random_range(0..=base))
 }
 
 fn on_data(state: &mut State, i: usize, data: &Value, received: DateTime<Utc>, shared: &Shared) {
