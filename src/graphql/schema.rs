@@ -8,7 +8,7 @@ use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, MergedObject, MergedSubscription, Schema};
 
 use super::extensions::{Limiter, Metrics};
-use super::loaders::AppLoader;
+use super::loaders::{AppLoader, PageBatches};
 use super::{metrics, mutation, query, subscription};
 use crate::error::{AppError, AppResult};
 use crate::incident::budget::ResponseBudget;
@@ -135,7 +135,8 @@ pub fn request_data(
         .data(principal)
         .data(domain.clone())
         .data(hub.clone())
-        .data(loader);
+        .data(loader)
+        .data(PageBatches::default());
     match budget {
         Some(budget) => request.data(budget),
         None => request,
