@@ -198,7 +198,7 @@ impl Application {
             );
         }
         let documents = Documents::new(db.clone(), trusted, config.max_query_bytes);
-        let hub = Hub::start(db.clone()).await;
+        let hub = Hub::start(db.clone(), &config.db_options(), config.live_options()).await;
         let domain = Domain::new(db.clone(), Arc::new(hub.clone()));
         let auth = Arc::new(auth);
         let state = AppState {
@@ -286,7 +286,11 @@ impl Application {
                 }
             });
         }
-        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(signal);
+        // The peer's address: the WebSocket budget for unauthenticated sockets is per address.
+        let router = self
+            .router
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let serve = axum::serve(self.listener, router).with_graceful_shutdown(signal);
         let drain = async move {
             let served = serve.await;
             tasks.close();

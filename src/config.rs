@@ -14,6 +14,7 @@ use crate::db::{DatabaseUrl, DbOptions};
 use crate::graphql::Limits;
 use crate::graphql::ws::WsLimits;
 use crate::incident::identity::Role;
+use crate::live::LiveOptions;
 use crate::persisted::Manifest;
 use crate::telemetry::LogFormat;
 
@@ -78,6 +79,28 @@ pub struct Config {
         global = true
     )]
     pub database_url: DatabaseUrl,
+    /// PostgreSQL URL of the change listener's connection, when it must differ from
+    /// `--database-url` (a transaction-pooling PgBouncer in front of the pool cannot LISTEN).
+    #[arg(
+        long,
+        env = "INCIDENTD_LISTEN_DATABASE_URL",
+        hide_env_values = true,
+        global = true
+    )]
+    pub listen_database_url: Option<DatabaseUrl>,
+    /// How often the change listener proves its connection alive with a round trip; one not
+    /// answered within this long makes it reconnect (and subscribers re-read).
+    #[arg(long, env = "INCIDENTD_LISTEN_HEARTBEAT", default_value = "15s", value_parser = humantime::parse_duration, global = true)]
+    pub listen_heartbeat: Duration,
+    /// Committed transactions waiting to be dispatched to subscribers, at most; beyond, they
+    /// are dropped and counted, and every subscriber re-reads from the database.
+    #[arg(
+        long,
+        env = "INCIDENTD_LIVE_QUEUE",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub live_queue: usize,
     /// Do not apply migrations at start-up.
     #[arg(long, env = "INCIDENTD_NO_MIGRATE", global = true)]
     pub no_migrate: bool,
@@ -169,6 +192,23 @@ pub struct Config {
         global = true
     )]
     pub ws_max_connections: usize,
+    /// WebSocket connections that have not yet sent a valid `connection_init`, server-wide
+    /// (503 beyond): a budget of their own, so unauthenticated sockets cannot take the slots.
+    #[arg(
+        long,
+        env = "INCIDENTD_WS_MAX_PENDING",
+        default_value_t = 512,
+        global = true
+    )]
+    pub ws_max_pending: usize,
+    /// Of those, how many one peer address may hold (503 beyond).
+    #[arg(
+        long,
+        env = "INCIDENTD_WS_MAX_PENDING_PER_PEER",
+        default_value_t = 64,
+        global = true
+    )]
+    pub ws_max_pending_per_peer: usize,
     /// How long a send to a WebSocket client may block before the connection is dropped.
     #[arg(long, env = "INCIDENTD_WS_WRITE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration, global = true)]
     pub ws_write_timeout: Duration,
@@ -292,6 +332,8 @@ impl Config {
             write_timeout: self.ws_write_timeout,
             ping_interval: self.ws_ping_interval,
             max_outgoing_bytes: self.ws_max_outgoing_bytes,
+            max_pending: self.ws_max_pending,
+            max_pending_per_peer: self.ws_max_pending_per_peer,
         }
     }
 
@@ -321,6 +363,14 @@ impl Config {
             acquire_timeout: self.db_acquire_timeout,
             statement_timeout: self.db_statement_timeout,
             lock_timeout: self.db_lock_timeout,
+        }
+    }
+
+    pub fn live_options(&self) -> LiveOptions {
+        LiveOptions {
+            queue: self.live_queue,
+            listen_url: self.listen_database_url.clone(),
+            heartbeat: self.listen_heartbeat,
         }
     }
 

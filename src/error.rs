@@ -89,6 +89,11 @@ fn list(statuses: &[Status]) -> String {
 pub type AppResult<T> = Result<T, AppError>;
 
 impl AppError {
+    /// Whether the same request may succeed if tried again shortly (the database away or busy).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, AppError::DatabaseUnavailable(_) | AppError::Busy(_))
+    }
+
     pub fn bad_input(field: impl Into<String>, message: impl Into<String>) -> Self {
         AppError::BadInput {
             field: Some(field.into()),

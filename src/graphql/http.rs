@@ -6,6 +6,10 @@ use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::{DocumentOperations, OperationType};
 use async_graphql_axum::GraphQLRequest;
 use async_graphql_axum::rejection::GraphQLRejection;
+use std::net::SocketAddr;
+
+use axum::Extension;
+use axum::extract::ConnectInfo;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{RawQuery, State};
@@ -195,9 +199,11 @@ pub async fn graphql_get(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
 ) -> Response {
     if let Ok(ws) = ws {
-        return super::ws::upgrade(app, headers, ws).await;
+        let peer = peer.map(|Extension(ConnectInfo(addr))| addr.ip());
+        return super::ws::upgrade(app, headers, ws, peer).await;
     }
     if super::sse::wants_event_stream(&headers) {
         return super::sse::get(app, headers, query).await;

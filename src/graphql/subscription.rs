@@ -15,6 +15,11 @@ use crate::incident::input::IncidentFilter;
 pub struct IncidentChange {
     pub kind: ChangeKind,
     pub incident: Incident,
+    /// Whether `incident` passes the subscription's filter. A change is delivered when the
+    /// incident passed the filter before it or after it: `false` means this change took the
+    /// incident out of the filter (resolved under `status: [OPEN]`, lowered under
+    /// `severity: [SEV1]`), so a dashboard can drop it. Always `true` without a filter.
+    pub matches_filter: bool,
 }
 
 #[derive(Default)]
@@ -44,7 +49,8 @@ impl IncidentSubscription {
         Ok(events.map(|e| e.map(IncidentEvent).map_err(GqlError::from)))
     }
 
-    /// Every change to the organization's incidents that passes `filter`, in commit order, with
+    /// Every change to the organization's incidents that passes `filter` before or after it
+    /// (see `matchesFilter`), in commit order, with
     /// the incident as it is when the change is delivered: never older than the change, and
     /// possibly newer when more changes followed quickly (`kind` says what happened; the
     /// incident is the latest state a dashboard should show). A subscriber too slow to keep up
@@ -59,9 +65,10 @@ impl IncidentSubscription {
         let filter = filter.unwrap_or_default().parse()?;
         Ok(hub(ctx).changes(scope, filter).map(|change| {
             change
-                .map(|(kind, incident)| IncidentChange {
-                    kind,
-                    incident: Incident(incident),
+                .map(|change| IncidentChange {
+                    kind: change.kind,
+                    incident: Incident(change.incident),
+                    matches_filter: change.matches_filter,
                 })
                 .map_err(GqlError::from)
         }))

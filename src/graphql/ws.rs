@@ -3,14 +3,16 @@
 //! `graphql-ws` protocol of subscriptions-transport-ws. Written here rather than taken from
 //! async-graphql-axum, whose close codes differ from graphql-ws's PROTOCOL.md.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::BoxStream;
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -45,6 +47,9 @@ pub const NO_PONG: u16 = 4504;
 pub struct WsState {
     pub limits: WsLimits,
     pub permits: Arc<Semaphore>,
+    /// Sockets that have not yet sent a valid `connection_init`, server-wide and per peer
+    /// address: a small budget of its own, so unauthenticated sockets cannot hold the slots.
+    pub pending: Arc<Pending>,
     /// Cancelled at shutdown: every WebSocket closes with 1001.
     pub shutdown: CancellationToken,
     /// The WebSocket connections, which axum's graceful shutdown does not wait for.
@@ -56,6 +61,10 @@ pub struct WsState {
 impl WsState {
     pub fn new(limits: WsLimits, max_connections: usize, allowed_origins: Vec<String>) -> WsState {
         WsState {
+            pending: Arc::new(Pending::new(
+                limits.max_pending,
+                limits.max_pending_per_peer,
+            )),
             limits,
             permits: Arc::new(Semaphore::new(max_connections)),
             shutdown: CancellationToken::new(),
@@ -76,6 +85,70 @@ pub struct WsLimits {
     pub max_subscriptions: usize,
     pub max_message_bytes: usize,
     pub write_timeout: Duration,
+    /// Sockets not yet initialised, server-wide and per peer address.
+    pub max_pending: usize,
+    pub max_pending_per_peer: usize,
+}
+
+const SOCKET_BUFFER_BYTES: usize = 4 * 1024;
+
+/// The budget of sockets waiting for their `connection_init`.
+pub struct Pending {
+    max: usize,
+    max_per_peer: usize,
+    held: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// One socket's place in the pending budget, given back when it initialises or ends.
+pub struct PendingSlot {
+    pending: Arc<Pending>,
+    peer: Option<IpAddr>,
+}
+
+impl Pending {
+    fn new(max: usize, max_per_peer: usize) -> Pending {
+        Pending {
+            max,
+            max_per_peer,
+            held: Mutex::new((0, HashMap::new())),
+        }
+    }
+
+    fn take(self: &Arc<Self>, peer: Option<IpAddr>) -> Option<PendingSlot> {
+        let mut held = self.held.lock().expect("the pending lock");
+        let (total, per_peer) = &mut *held;
+        if *total >= self.max {
+            return None;
+        }
+        if let Some(peer) = peer {
+            let n = per_peer.entry(peer).or_default();
+            if *n >= self.max_per_peer {
+                return None;
+            }
+            *n += 1;
+        }
+        *total += 1;
+        Some(PendingSlot {
+            pending: self.clone(),
+            peer,
+        })
+    }
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        let mut held = self.pending.held.lock().expect("the pending lock");
+        let (total, per_peer) = &mut *held;
+        *total -= 1;
+        if let Some(peer) = self.peer
+            && let Some(n) = per_peer.get_mut(&peer)
+        {
+            *n -= 1;
+            if *n == 0 {
+                per_peer.remove(&peer);
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +158,12 @@ enum Protocol {
 }
 
 /// Answers a WebSocket upgrade on `/graphql`.
-pub async fn upgrade(state: GraphqlState, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    state: GraphqlState,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+    peer: Option<IpAddr>,
+) -> Response {
     // Browsers send `Origin` on every WebSocket and do not apply CORS to it: refuse cross-site
     // pages (CSWSH) unless their origin is allowed.
     if !origin_allowed(&headers, &state.ws.allowed_origins) {
@@ -95,6 +173,13 @@ pub async fn upgrade(state: GraphqlState, headers: HeaderMap, ws: WebSocketUpgra
         )
             .into_response();
     }
+    let Some(pending) = state.ws.pending.take(peer) else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many WebSocket connections waiting for connection_init",
+        )
+            .into_response();
+    };
     let Ok(permit) = state.ws.permits.clone().try_acquire_owned() else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -107,6 +192,10 @@ pub async fn upgrade(state: GraphqlState, headers: HeaderMap, ws: WebSocketUpgra
         .protocols([TRANSPORT_WS, LEGACY_WS])
         .max_message_size(limits.max_message_bytes)
         .max_frame_size(limits.max_message_bytes)
+        // Small buffers: a server holds thousands of mostly idle sockets (the defaults,
+        // 128 KiB each way, would cost over a gigabyte at 10,000), and they grow when needed.
+        .read_buffer_size(SOCKET_BUFFER_BYTES)
+        .write_buffer_size(SOCKET_BUFFER_BYTES)
         // Messages are checked against `max_outgoing_bytes` before they are sent, so one never
         // overflows the buffer (which would fail the send and drop the socket).
         .max_write_buffer_size(limits.max_outgoing_bytes + 64 * 1024);
@@ -125,7 +214,7 @@ pub async fn upgrade(state: GraphqlState, headers: HeaderMap, ws: WebSocketUpgra
         let tasks = state.ws.tasks.clone();
         tasks.track_future(crate::telemetry::with_request_id(
             connection_id,
-            Connection::new(socket, state, protocol, header_token, permit).run(),
+            Connection::new(socket, state, protocol, header_token, permit, pending).run(),
         ))
     })
 }
@@ -205,6 +294,8 @@ struct Connection {
     operations: StreamMap<String, BoxStream<'static, Out>>,
     outbox: VecDeque<Value>,
     _permit: OwnedSemaphorePermit,
+    /// Held until a valid `connection_init`.
+    pending: Option<PendingSlot>,
     /// Counts this connection in `incidentd_ws_connections` until it is dropped, however it ends.
     _gauge: crate::monitoring::GaugeGuard,
 }
@@ -216,6 +307,7 @@ impl Connection {
         protocol: Protocol,
         header_token: Option<String>,
         permit: OwnedSemaphorePermit,
+        pending: PendingSlot,
     ) -> Connection {
         Connection {
             socket,
@@ -228,6 +320,7 @@ impl Connection {
             operations: StreamMap::new(),
             outbox: VecDeque::new(),
             _permit: permit,
+            pending: Some(pending),
             _gauge: crate::monitoring::GaugeGuard::ws_connection(),
         }
     }
@@ -382,6 +475,7 @@ impl Connection {
         match principal {
             Ok(p) => {
                 self.principal = Some(p);
+                self.pending = None;
                 self.reply(json!({ "type": "connection_ack" }))
             }
             Err(e) => {
@@ -421,7 +515,24 @@ impl Connection {
             let _held = &gauge;
             out
         });
-        self.operations.insert(id, stream.boxed());
+        // Polled once now: the resolver runs up to its first wait and so registers with the
+        // change feed before the next client message is read. A client that sends `ping` after
+        // `subscribe` knows, at `pong`, that every later commit reaches the subscription.
+        let mut stream = stream.boxed();
+        match stream.next().now_or_never() {
+            None => {
+                self.operations.insert(id, stream);
+            }
+            Some(Some(out)) => {
+                let ended = !matches!(out, Out::Next(_));
+                let message = self.render(&id, out);
+                self.outbox.push_back(message);
+                if !ended {
+                    self.operations.insert(id, stream);
+                }
+            }
+            Some(None) => {}
+        }
         Flow::Continue
     }
 

@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::identity::Writer;
-use crate::entity::audit_event;
+use crate::entity::{audit_event, incident};
 
 pub const INCIDENT_CREATED: &str = "incident_created";
 pub const INCIDENT_UPDATED: &str = "incident_updated";
@@ -58,9 +58,10 @@ pub struct Entry<'a> {
     pub at: chrono::DateTime<chrono::Utc>,
 }
 
-pub async fn record<C: ConnectionTrait>(txn: &C, entry: Entry<'_>) -> Result<(), DbErr> {
+pub async fn record<C: ConnectionTrait>(txn: &C, entry: Entry<'_>) -> Result<Uuid, DbErr> {
+    let id = Uuid::now_v7();
     let row = audit_event::ActiveModel {
-        id: Set(Uuid::now_v7()),
+        id: Set(id),
         organization_id: Set(entry.writer.scope.org_id()),
         actor_id: Set(Some(entry.writer.user_id)),
         action: Set(entry.action.to_string()),
@@ -70,5 +71,31 @@ pub async fn record<C: ConnectionTrait>(txn: &C, entry: Entry<'_>) -> Result<(),
         changes: Set(entry.diff.into_json()),
         created_at: Set(entry.at),
     };
-    entry.writer.scope.insert_audit(txn, row).await
+    entry.writer.scope.insert_audit(txn, row).await?;
+    Ok(id)
+}
+
+/// The incident as it was before the change an audit row recorded: `current` with every field
+/// the row's `changes.before` names set back. Fields the change did not touch keep `current`'s
+/// values. A value that does not decode leaves that field as it is.
+pub fn before(current: &incident::Model, changes: &Value) -> incident::Model {
+    let mut was = current.clone();
+    let Some(before) = changes.get("before").and_then(Value::as_object) else {
+        return was;
+    };
+    fn set<T: serde::de::DeserializeOwned>(field: &mut T, value: Option<&Value>) {
+        if let Some(v) = value.and_then(|v| T::deserialize(v).ok()) {
+            *field = v;
+        }
+    }
+    set(&mut was.title, before.get("title"));
+    set(&mut was.status, before.get("status"));
+    set(&mut was.severity, before.get("severity"));
+    set(&mut was.linked_problem_id, before.get("linkedProblemId"));
+    set(&mut was.started_at, before.get("startedAt"));
+    set(&mut was.resolved_at, before.get("resolvedAt"));
+    if let Some(tickets) = before.get("linkedTicketIds") {
+        was.linked_ticket_ids = tickets.clone();
+    }
+    was
 }

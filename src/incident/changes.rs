@@ -17,7 +17,8 @@ pub enum ChangeKind {
     PostmortemUpdated,
 }
 
-/// One committed change. `sequence` is set for `EventAdded`. Ids only: announcements may travel
+/// One committed change. `sequence` is set for `EventAdded`; `audit` names the audit row of an
+/// `Updated` or `StatusChanged` (its `before` says what the incident looked like). Ids only: announcements may travel
 /// through channels every database user can read (NOTIFY), so they carry no tenant data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Announcement {
@@ -29,6 +30,8 @@ pub struct Announcement {
     pub kind: ChangeKind,
     #[serde(rename = "s", default, skip_serializing_if = "Option::is_none")]
     pub sequence: Option<i64>,
+    #[serde(rename = "a", default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<Uuid>,
 }
 
 /// Where a write's announcements go. Both steps see the same list, in the order the write made

@@ -1,7 +1,7 @@
 //! The incident domain: workflow rules, typed inputs, reads and the service functions that are
 //! the only code writing to the database (each write also writes its audit row).
 
-mod audit;
+pub mod audit;
 pub mod budget;
 pub mod changes;
 pub mod identity;

@@ -301,17 +301,45 @@ pub async fn events_after(
     })
 }
 
-/// One event by its place in the timeline.
-pub async fn event_at(
+/// What the change feed reads for one batch of announcements, several organizations at once:
+/// the incidents, the announced events, and the audit rows of updates (`changes` only).
+pub struct Announced {
+    pub incidents: Vec<incident::Model>,
+    pub events: Vec<incident_event::Model>,
+    pub audits: HashMap<Uuid, serde_json::Value>,
+}
+
+/// One round trip per kind of row, however many announcements and organizations: every key
+/// carries its organization.
+pub async fn announced(
     db: &Db,
-    scope: OrgScope,
-    incident_id: Uuid,
-    sequence: i64,
-) -> AppResult<Option<incident_event::Model>> {
-    Ok(scope
-        .events()
-        .filter(incident_event::Column::IncidentId.eq(incident_id))
-        .filter(incident_event::Column::Sequence.eq(sequence))
-        .one(db.conn())
-        .await?)
+    incidents: &[(OrgScope, Uuid)],
+    events: &[(OrgScope, Uuid, i64)],
+    audits: &[(OrgScope, Uuid)],
+) -> AppResult<Announced> {
+    let incidents = if incidents.is_empty() {
+        Vec::new()
+    } else {
+        OrgScope::incidents_of(incidents).all(db.conn()).await?
+    };
+    let events = if events.is_empty() {
+        Vec::new()
+    } else {
+        OrgScope::events_of(events).all(db.conn()).await?
+    };
+    let audits = if audits.is_empty() {
+        HashMap::new()
+    } else {
+        OrgScope::audit_events_of(audits)
+            .all(db.conn())
+            .await?
+            .into_iter()
+            .map(|row| (row.id, row.changes))
+            .collect()
+    };
+    Ok(Announced {
+        incidents,
+        events,
+        audits,
+    })
 }

@@ -49,6 +49,48 @@ impl OrgScope {
         audit_event::Entity::find().filter(audit_event::Column::OrganizationId.eq(self.org_id))
     }
 
+    /// Incidents of several organizations at once, each named with its own organization
+    /// (`(organization_id = o AND id = i) OR …`): the change feed reads what many writers
+    /// announced in one round trip, and no row is ever matched by its id alone.
+    pub fn incidents_of(keys: &[(OrgScope, Uuid)]) -> Select<incident::Entity> {
+        use incident::Column as C;
+        let any = keys
+            .iter()
+            .fold(sea_orm::Condition::any(), |any, (scope, id)| {
+                any.add(C::OrganizationId.eq(scope.org_id).and(C::Id.eq(*id)))
+            });
+        incident::Entity::find().filter(any)
+    }
+
+    /// Events of several organizations' incidents by their place in the timeline, each named
+    /// with its organization.
+    pub fn events_of(keys: &[(OrgScope, Uuid, i64)]) -> Select<incident_event::Entity> {
+        use incident_event::Column as C;
+        let any = keys.iter().fold(
+            sea_orm::Condition::any(),
+            |any, (scope, incident_id, seq)| {
+                any.add(
+                    C::OrganizationId
+                        .eq(scope.org_id)
+                        .and(C::IncidentId.eq(*incident_id))
+                        .and(C::Sequence.eq(*seq)),
+                )
+            },
+        );
+        incident_event::Entity::find().filter(any)
+    }
+
+    /// Audit rows of several organizations, each named with its organization.
+    pub fn audit_events_of(keys: &[(OrgScope, Uuid)]) -> Select<audit_event::Entity> {
+        use audit_event::Column as C;
+        let any = keys
+            .iter()
+            .fold(sea_orm::Condition::any(), |any, (scope, id)| {
+                any.add(C::OrganizationId.eq(scope.org_id).and(C::Id.eq(*id)))
+            });
+        audit_event::Entity::find().filter(any)
+    }
+
     /// The condition "the incident links `ticket`", on the JSON array each database stores.
     pub fn links_ticket(backend: DatabaseBackend, ticket: &str) -> SimpleExpr {
         match backend {

@@ -74,6 +74,9 @@ struct Unit<'w> {
     txn: WriteTxn,
     writer: &'w Writer,
     announcements: Vec<Announcement>,
+    /// The audit row written last: an announcement of an update names it, so the change feed
+    /// can tell what the incident looked like before.
+    last_audit: Option<Uuid>,
     /// The time the write is stamped with: taken once it holds its turn, and never before
     /// what the incident's previous writes stamped, so times follow commit order.
     at: chrono::DateTime<chrono::Utc>,
@@ -89,6 +92,7 @@ impl<'w> Unit<'w> {
             txn: domain.db.begin_write().await?,
             writer,
             announcements: Vec::new(),
+            last_audit: None,
             at: now(),
             next_sequence: 1,
             _turn: None,
@@ -120,6 +124,7 @@ impl<'w> Unit<'w> {
             txn,
             writer,
             announcements: Vec::new(),
+            last_audit: None,
             at,
             next_sequence: last_sequence + 1,
             _turn: Some(turn),
@@ -133,6 +138,10 @@ impl<'w> Unit<'w> {
             incident_id,
             kind,
             sequence,
+            audit: match kind {
+                ChangeKind::Updated | ChangeKind::StatusChanged => self.last_audit,
+                _ => None,
+            },
         });
     }
 
@@ -165,13 +174,13 @@ impl<'w> Unit<'w> {
     }
 
     async fn audit(
-        &self,
+        &mut self,
         action: &'static str,
         entity: (&'static str, Uuid),
         incident_id: Uuid,
         diff: Diff,
     ) -> AppResult<()> {
-        audit::record(
+        let id = audit::record(
             &*self.txn,
             Entry {
                 action,
@@ -184,6 +193,7 @@ impl<'w> Unit<'w> {
             },
         )
         .await?;
+        self.last_audit = Some(id);
         Ok(())
     }
 

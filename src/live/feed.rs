@@ -5,7 +5,9 @@ use futures_util::Stream;
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
-use super::{Hub, Signal};
+use std::time::Duration;
+
+use super::{Hub, Inner, Signal};
 use crate::entity::{incident, incident_event};
 use crate::error::{AppError, AppResult};
 use crate::incident::changes::ChangeKind;
@@ -28,15 +30,16 @@ impl Hub {
         incident_id: Uuid,
         after_sequence: i64,
     ) -> AppResult<impl Stream<Item = AppResult<incident_event::Model>> + use<>> {
-        // Subscribe before the first read: whatever commits after the read is signalled.
-        let mut signals = self.subscribe();
-        read::incident(&self.db, scope, incident_id).await?;
-        let db = self.db.clone();
+        // Registered before the first read: whatever commits after the read is signalled.
+        let mut signals = self.timeline_signals(scope, incident_id);
+        read::incident(&self.inner.db, scope, incident_id).await?;
+        let inner = self.inner.clone();
         let mut cursor = after_sequence;
         Ok(async_stream::stream! {
+            let mut first = true;
             loop {
                 loop {
-                    let batch = match read::events_after(&db, scope, incident_id, cursor, REPLAY_BATCH, REPLAY_BATCH_BYTES).await {
+                    let batch = match inner.catch_up(scope, incident_id, cursor, first).await {
                         Ok(batch) => batch,
                         Err(e) => {
                             yield Err(e);
@@ -53,23 +56,20 @@ impl Hub {
                         break;
                     }
                 }
+                first = false;
                 // Live: the next event arrives with its signal; anything else means re-read.
                 loop {
                     match signals.recv().await {
-                        Ok(Signal::Change(change)) => {
-                            let a = &change.announcement;
-                            if !change.visible_to(scope) || a.incident_id != incident_id || a.kind != ChangeKind::EventAdded {
+                        Ok(Signal::Item(event)) => {
+                            if event.sequence <= cursor {
                                 continue;
                             }
-                            match (&change.event, a.sequence) {
-                                (Some(event), _) if event.sequence == cursor + 1 => {
-                                    cursor = event.sequence;
-                                    crate::monitoring::change_delivered();
-                                    yield Ok(event.clone());
-                                }
-                                (_, Some(seq)) if seq <= cursor => {}
-                                _ => break,
+                            if event.sequence != cursor + 1 {
+                                break;
                             }
+                            cursor = event.sequence;
+                            crate::monitoring::change_delivered();
+                            yield Ok((*event).clone());
                         }
                         Ok(Signal::Resync) | Err(RecvError::Lagged(_)) => break,
                         Err(RecvError::Closed) => return,
@@ -79,30 +79,101 @@ impl Hub {
         })
     }
 
-    /// Every change to the scope's incidents that passes `filter`, with the incident as it is after
-    /// the change. The feed cannot replay, so a subscriber that may have missed a change gets
-    /// `SUBSCRIBER_LAGGED` and the stream ends: refetch, then subscribe again.
+    /// Every change to the scope's incidents that passes `filter` before or after it (so a
+    /// client sees an incident leave its filter, and can drop it), with the incident as it is
+    /// when the change is delivered and whether that passes `filter`. The feed cannot replay, so
+    /// a subscriber that may have missed a change gets `SUBSCRIBER_LAGGED` and the stream ends:
+    /// refetch, then subscribe again.
     pub fn changes(
         &self,
         scope: OrgScope,
         filter: IncidentFilter,
-    ) -> impl Stream<Item = AppResult<(ChangeKind, incident::Model)>> + use<> {
-        let mut signals = self.subscribe();
+    ) -> impl Stream<Item = AppResult<Delivered>> + use<> {
+        let mut signals = self.feed_signals(scope);
         async_stream::stream! {
             loop {
                 match signals.recv().await {
-                    Ok(Signal::Change(change)) => {
-                        if !change.visible_to(scope) || !filter.matches(&change.incident) {
+                    Ok(Signal::Item(change)) => {
+                        if change.incident.organization_id != scope.org_id() {
+                            continue;
+                        }
+                        let matches = filter.matches(&change.incident);
+                        let matched = change.before.as_ref().map_or(matches, |b| filter.matches(b));
+                        if !matches && !matched {
                             continue;
                         }
                         crate::monitoring::change_delivered();
-                        yield Ok((change.announcement.kind, change.incident.clone()));
+                        yield Ok(Delivered {
+                            kind: change.kind,
+                            incident: change.incident.clone(),
+                            matches_filter: matches,
+                        });
                     }
                     Ok(Signal::Resync) | Err(RecvError::Lagged(_)) => {
                         yield Err(AppError::Lagged);
                         return;
                     }
                     Err(RecvError::Closed) => return,
+                }
+            }
+        }
+    }
+}
+
+/// A change as a change-feed subscriber receives it.
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    pub kind: ChangeKind,
+    pub incident: incident::Model,
+    /// Whether `incident` passes the subscriber's filter; `false` when the change took it out.
+    pub matches_filter: bool,
+}
+
+/// How long a timeline subscriber keeps retrying a failed catch-up read (the database
+/// restarting, say) before its stream ends with the error; the client then resumes from its
+/// cursor.
+const CATCH_UP_PATIENCE: Duration = Duration::from_secs(60);
+
+impl Inner {
+    /// One batch of events after `cursor`, taking a turn among the subscribers reading at
+    /// once. The first read of a subscription fails fast (the client sees why); later ones,
+    /// after a resync, retry with backoff for a while, so a database restart does not end
+    /// thousands of subscriptions at once.
+    async fn catch_up(
+        &self,
+        scope: OrgScope,
+        incident_id: Uuid,
+        cursor: i64,
+        first: bool,
+    ) -> AppResult<read::EventBatch> {
+        let started = tokio::time::Instant::now();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let result = {
+                let _turn = self
+                    .replays
+                    .acquire()
+                    .await
+                    .expect("the semaphore is never closed");
+                read::events_after(
+                    &self.db,
+                    scope,
+                    incident_id,
+                    cursor,
+                    REPLAY_BATCH,
+                    REPLAY_BATCH_BYTES,
+                )
+                .await
+            };
+            match result {
+                Ok(batch) => return Ok(batch),
+                Err(e) if first || started.elapsed() >= CATCH_UP_PATIENCE || !e.is_transient() => {
+                    return Err(e);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "a timeline catch-up read failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }

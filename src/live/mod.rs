@@ -1,116 +1,284 @@
 //! The change feed: the domain's `ChangeSink`, and the streams subscribers read. Writers
-//! announce committed changes (ids only); a dispatcher reads each changed row once, through the
-//! organization's scope, and fans it out. The database stays the source of truth: a subscriber
-//! that may have missed a signal (lag, lost PostgreSQL listener) re-reads from its own cursor.
+//! announce committed changes (ids only); a dispatcher reads what was announced in batches, on
+//! connections of its own, and hands each change only to the subscribers it concerns (one
+//! channel per watched incident timeline, one per organization's change feed). The database
+//! stays the source of truth: a subscriber that may have missed a signal (lag, a lost
+//! PostgreSQL listener, a failed read) re-reads from its own cursor. Trouble stays local: a
+//! failed read re-syncs only the organizations it concerns.
 //! See `pg.rs` for the bridge between replicas.
 
 mod feed;
 mod pg;
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use sea_orm::{DatabaseTransaction, DbErr};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{Semaphore, broadcast, mpsc};
 use uuid::Uuid;
 
-use crate::db::Db;
+use crate::db::{DatabaseUrl, Db, DbOptions};
 use crate::entity::{incident, incident_event};
-use crate::incident::changes::{Announcement, ChangeSink};
-use crate::incident::{OrgScope, read};
+use crate::incident::changes::{Announcement, ChangeKind, ChangeSink};
+use crate::incident::{OrgScope, audit, read};
 
-/// A change with the rows it touched, as read after the commit.
-#[derive(Debug)]
-pub struct Change {
-    pub announcement: Announcement,
-    pub incident: incident::Model,
-    pub event: Option<incident_event::Model>,
+pub use pg::LISTENER_APPLICATION_NAME;
+
+pub const LAG_METRIC: &str = "incidentd_live_dispatch_lag_seconds";
+pub const RESYNCS_METRIC: &str = "incidentd_live_resyncs_total";
+pub const DROPPED_METRIC: &str = "incidentd_live_dropped_total";
+
+/// How the change feed runs.
+#[derive(Debug, Clone)]
+pub struct LiveOptions {
+    /// Committed transactions waiting for the dispatcher, at most. Beyond, announcements are
+    /// dropped, counted, and every subscriber re-reads once the dispatcher catches up.
+    pub queue: usize,
+    /// The connection the PostgreSQL listener uses, when it is not the pool's (a
+    /// transaction-pooling PgBouncer in front of the pool cannot LISTEN).
+    pub listen_url: Option<DatabaseUrl>,
+    /// How often the listener proves its connection alive with a round trip, and how long it
+    /// waits for the answer before it reconnects.
+    pub heartbeat: Duration,
 }
 
-impl Change {
-    /// The one tenancy rule of the feed: a subscriber sees only its organization's changes.
-    pub fn visible_to(&self, scope: OrgScope) -> bool {
-        self.announcement.org_id == scope.org_id()
-            && self.incident.organization_id == scope.org_id()
+/// A change to one incident as the change feed delivers it: what happened, the incident as it
+/// is now, and as it was just before (`None` when the change did not alter the incident's
+/// fields: a creation, an event, a postmortem).
+#[derive(Debug)]
+pub struct Changed {
+    pub kind: ChangeKind,
+    pub incident: incident::Model,
+    pub before: Option<incident::Model>,
+}
+
+/// What a subscriber's channel carries.
+#[derive(Debug)]
+pub enum Signal<T> {
+    Item(Arc<T>),
+    /// Signals may have been lost (a lost listener, an overflow, a failed read): re-read from
+    /// your cursor, or tell your client to.
+    Resync,
+}
+
+impl<T> Clone for Signal<T> {
+    fn clone(&self) -> Self {
+        match self {
+            Signal::Item(item) => Signal::Item(item.clone()),
+            Signal::Resync => Signal::Resync,
+        }
     }
 }
 
+/// Which subscribers a resync concerns.
 #[derive(Debug, Clone)]
-pub enum Signal {
-    Change(Arc<Change>),
-    /// Signals may have been lost (the PostgreSQL listener reconnected): re-read from your cursor.
-    Resync,
+enum Affected {
+    All,
+    Orgs(HashSet<Uuid>),
+}
+
+impl Affected {
+    fn includes(&self, org: Uuid) -> bool {
+        match self {
+            Affected::All => true,
+            Affected::Orgs(orgs) => orgs.contains(&org),
+        }
+    }
+
+    fn reason(&self) -> &'static str {
+        match self {
+            Affected::All => "all",
+            Affected::Orgs(_) => "organizations",
+        }
+    }
 }
 
 enum Input {
-    /// What one transaction announced, in order.
-    Committed(Vec<Announcement>),
-    Resync,
+    /// What one transaction announced, in order, and when it reached this server.
+    Committed(Vec<Announcement>, Instant),
+    Resync(Affected),
 }
+
+/// Signals kept for a timeline subscriber that is behind; one further behind re-reads.
+const TIMELINE_BUFFER: usize = 64;
+/// Changes kept for an organization's change feed; a subscriber further behind is told
+/// `SUBSCRIBER_LAGGED` (the feed cannot replay).
+pub const FEED_BUFFER: usize = 1024;
+/// Announcements the dispatcher reads in one round trip per kind of row.
+const DISPATCH_BATCH: usize = 256;
+/// The dispatcher's own connections: a busy request pool never delays the feed.
+const DISPATCH_CONNECTIONS: u32 = 2;
+/// Timeline subscribers reading from the database at once (start-up, after a resync): a
+/// burst of thousands queues here instead of timing out on the request pool.
+const REPLAY_CONCURRENCY: usize = 4;
+
+const LISTEN_READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One server's end of the change feed: it receives commits (from NOTIFY on PostgreSQL, from
 /// the writers themselves on SQLite) and hands them to subscribers.
 #[derive(Clone)]
 pub struct Hub {
-    db: Db,
-    input: mpsc::UnboundedSender<Input>,
-    output: broadcast::Sender<Signal>,
+    inner: Arc<Inner>,
+    input: mpsc::Sender<Input>,
     /// Whether commits are announced by PostgreSQL NOTIFY (true) or in-process (false).
     via_postgres: bool,
 }
 
-/// Signals kept for subscribers that are behind; one further behind re-reads from the database.
-pub const SIGNAL_BUFFER: usize = 1024;
+/// What the hub and its dispatcher share (the dispatcher holds no sender of its own queue, so
+/// it ends when the last hub is dropped).
+struct Inner {
+    /// The request pool: subscribers' own reads (catching up from a cursor).
+    db: Db,
+    /// Set when an announcement was dropped on a full queue; the dispatcher re-syncs everyone.
+    overflowed: AtomicBool,
+    routes: Mutex<Routes>,
+    replays: Semaphore,
+}
 
-const LISTEN_READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The channels of the subscribers this server has: one per watched timeline, one per
+/// organization with a change-feed subscriber. Channels nobody reads any more are swept.
+#[derive(Default)]
+struct Routes {
+    timelines: HashMap<(Uuid, Uuid), broadcast::Sender<Signal<incident_event::Model>>>,
+    feeds: HashMap<Uuid, broadcast::Sender<Signal<Changed>>>,
+    swept_at: usize,
+}
+
+impl Routes {
+    fn sweep_if_grown(&mut self) {
+        let len = self.timelines.len() + self.feeds.len();
+        if len > 2 * self.swept_at + 64 {
+            self.timelines.retain(|_, tx| tx.receiver_count() > 0);
+            self.feeds.retain(|_, tx| tx.receiver_count() > 0);
+            self.swept_at = self.timelines.len() + self.feeds.len();
+        }
+    }
+
+    fn timeline(
+        &self,
+        org: Uuid,
+        incident: Uuid,
+    ) -> Option<&broadcast::Sender<Signal<incident_event::Model>>> {
+        self.timelines
+            .get(&(org, incident))
+            .filter(|tx| tx.receiver_count() > 0)
+    }
+
+    fn feed(&self, org: Uuid) -> Option<&broadcast::Sender<Signal<Changed>>> {
+        self.feeds.get(&org).filter(|tx| tx.receiver_count() > 0)
+    }
+}
 
 impl Hub {
-    /// Starts the dispatcher. On PostgreSQL, also starts the LISTEN bridge and waits (up to
-    /// `LISTEN_READY_TIMEOUT`) until it listens, so no commit after start-up goes unheard.
-    pub async fn start(db: Db) -> Hub {
-        let (input, rx) = mpsc::unbounded_channel();
-        let (output, _) = broadcast::channel(SIGNAL_BUFFER);
+    /// Starts the dispatcher, on connections of its own. On PostgreSQL, also starts the LISTEN
+    /// bridge and waits (up to `LISTEN_READY_TIMEOUT`) until it listens, so no commit after
+    /// start-up goes unheard.
+    pub async fn start(db: Db, db_options: &DbOptions, options: LiveOptions) -> Hub {
+        let (input, rx) = mpsc::channel(options.queue.max(1));
         let via_postgres = db.backend() == sea_orm::DatabaseBackend::Postgres;
         let hub = Hub {
-            db: db.clone(),
+            inner: Arc::new(Inner {
+                db: db.clone(),
+                overflowed: AtomicBool::new(false),
+                routes: Mutex::new(Routes::default()),
+                replays: Semaphore::new(REPLAY_CONCURRENCY),
+            }),
             input,
-            output,
             via_postgres,
         };
-        tokio::spawn(dispatch(db.clone(), rx, hub.output.clone()));
+        let reader = dispatcher_db(&db, db_options).await;
+        tokio::spawn(dispatch(hub.inner.clone(), reader, rx));
         if via_postgres {
             let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-            tokio::spawn(pg::listen(db, hub.clone(), ready_tx));
-            if tokio::time::timeout(LISTEN_READY_TIMEOUT, ready_rx)
-                .await
-                .is_err()
-            {
+            let wait = LISTEN_READY_TIMEOUT.min(options.heartbeat * 2);
+            tokio::spawn(pg::listen(db, options, hub.clone(), ready_tx));
+            if tokio::time::timeout(wait, ready_rx).await.is_err() {
                 tracing::warn!("the change listener is not up yet; it keeps retrying");
             }
         }
         hub
     }
 
-    /// What one committed transaction announced (in-process on SQLite, from NOTIFY on PostgreSQL).
+    /// What one committed transaction announced (in-process on SQLite, from NOTIFY on
+    /// PostgreSQL). Never waits: on a full queue the announcement is dropped and counted, and
+    /// the dispatcher re-syncs everyone once it catches up.
     fn publish(&self, announcements: Vec<Announcement>) {
         if announcements.is_empty() {
             return;
         }
-        for _ in &announcements {
-            crate::monitoring::change_published();
+        let n = announcements.len() as u64;
+        metrics::counter!(crate::monitoring::CHANGES_PUBLISHED).increment(n);
+        match self
+            .input
+            .try_send(Input::Committed(announcements, Instant::now()))
+        {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                metrics::counter!(DROPPED_METRIC).increment(n);
+                self.inner.overflowed.store(true, Ordering::SeqCst);
+            }
+            // The dispatcher lives as long as the hub; it is gone only during shutdown.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
-        // The dispatcher lives as long as the hub; a send fails only during shutdown.
-        let _ = self.input.send(Input::Committed(announcements));
     }
 
+    /// Every subscriber re-reads, after whatever is queued now.
     fn resync(&self) {
-        let _ = self.input.send(Input::Resync);
+        self.resync_affected(Affected::All);
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Signal> {
-        self.output.subscribe()
+    fn resync_affected(&self, affected: Affected) {
+        if self.input.try_send(Input::Resync(affected)).is_err() {
+            self.inner.overflowed.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// The channel of one incident's timeline, as the scope sees it. Registered now, before
+    /// the caller's first read, so nothing committed after that read goes unsignalled.
+    fn timeline_signals(
+        &self,
+        scope: OrgScope,
+        incident_id: Uuid,
+    ) -> broadcast::Receiver<Signal<incident_event::Model>> {
+        let mut routes = self.inner.routes.lock().expect("the routes lock");
+        routes.sweep_if_grown();
+        routes
+            .timelines
+            .entry((scope.org_id(), incident_id))
+            .or_insert_with(|| broadcast::channel(TIMELINE_BUFFER).0)
+            .subscribe()
+    }
+
+    /// The channel of an organization's change feed. Registered now.
+    fn feed_signals(&self, scope: OrgScope) -> broadcast::Receiver<Signal<Changed>> {
+        let mut routes = self.inner.routes.lock().expect("the routes lock");
+        routes.sweep_if_grown();
+        routes
+            .feeds
+            .entry(scope.org_id())
+            .or_insert_with(|| broadcast::channel(FEED_BUFFER).0)
+            .subscribe()
+    }
+}
+
+impl Inner {
+    fn send_resync(&self, affected: &Affected) {
+        metrics::counter!(RESYNCS_METRIC, "scope" => affected.reason()).increment(1);
+        let routes = self.routes.lock().expect("the routes lock");
+        for ((org, _), tx) in &routes.timelines {
+            if affected.includes(*org) {
+                let _ = tx.send(Signal::Resync);
+            }
+        }
+        for (org, tx) in &routes.feeds {
+            if affected.includes(*org) {
+                let _ = tx.send(Signal::Resync);
+            }
+        }
     }
 }
 
@@ -136,55 +304,133 @@ impl ChangeSink for Hub {
     }
 }
 
-/// Reads each announced change once and broadcasts it with its rows.
-async fn dispatch(
-    db: Db,
-    mut rx: mpsc::UnboundedReceiver<Input>,
-    output: broadcast::Sender<Signal>,
-) {
-    while let Some(input) = rx.recv().await {
-        let batch = match input {
-            Input::Resync => {
-                let _ = output.send(Signal::Resync);
-                continue;
-            }
-            Input::Committed(batch) => batch,
-        };
-        if output.receiver_count() == 0 {
-            // Nobody is subscribed: nothing to read or deliver.
-            continue;
+/// A small pool of the dispatcher's own, on the same database. An in-memory SQLite database
+/// exists only in its own pool, so there the dispatcher shares the request pool.
+async fn dispatcher_db(db: &Db, options: &DbOptions) -> Db {
+    if options.url.expose().contains(":memory:") || options.url.expose().contains("mode=memory") {
+        return db.clone();
+    }
+    let options = DbOptions {
+        max_connections: DISPATCH_CONNECTIONS,
+        ..options.clone()
+    };
+    match Db::connect_lazy(&options).await {
+        Ok(own) => own,
+        Err(e) => {
+            tracing::warn!(error = %e, "the change feed shares the request pool");
+            db.clone()
         }
-        // A transaction announces several changes to one incident (an event and a status
-        // change, say): read the incident once for all of them.
-        let mut incidents: HashMap<Uuid, incident::Model> = HashMap::new();
-        for a in batch {
-            let scope = OrgScope::new(a.org_id);
-            let incident = match incidents.get(&a.incident_id) {
-                Some(incident) => incident.clone(),
-                None => match read::incident(&db, scope, a.incident_id).await {
-                    Ok(incident) => {
-                        incidents.insert(a.incident_id, incident.clone());
-                        incident
-                    }
-                    Err(_) => {
-                        // The row could not be read (database trouble): make everyone re-read.
-                        let _ = output.send(Signal::Resync);
-                        continue;
-                    }
-                },
-            };
-            let event = match a.sequence {
-                Some(seq) => read::event_at(&db, scope, a.incident_id, seq)
-                    .await
-                    .ok()
-                    .flatten(),
-                None => None,
-            };
-            let _ = output.send(Signal::Change(Arc::new(Change {
-                announcement: a,
-                incident,
-                event,
+    }
+}
+
+/// Drains the queue in batches: each batch is read in one round trip per kind of row and
+/// handed to the channels of the subscribers it concerns, in commit order.
+async fn dispatch(hub: Arc<Inner>, db: Db, mut rx: mpsc::Receiver<Input>) {
+    let mut inputs = Vec::with_capacity(DISPATCH_BATCH);
+    loop {
+        if rx.recv_many(&mut inputs, DISPATCH_BATCH).await == 0 {
+            return;
+        }
+        let mut batch = Vec::new();
+        for input in inputs.drain(..) {
+            match input {
+                Input::Committed(list, at) => batch.extend(list.into_iter().map(|a| (a, at))),
+                Input::Resync(affected) => {
+                    deliver(&hub, &db, std::mem::take(&mut batch)).await;
+                    hub.send_resync(&affected);
+                }
+            }
+        }
+        deliver(&hub, &db, batch).await;
+        if hub.overflowed.swap(false, Ordering::SeqCst) {
+            tracing::warn!("the change queue overflowed; every subscriber re-reads");
+            hub.send_resync(&Affected::All);
+        }
+    }
+}
+
+async fn deliver(hub: &Inner, db: &Db, batch: Vec<(Announcement, Instant)>) {
+    if batch.is_empty() {
+        return;
+    }
+    // Only what somebody here listens to is read.
+    let (mut incidents, mut events, mut audits) = (Vec::new(), Vec::new(), Vec::new());
+    let wanted: Vec<(Announcement, Instant, bool, bool)> = {
+        let routes = hub.routes.lock().expect("the routes lock");
+        batch
+            .into_iter()
+            .filter_map(|(a, at)| {
+                let feed = routes.feed(a.org_id).is_some();
+                let timeline = a.kind == ChangeKind::EventAdded
+                    && routes.timeline(a.org_id, a.incident_id).is_some();
+                (feed || timeline).then_some((a, at, feed, timeline))
+            })
+            .collect()
+    };
+    let mut seen = HashSet::new();
+    for (a, _, feed, timeline) in &wanted {
+        let scope = OrgScope::new(a.org_id);
+        if *feed && seen.insert((a.org_id, a.incident_id)) {
+            incidents.push((scope, a.incident_id));
+        }
+        if let (true, Some(audit)) = (*feed, a.audit) {
+            audits.push((scope, audit));
+        }
+        if let (true, Some(seq)) = (*timeline, a.sequence) {
+            events.push((scope, a.incident_id, seq));
+        }
+    }
+    if wanted.is_empty() {
+        return;
+    }
+    let rows = match read::announced(db, &incidents, &events, &audits).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            // Only the organizations of this batch may have missed something.
+            let orgs = wanted.iter().map(|(a, ..)| a.org_id).collect();
+            tracing::warn!(error = %e, "the change feed could not read a batch; its organizations re-read");
+            hub.send_resync(&Affected::Orgs(orgs));
+            return;
+        }
+    };
+    let incidents: HashMap<(Uuid, Uuid), incident::Model> = rows
+        .incidents
+        .into_iter()
+        .map(|i| ((i.organization_id, i.id), i))
+        .collect();
+    let mut events: HashMap<(Uuid, Uuid, i64), incident_event::Model> = rows
+        .events
+        .into_iter()
+        .map(|e| ((e.organization_id, e.incident_id, e.sequence), e))
+        .collect();
+    let routes = hub.routes.lock().expect("the routes lock");
+    for (a, at, feed, timeline) in wanted {
+        if feed
+            && let (Some(tx), Some(now)) = (
+                routes.feed(a.org_id),
+                incidents.get(&(a.org_id, a.incident_id)),
+            )
+        {
+            let before = a
+                .audit
+                .and_then(|id| rows.audits.get(&id))
+                .map(|changes| audit::before(now, changes));
+            let _ = tx.send(Signal::Item(Arc::new(Changed {
+                kind: a.kind,
+                incident: now.clone(),
+                before,
             })));
         }
+        if timeline && let Some(tx) = routes.timeline(a.org_id, a.incident_id) {
+            let event = a
+                .sequence
+                .and_then(|seq| events.remove(&(a.org_id, a.incident_id, seq)));
+            let _ = match event {
+                Some(event) => tx.send(Signal::Item(Arc::new(event))),
+                // Announced but not read back: its subscribers re-read from their cursors.
+                None => tx.send(Signal::Resync),
+            };
+        }
+        metrics::histogram!(LAG_METRIC).record(at.elapsed().as_secs_f64());
     }
 }

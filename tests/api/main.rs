@@ -18,6 +18,7 @@ mod fuzz;
 mod hardening;
 mod http;
 mod limits;
+mod live;
 mod metrics;
 mod migrations;
 mod ops;

@@ -441,6 +441,7 @@ async fn rolled_back_writes_announce_nothing() {
         incident_id: incident,
         kind: ChangeKind::EventAdded,
         sequence: Some(1),
+        audit: None,
     };
     app.state
         .graphql

@@ -99,3 +99,69 @@ async fn a_message_too_large_to_send_ends_its_operation_not_the_socket() {
         "{message}"
     );
 }
+
+/// Opens a WebSocket from the loopback address `from` (127.0.0.x): `Ok` once upgraded, the
+/// HTTP status when refused.
+async fn connect_from(
+    addr: std::net::SocketAddr,
+    from: [u8; 4],
+) -> Result<crate::helpers::WsStream, u16> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::from((from, 0))).unwrap();
+    let tcp = socket.connect(addr).await.unwrap();
+    let request = Ws::request(addr, "graphql-transport-ws");
+    match tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(tcp))
+        .await
+    {
+        Ok((stream, _)) => Ok(stream),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            Err(response.status().as_u16())
+        }
+        Err(e) => panic!("unexpected WebSocket failure: {e}"),
+    }
+}
+
+/// Sockets that have not sent a valid `connection_init` have a small budget of their own, per
+/// peer address and server-wide: one client cannot hold the server's slots with sockets that
+/// never authenticate, and a socket leaves the budget as soon as it initialises.
+#[tokio::test]
+async fn unauthenticated_sockets_have_a_small_budget_per_peer_and_server_wide() {
+    let (db, url) = TestDb::create().await;
+    let mut config = test_config(&url);
+    config.ws_max_pending_per_peer = 2;
+    config.ws_max_pending = 3;
+    let app = spawn_app_with(db, config).await;
+    let alice = app.responder();
+
+    let a1 = connect_from(app.addr, [127, 0, 0, 1])
+        .await
+        .expect("first from A");
+    let _a2 = connect_from(app.addr, [127, 0, 0, 1])
+        .await
+        .expect("second from A");
+    assert_eq!(
+        connect_from(app.addr, [127, 0, 0, 1]).await.err(),
+        Some(503),
+        "a third pending socket from one address is refused"
+    );
+    let _b1 = connect_from(app.addr, [127, 0, 0, 2])
+        .await
+        .expect("another address still gets in");
+    assert_eq!(
+        connect_from(app.addr, [127, 0, 0, 3]).await.err(),
+        Some(503),
+        "the server-wide pending budget is spent"
+    );
+
+    // A socket that initialises leaves the budget: A may open another.
+    let mut a1 = Ws { stream: a1 };
+    a1.send(json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {}", alice.token) } }))
+        .await;
+    assert_eq!(a1.next_message().await["type"], "connection_ack");
+    let _a3 = connect_from(app.addr, [127, 0, 0, 1])
+        .await
+        .expect("the initialised socket gave its pending place back");
+    // And the authenticated one works as any other.
+    a1.send(json!({ "type": "ping" })).await;
+    assert_eq!(a1.next_message().await["type"], "pong");
+}
