@@ -145,8 +145,12 @@ impl Db {
             .connect_timeout(opts.acquire_timeout)
             .sqlx_logging(false)
             // A pooled connection the server lost (restart, failover, terminated backend) is
-            // found by a ping before use and replaced, instead of failing the request.
-            .test_before_acquire(true)
+            // found by a ping before use and replaced, instead of failing the request; only
+            // one that sat idle, though. sqlx already pings every connection as it comes back
+            // to the pool, so a ping before each statement (a round trip per statement) buys
+            // nothing under load; a connection lost in between fails its statement once with
+            // DATABASE_UNAVAILABLE and is dropped by the ping on its return.
+            .test_before_acquire_if_idle_for(Duration::from_secs(1))
             .connect_lazy(lazy);
         let statement_timeout_ms = opts.statement_timeout.as_millis();
         let lock_timeout_ms = opts.lock_timeout.as_millis().max(1);

@@ -146,10 +146,9 @@ pub mod sql {
         )
     }
 
+    /// `totalCount`: a count over the table and its conditions (src/incident/read.rs `count`).
     pub fn incidents_count() -> String {
-        format!(
-            r#"SELECT COUNT(*) AS num_items FROM (SELECT {INCIDENT_COLUMNS} FROM "incident_records" WHERE "incident_records"."organization_id" = $1) AS "sub_query""#
-        )
+        r#"SELECT COUNT(*) AS "n" FROM "incident_records" WHERE "incident_records"."organization_id" = $1 LIMIT $2"#.to_string()
     }
 
     pub fn incident_by_id() -> String {
@@ -162,8 +161,28 @@ pub mod sql {
         format!("{} FOR UPDATE", incident_by_id())
     }
 
-    /// The events page of each incident of a batch (src/incident/scope.rs `events_window`).
-    pub fn events_window(n: usize) -> String {
+    /// The events page of each incident of a batch (src/incident/scope.rs `events_window`):
+    /// `LATERAL … LIMIT` on PostgreSQL, a `ROW_NUMBER()` window on SQLite. Ready to run on
+    /// the pool's database (no further `to_sqlite`).
+    pub fn events_window(n: usize, postgres: bool) -> String {
+        if postgres {
+            events_lateral(n)
+        } else {
+            super::to_sqlite(&events_row_number(n))
+        }
+    }
+
+    pub fn events_lateral(n: usize) -> String {
+        let ids: Vec<String> = (2..n + 2).map(|i| format!("(${i}::uuid)")).collect();
+        format!(
+            r#"SELECT "e"."id", "e"."organization_id", "e"."incident_id", "e"."sequence", "e"."event_type", "e"."content", "e"."created_by", "e"."created_at" FROM (VALUES {}) AS "p"("incident_id") CROSS JOIN LATERAL (SELECT * FROM "incident_events" WHERE "organization_id" = $1 AND "incident_id" = "p"."incident_id" ORDER BY "sequence" ASC LIMIT ${}) AS "e" ORDER BY "e"."incident_id" ASC, "e"."sequence" ASC"#,
+            ids.join(", "),
+            n + 2
+        )
+    }
+
+    /// What the server issues on SQLite (and issued on PostgreSQL before it used `LATERAL`).
+    pub fn events_row_number(n: usize) -> String {
         format!(
             r#"SELECT * FROM (SELECT "id", "organization_id", "incident_id", "sequence", "event_type", "content", "created_by", "created_at", ROW_NUMBER() OVER (PARTITION BY "incident_id" ORDER BY "sequence" ASC) AS "rn" FROM "incident_events" WHERE "incident_events"."organization_id" = $1 AND "incident_events"."incident_id" IN ({})) AS "w" WHERE "rn" <= ${} ORDER BY "incident_id" ASC, "sequence" ASC"#,
             super::placeholders(2, n),
@@ -212,7 +231,7 @@ mod tests {
             to_sqlite(sql::UPDATE_STATUS),
             r#"UPDATE "incident_records" SET "status" = ?, "resolved_at" = ?, "updated_at" = ? WHERE "incident_records"."id" = ? AND "incident_records"."organization_id" = ?"#
         );
-        assert!(to_sqlite(&sql::events_window(12)).ends_with(
+        assert!(sql::events_window(12, false).ends_with(
             r#"IN (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)) AS "w" WHERE "rn" <= ? ORDER BY "incident_id" ASC, "sequence" ASC"#
         ));
     }

@@ -1,13 +1,12 @@
-//! The two async-graphql extensions: `Limiter`, which enforces every limit of an operation
-//! inside async-graphql's own parse and validation steps (the document is parsed once, and HTTP
-//! and WebSocket alike are covered), and `Metrics`, which counts operations.
+//! The two async-graphql extensions of the checking schema (see `AppSchema`): `Limiter`, which
+//! enforces every limit of an operation inside async-graphql's own parse and validation steps
+//! (HTTP and WebSocket alike are covered), and `Gate`, which keeps the parsed document and names
+//! the operation for the metrics, and runs nothing.
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextRequest,
-    NextValidation,
+    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextValidation,
 };
 use async_graphql::parser::types::{ExecutableDocument, OperationType, Selection, SelectionSet};
 use async_graphql::{ServerError, ServerResult, ValidationResult, Variables};
@@ -203,55 +202,53 @@ impl Shape {
     }
 }
 
-/// Counts GraphQL operations by name, type and outcome, with their latency, around the whole
-/// request (it hooks no field, so resolving costs nothing extra). Names become labels only as
-/// `OperationNames` admits them.
-pub struct Metrics {
+/// What the checking schema learned of a request that passed: the parsed document (so the
+/// running schema does not parse it again) and the operation that will run, named for the
+/// metrics. Handed to the checking run as request data and read back after it.
+#[derive(Default)]
+pub struct Checked {
+    document: Mutex<Option<ExecutableDocument>>,
+    chosen: Mutex<Option<(String, &'static str)>>,
+}
+
+impl Checked {
+    /// The document and the chosen operation's (label, type), once the check passed.
+    pub fn take(&self) -> Option<(ExecutableDocument, (String, &'static str))> {
+        let document = self
+            .document
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()?;
+        let chosen = self
+            .chosen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()?;
+        Some((document, chosen))
+    }
+}
+
+/// The last step of the checking schema: keeps the parsed document, names the operation that
+/// would run (names become labels only as `OperationNames` admits them), and runs nothing.
+/// The operation itself then runs on a schema with no extension at all (see `AppSchema`).
+pub struct Gate {
     pub names: Arc<OperationNames>,
 }
 
-impl ExtensionFactory for Metrics {
+impl ExtensionFactory for Gate {
     fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(Probe {
+        Arc::new(GateProbe {
             names: self.names.clone(),
-            operations: Mutex::default(),
-            chosen: Mutex::default(),
         })
     }
 }
 
-struct Probe {
+struct GateProbe {
     names: Arc<OperationNames>,
-    /// Every operation of the parsed document: (name, type).
-    operations: Mutex<Vec<(Option<String>, &'static str)>>,
-    /// The operation that ran: (name, type).
-    chosen: Mutex<Option<(String, &'static str)>>,
 }
 
 #[async_graphql::async_trait::async_trait]
-impl Extension for Probe {
-    async fn request(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        next: NextRequest<'_>,
-    ) -> async_graphql::Response {
-        let started = Instant::now();
-        let response = next.run(ctx).await;
-        let (name, ty) = self
-            .chosen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-            .unwrap_or_else(|| ("-".to_owned(), "invalid"));
-        crate::monitoring::graphql_operation(
-            name,
-            ty,
-            response.errors.is_empty(),
-            started.elapsed(),
-        );
-        response
-    }
-
+impl Extension for GateProbe {
     async fn parse_query(
         &self,
         ctx: &ExtensionContext<'_>,
@@ -260,12 +257,9 @@ impl Extension for Probe {
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
         let document = next.run(ctx, query, variables).await?;
-        let operations = document
-            .operations
-            .iter()
-            .map(|(name, op)| (name.map(|n| n.to_string()), op_type(op.node.ty)))
-            .collect();
-        *self.operations.lock().unwrap_or_else(|e| e.into_inner()) = operations;
+        if let Some(checked) = ctx.data_opt::<Arc<Checked>>() {
+            *checked.document.lock().unwrap_or_else(|e| e.into_inner()) = Some(document.clone());
+        }
         Ok(document)
     }
 
@@ -273,25 +267,29 @@ impl Extension for Probe {
         &self,
         ctx: &ExtensionContext<'_>,
         operation_name: Option<&str>,
-        next: NextExecute<'_>,
+        _next: NextExecute<'_>,
     ) -> async_graphql::Response {
-        let chosen = {
-            let operations = self.operations.lock().unwrap_or_else(|e| e.into_inner());
-            let found = match operation_name {
-                Some(wanted) => operations
-                    .iter()
-                    .find(|(name, _)| name.as_deref() == Some(wanted)),
-                None => operations.first(),
-            };
-            // Only documents that passed validation get here: their names are admitted as
-            // labels up to the cap (or by the allow-list).
-            found.map(|(name, ty)| {
-                let name = name.clone().unwrap_or_else(|| "anonymous".to_owned());
-                (self.names.label(name), *ty)
-            })
-        };
-        *self.chosen.lock().unwrap_or_else(|e| e.into_inner()) = chosen;
-        next.run(ctx, operation_name).await
+        // Only documents that passed validation get here: their names are admitted as labels
+        // up to the cap (or by the allow-list).
+        if let Some(checked) = ctx.data_opt::<Arc<Checked>>() {
+            let document = checked.document.lock().unwrap_or_else(|e| e.into_inner());
+            let chosen = document.as_ref().and_then(|document| {
+                let mut operations = document.operations.iter();
+                let found = match operation_name {
+                    Some(wanted) => {
+                        operations.find(|(name, _)| name.map(|n| n.as_str()) == Some(wanted))
+                    }
+                    None => operations.next(),
+                };
+                found.map(|(name, op)| {
+                    let name = name.map_or_else(|| "anonymous".to_owned(), |n| n.to_string());
+                    (self.names.label(name), op_type(op.node.ty))
+                })
+            });
+            drop(document);
+            *checked.chosen.lock().unwrap_or_else(|e| e.into_inner()) = chosen;
+        }
+        async_graphql::Response::new(async_graphql::Value::Null)
     }
 }
 

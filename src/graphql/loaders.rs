@@ -1,10 +1,12 @@
 //! Per-request DataLoaders: every relation a query can nest (an incident's events and
-//! postmortem, an event's or postmortem's incident) is fetched for a whole batch in one statement.
+//! postmortem, an event's or postmortem's incident) is fetched for a whole batch in one statement;
+//! the incidents of a listed page read their relations once for the page (`PageBatches`).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_graphql::dataloader::Loader;
+use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use super::error::GqlError;
@@ -131,5 +133,118 @@ impl Loader<EventCountOf> for AppLoader {
             }
         }
         Ok(out)
+    }
+}
+
+/// The relations of the pages of incidents a request lists, each read once for a whole page.
+///
+/// A DataLoader batches the keys registered within a time window; on a loaded machine the 50
+/// incidents of a page do not all register in time and a page costs a statement per partial
+/// batch (BENCHMARKS.md measured 20 instead of 3). The list resolver registers its page here, so
+/// the first nested field of a kind reads it for every incident of the page and the others wait
+/// for that read: one statement per relation and page, whatever the timing.
+#[derive(Default)]
+pub struct PageBatches {
+    by_incident: Mutex<HashMap<Uuid, Arc<PageBatch>>>,
+}
+
+pub struct PageBatch {
+    ids: Vec<Uuid>,
+    events: Mutex<HashMap<read::EventWindow, Arc<EventsCell>>>,
+    counts: Mutex<HashMap<Option<Vec<String>>, Arc<CountsCell>>>,
+    postmortems: OnceCell<HashMap<Uuid, postmortem::Model>>,
+}
+
+type EventsCell = OnceCell<HashMap<Uuid, Vec<incident_event::Model>>>;
+type CountsCell = OnceCell<HashMap<Uuid, u64>>;
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl PageBatches {
+    /// Registers a page; its incidents' nested fields then read through it. A page of one
+    /// is left to the DataLoader, which can batch it with other single incidents.
+    pub fn register(&self, ids: Vec<Uuid>) {
+        if ids.len() < 2 {
+            return;
+        }
+        let batch = Arc::new(PageBatch {
+            ids,
+            events: Mutex::default(),
+            counts: Mutex::default(),
+            postmortems: OnceCell::new(),
+        });
+        let mut map = locked(&self.by_incident);
+        for id in &batch.ids {
+            map.insert(*id, batch.clone());
+        }
+    }
+
+    /// The page `incident_id` was listed in, if any.
+    pub fn of(&self, incident_id: Uuid) -> Option<Arc<PageBatch>> {
+        locked(&self.by_incident).get(&incident_id).cloned()
+    }
+}
+
+impl PageBatch {
+    pub async fn events(
+        &self,
+        loader: &AppLoader,
+        incident_id: Uuid,
+        window: &read::EventWindow,
+    ) -> Result<Vec<incident_event::Model>, GqlError> {
+        let cell = locked(&self.events)
+            .entry(window.clone())
+            .or_default()
+            .clone();
+        let all = cell
+            .get_or_try_init(|| {
+                read::event_windows(
+                    &loader.db,
+                    loader.scope,
+                    &self.ids,
+                    window,
+                    loader.budget.as_deref(),
+                )
+            })
+            .await?;
+        Ok(all.get(&incident_id).cloned().unwrap_or_default())
+    }
+
+    pub async fn event_count(
+        &self,
+        loader: &AppLoader,
+        incident_id: Uuid,
+        types: &Option<Vec<String>>,
+    ) -> Result<u64, GqlError> {
+        let cell = locked(&self.counts)
+            .entry(types.clone())
+            .or_default()
+            .clone();
+        let all = cell
+            .get_or_try_init(|| {
+                read::event_counts(&loader.db, loader.scope, &self.ids, types.as_deref())
+            })
+            .await?;
+        Ok(all.get(&incident_id).copied().unwrap_or(0))
+    }
+
+    pub async fn postmortem(
+        &self,
+        loader: &AppLoader,
+        incident_id: Uuid,
+    ) -> Result<Option<postmortem::Model>, GqlError> {
+        let all = self
+            .postmortems
+            .get_or_try_init(|| async {
+                let rows =
+                    read::postmortems_by_incident(&loader.db, loader.scope, &self.ids).await?;
+                Ok::<_, crate::error::AppError>(
+                    rows.into_iter().map(|p| (p.incident_id, p)).collect(),
+                )
+            })
+            .await?;
+        Ok(all.get(&incident_id).cloned())
     }
 }

@@ -5,6 +5,7 @@ use async_graphql::{Context, Object};
 use uuid::Uuid;
 
 use super::error::GqlResult;
+use super::loaders::PageBatches;
 use super::schema::{domain, principal};
 use super::types::{AuditEvent, Incident, ListTotal, Postmortem, Viewer, time_connection};
 use crate::incident::input::IncidentFilter;
@@ -38,6 +39,9 @@ impl IncidentQuery {
         let filter = filter.unwrap_or_default().parse()?;
         let page = Page::<TimeCursor>::parse(first, after.as_deref(), last, before.as_deref())?;
         let rows = read::incidents(&domain(ctx).db, scope, &filter, &page).await?;
+        if let Some(batches) = ctx.data_opt::<PageBatches>() {
+            batches.register(rows.rows.iter().map(|i| i.id).collect());
+        }
         Ok(time_connection(
             rows,
             ListTotal::Incidents(filter),

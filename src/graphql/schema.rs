@@ -5,10 +5,11 @@
 use std::sync::Arc;
 
 use async_graphql::dataloader::DataLoader;
-use async_graphql::{Context, MergedObject, MergedSubscription, Schema};
+use async_graphql::futures_util::stream::{self, BoxStream, StreamExt};
+use async_graphql::{Context, MergedObject, MergedSubscription, Schema, ValidationMode};
 
-use super::extensions::{Limiter, Metrics};
-use super::loaders::AppLoader;
+use super::extensions::{Checked, Gate, Limiter};
+use super::loaders::{AppLoader, PageBatches};
 use super::{metrics, mutation, query, subscription};
 use crate::error::{AppError, AppResult};
 use crate::incident::budget::ResponseBudget;
@@ -25,7 +26,86 @@ pub struct Mutation(mutation::IncidentMutation);
 #[derive(MergedSubscription, Default)]
 pub struct Subscription(subscription::IncidentSubscription);
 
-pub type AppSchema = Schema<Query, Mutation, Subscription>;
+type GqlSchema = Schema<Query, Mutation, Subscription>;
+
+/// The schema, as two: one that checks a request and one that runs it.
+///
+/// Once any extension is registered, async-graphql sends every field of every response through
+/// the extension chain (a boxed future per field; PITFALLS.md), which cost the list page a
+/// measurable share of its time (BENCHMARKS.md). Our limits and metrics need extension hooks
+/// (parse and validation, with typed errors), so they live on `checker`, which parses,
+/// validates and names the operation but runs nothing; `runner`, with no extension, then runs
+/// the document the checker parsed, validating it again only in async-graphql's fast mode.
+#[derive(Clone)]
+pub struct AppSchema {
+    checker: GqlSchema,
+    runner: GqlSchema,
+}
+
+impl AppSchema {
+    /// Runs one operation, counted in `incidentd_graphql_operations_total` and timed.
+    pub async fn execute(&self, request: async_graphql::Request) -> async_graphql::Response {
+        let started = std::time::Instant::now();
+        let (response, (name, ty)) = match self.check(request).await {
+            Ok((request, chosen)) => (self.runner.execute(request).await, chosen),
+            // Parse, validation and limit errors: nothing ran, no operation was chosen.
+            Err(response) => (response, ("-".to_owned(), "invalid")),
+        };
+        crate::monitoring::graphql_operation(
+            name,
+            ty,
+            response.errors.is_empty(),
+            started.elapsed(),
+        );
+        response
+    }
+
+    /// An operation over WebSocket or SSE (a subscription or not): its responses as a stream.
+    pub fn execute_stream(
+        &self,
+        request: async_graphql::Request,
+    ) -> BoxStream<'static, async_graphql::Response> {
+        let this = self.clone();
+        stream::once(async move {
+            match this.check(request).await {
+                Ok((request, _)) => this.runner.execute_stream(request),
+                Err(response) => stream::once(async move { response }).boxed(),
+            }
+        })
+        .flatten()
+        .boxed()
+    }
+
+    /// Parses and validates `request` and applies every limit, on the checking schema; the
+    /// request comes back with its parsed document, or the response that refuses it.
+    async fn check(
+        &self,
+        mut request: async_graphql::Request,
+    ) -> Result<(async_graphql::Request, (String, &'static str)), async_graphql::Response> {
+        let checked = Arc::new(Checked::default());
+        let mut probe = async_graphql::Request::new(request.query.clone())
+            .variables(request.variables.clone())
+            .data(checked.clone());
+        probe.operation_name = request.operation_name.clone();
+        let response = self.checker.execute(probe).await;
+        if !response.errors.is_empty() {
+            return Err(response);
+        }
+        match checked.take() {
+            Some((document, chosen)) => {
+                request.set_parsed_query(document);
+                Ok((request, chosen))
+            }
+            // The checker always keeps the document of a request it passed; should it not,
+            // the runner parses the text itself.
+            None => Ok((request, ("-".to_owned(), "invalid"))),
+        }
+    }
+
+    pub fn sdl(&self) -> String {
+        self.runner.sdl()
+    }
+}
 
 /// Limits on what one operation may ask for; the defaults are far above what a frontend sends.
 ///
@@ -81,25 +161,33 @@ pub(crate) fn page_complexity(first: Option<i32>, last: Option<i32>, child: usiz
 }
 
 pub fn build_schema(limits: &Limits) -> AppSchema {
-    let mut builder = Schema::build(
-        Query::default(),
-        Mutation::default(),
-        Subscription::default(),
-    )
-    // Depth and complexity are checked by `Limiter`, which answers with a code; the parser's
-    // guards stay set here too, and `Limiter` names their refusals.
-    .limit_recursive_depth(limits.recursive_depth)
-    .limit_directives(limits.directives)
-    .extension(Metrics {
-        names: limits.operation_names.clone(),
-    })
-    .extension(Limiter {
-        limits: limits.clone(),
-    });
-    if !limits.introspection {
-        builder = builder.disable_introspection().disable_suggestions();
-    }
-    builder.finish()
+    let builder = || {
+        let builder = Schema::build(
+            Query::default(),
+            Mutation::default(),
+            Subscription::default(),
+        )
+        // Depth and complexity are checked by `Limiter`, which answers with a code; the
+        // parser's guards stay set here too, and `Limiter` names their refusals.
+        .limit_recursive_depth(limits.recursive_depth)
+        .limit_directives(limits.directives);
+        if limits.introspection {
+            builder
+        } else {
+            builder.disable_introspection().disable_suggestions()
+        }
+    };
+    let checker = builder()
+        .extension(Gate {
+            names: limits.operation_names.clone(),
+        })
+        .extension(Limiter {
+            limits: limits.clone(),
+        })
+        .finish();
+    // The checker validated the document in full; what is left is the fast mode's checks.
+    let runner = builder().validation_mode(ValidationMode::Fast).finish();
+    AppSchema { checker, runner }
 }
 
 /// The SDL as `incidentd schema` prints it and `schema.graphql` holds it.
@@ -135,7 +223,8 @@ pub fn request_data(
         .data(principal)
         .data(domain.clone())
         .data(hub.clone())
-        .data(loader);
+        .data(loader)
+        .data(PageBatches::default());
     match budget {
         Some(budget) => request.data(budget),
         None => request,

@@ -8,7 +8,9 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::error::GqlResult;
-use super::loaders::{AppLoader, EventCountOf, EventsOf, IncidentById, PostmortemOf};
+use super::loaders::{
+    AppLoader, EventCountOf, EventsOf, IncidentById, PageBatch, PageBatches, PostmortemOf,
+};
 use super::schema::{charge, domain, principal};
 use crate::entity::{Severity, Status, audit_event, incident, incident_event, postmortem};
 use crate::error::AppError;
@@ -20,6 +22,21 @@ use crate::incident::{read, workflow};
 
 fn loader<'a>(ctx: &'a Context<'_>) -> &'a DataLoader<AppLoader> {
     ctx.data_unchecked::<DataLoader<AppLoader>>()
+}
+
+/// The page this incident was listed in, when it was: its relations are read for the whole page.
+fn page_of(ctx: &Context<'_>, incident_id: Uuid) -> Option<std::sync::Arc<PageBatch>> {
+    ctx.data_opt::<PageBatches>()?.of(incident_id)
+}
+
+async fn postmortem_of(
+    ctx: &Context<'_>,
+    incident_id: Uuid,
+) -> GqlResult<Option<postmortem::Model>> {
+    match page_of(ctx, incident_id) {
+        Some(page) => page.postmortem(loader(ctx).loader(), incident_id).await,
+        None => Ok(loader(ctx).load_one(PostmortemOf(incident_id)).await?),
+    }
 }
 
 pub struct Incident(pub incident::Model);
@@ -66,11 +83,7 @@ impl Incident {
     /// The statuses the workflow allows from here, now (CLOSED only once a required postmortem exists).
     async fn allowed_transitions(&self, ctx: &Context<'_>) -> GqlResult<Vec<Status>> {
         let needs_check = self.0.status == Status::Resolved && workflow::needs_postmortem(&self.0);
-        let has_postmortem = needs_check
-            && loader(ctx)
-                .load_one(PostmortemOf(self.0.id))
-                .await?
-                .is_some();
+        let has_postmortem = needs_check && postmortem_of(ctx, self.0.id).await?.is_some();
         Ok(workflow::allowed_now(&self.0, has_postmortem))
     }
 
@@ -98,13 +111,19 @@ impl Incident {
             backward: page.backward,
             fetch: page.fetch(),
         };
-        let rows = loader(ctx)
-            .load_one(EventsOf {
-                incident_id: self.0.id,
-                window,
-            })
-            .await?
-            .unwrap_or_default();
+        let rows = match page_of(ctx, self.0.id) {
+            Some(page) => {
+                page.events(loader(ctx).loader(), self.0.id, &window)
+                    .await?
+            }
+            None => loader(ctx)
+                .load_one(EventsOf {
+                    incident_id: self.0.id,
+                    window,
+                })
+                .await?
+                .unwrap_or_default(),
+        };
         let page = PageOf::from_fetched(rows, &page);
         let total = EventsTotal {
             incident_id: self.0.id,
@@ -121,10 +140,7 @@ impl Incident {
     }
 
     async fn postmortem(&self, ctx: &Context<'_>) -> GqlResult<Option<Postmortem>> {
-        Ok(loader(ctx)
-            .load_one(PostmortemOf(self.0.id))
-            .await?
-            .map(Postmortem))
+        Ok(postmortem_of(ctx, self.0.id).await?.map(Postmortem))
     }
 }
 
@@ -136,6 +152,11 @@ pub struct EventsTotal {
 #[Object]
 impl EventsTotal {
     async fn total_count(&self, ctx: &Context<'_>) -> GqlResult<u64> {
+        if let Some(page) = page_of(ctx, self.incident_id) {
+            return page
+                .event_count(loader(ctx).loader(), self.incident_id, &self.types)
+                .await;
+        }
         Ok(loader(ctx)
             .load_one(EventCountOf {
                 incident_id: self.incident_id,

@@ -3,10 +3,10 @@
 
 use std::collections::HashMap;
 
-use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr};
+use sea_orm::sea_query::{Asterisk, Expr, ExprTrait, Func, LikeExpr};
 use sea_orm::{
-    ColumnTrait, Condition, EntityTrait, FromQueryResult, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, Select,
+    ColumnTrait, Condition, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect,
+    Select,
 };
 use uuid::Uuid;
 
@@ -120,8 +120,20 @@ pub async fn incidents(
     Ok(PageOf::from_fetched(q.all(db.conn()).await?, page))
 }
 
+/// The number of rows `q` selects, as `COUNT(*)` over its table and conditions: sea-orm's
+/// `count` wraps a subquery that names every column.
+async fn count<E: EntityTrait>(db: &Db, q: Select<E>) -> AppResult<u64> {
+    let n: Option<i64> = q
+        .select_only()
+        .expr_as(Expr::col(Asterisk).count(), "n")
+        .into_tuple()
+        .one(db.conn())
+        .await?;
+    Ok(n.map_or(0, |n| u64::try_from(n).unwrap_or(0)))
+}
+
 pub async fn count_incidents(db: &Db, scope: OrgScope, filter: &IncidentFilter) -> AppResult<u64> {
-    Ok(filtered(db, scope, filter).count(db.conn()).await?)
+    count(db, filtered(db, scope, filter)).await
 }
 
 pub async fn postmortems(
@@ -139,7 +151,7 @@ pub async fn postmortems(
 }
 
 pub async fn count_postmortems(db: &Db, scope: OrgScope) -> AppResult<u64> {
-    Ok(scope.postmortems().count(db.conn()).await?)
+    count(db, scope.postmortems()).await
 }
 
 fn audit_query(scope: OrgScope, entity_id: Option<Uuid>) -> Select<audit_event::Entity> {
@@ -174,7 +186,7 @@ pub async fn count_audit_events(
     scope: OrgScope,
     entity_id: Option<Uuid>,
 ) -> AppResult<u64> {
-    Ok(audit_query(scope, entity_id).count(db.conn()).await?)
+    count(db, audit_query(scope, entity_id)).await
 }
 
 pub async fn incidents_by_id(
@@ -211,9 +223,7 @@ pub async fn event_windows(
     window: &EventWindow,
     budget: Option<&ResponseBudget>,
 ) -> AppResult<HashMap<Uuid, Vec<incident_event::Model>>> {
-    let stmt = db
-        .backend()
-        .build(&scope.events_window(incident_ids, window));
+    let stmt = scope.events_window(db.backend(), incident_ids, window);
     let mut rows = incident_event::Model::find_by_statement(stmt)
         .stream(db.conn())
         .await?;

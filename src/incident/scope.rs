@@ -12,7 +12,7 @@ use sea_orm::sea_query::{
 };
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, DbErr, EntityTrait, Iterable,
-    QueryFilter, QuerySelect, Select, TryInsertResult,
+    QueryFilter, QuerySelect, Select, Statement, TryInsertResult, Value,
 };
 use uuid::Uuid;
 
@@ -222,9 +222,65 @@ impl OrgScope {
     }
 
     /// The first `fetch` events of each incident in `incident_ids` after/before a sequence, in
-    /// one statement: a window function numbers each incident's rows, and the outer query keeps
-    /// the first `fetch` of each. Ascending by sequence, or descending when `backward`.
-    pub fn events_window(&self, incident_ids: &[Uuid], window: &EventWindow) -> SelectStatement {
+    /// one statement, ascending by sequence or descending when `backward`. On PostgreSQL a
+    /// `LATERAL … LIMIT` reads only those rows of each incident from the (incident, sequence)
+    /// index; elsewhere a window function numbers each incident's rows and the outer query
+    /// keeps the first `fetch` of each (it reads every event of the page's incidents).
+    pub fn events_window(
+        &self,
+        backend: DatabaseBackend,
+        incident_ids: &[Uuid],
+        window: &EventWindow,
+    ) -> Statement {
+        if backend == DatabaseBackend::Postgres {
+            return self.events_lateral(incident_ids, window);
+        }
+        backend.build(&self.events_row_number(incident_ids, window))
+    }
+
+    fn events_lateral(&self, incident_ids: &[Uuid], window: &EventWindow) -> Statement {
+        use std::fmt::Write as _;
+        let direction = if window.backward { "DESC" } else { "ASC" };
+        let mut values: Vec<Value> = Vec::with_capacity(incident_ids.len() + 4);
+        let mut param = |v: Value| {
+            values.push(v);
+            values.len()
+        };
+        param(self.org_id.into());
+        let mut ids = String::with_capacity(incident_ids.len() * 12);
+        for (i, id) in incident_ids.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            let _ = write!(ids, "{sep}(${}::uuid)", param((*id).into()));
+        }
+        let mut filter = String::new();
+        if let Some(after) = window.after {
+            let _ = write!(filter, " AND \"sequence\" > ${}", param(after.into()));
+        }
+        if let Some(before) = window.before {
+            let _ = write!(filter, " AND \"sequence\" < ${}", param(before.into()));
+        }
+        if let Some(types) = &window.types {
+            filter += " AND \"event_type\" IN (";
+            for (i, t) in types.iter().enumerate() {
+                let sep = if i == 0 { "" } else { ", " };
+                let _ = write!(filter, "{sep}${}", param(t.clone().into()));
+            }
+            filter += ")";
+        }
+        let limit = param(i64::try_from(window.fetch).unwrap_or(i64::MAX).into());
+        let sql = format!(
+            "SELECT \"e\".\"id\", \"e\".\"organization_id\", \"e\".\"incident_id\", \"e\".\"sequence\", \
+             \"e\".\"event_type\", \"e\".\"content\", \"e\".\"created_by\", \"e\".\"created_at\" \
+             FROM (VALUES {ids}) AS \"p\"(\"incident_id\") CROSS JOIN LATERAL (\
+             SELECT * FROM \"incident_events\" WHERE \"organization_id\" = $1 \
+             AND \"incident_id\" = \"p\".\"incident_id\"{filter} \
+             ORDER BY \"sequence\" {direction} LIMIT ${limit}) AS \"e\" \
+             ORDER BY \"e\".\"incident_id\" ASC, \"e\".\"sequence\" {direction}"
+        );
+        Statement::from_sql_and_values(DatabaseBackend::Postgres, sql, values)
+    }
+
+    fn events_row_number(&self, incident_ids: &[Uuid], window: &EventWindow) -> SelectStatement {
         let direction = if window.backward { "DESC" } else { "ASC" };
         let mut inner = Query::select();
         inner

@@ -32,7 +32,10 @@ impl Hub {
     ) -> AppResult<impl Stream<Item = AppResult<incident_event::Model>> + use<>> {
         // Registered before the first read: whatever commits after the read is signalled.
         let mut signals = self.timeline_signals(scope, incident_id);
-        read::incident(&self.inner.db, scope, incident_id).await?;
+        {
+            let _turn = self.inner.replays.acquire().await.expect("never closed");
+            read::incident(&self.inner.db, scope, incident_id).await?;
+        }
         let inner = self.inner.clone();
         let mut cursor = after_sequence;
         Ok(async_stream::stream! {

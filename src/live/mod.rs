@@ -47,8 +47,9 @@ pub struct LiveOptions {
 }
 
 /// A change to one incident as the change feed delivers it: what happened, the incident as it
-/// is now, and as it was just before (`None` when the change did not alter the incident's
-/// fields: a creation, an event, a postmortem).
+/// is now (as read when dispatched: never older than the change, possibly newer), and as it was
+/// just before the change (`None` when the change did not alter the incident's fields: a
+/// creation, an event, a postmortem).
 #[derive(Debug)]
 pub struct Changed {
     pub kind: ChangeKind,
@@ -403,18 +404,33 @@ async fn deliver(hub: &Inner, db: &Db, batch: Vec<(Announcement, Instant)>) {
         .into_iter()
         .map(|e| ((e.organization_id, e.incident_id, e.sequence), e))
         .collect();
+    // Each update's "before": the incident as read, with this update and the later ones of
+    // the batch undone, newest first (a filter over several fields then sees each update's
+    // own before, not one mixed with its successors').
+    let mut befores: Vec<Option<incident::Model>> = vec![None; wanted.len()];
+    let mut undone: HashMap<(Uuid, Uuid), incident::Model> = HashMap::new();
+    for (i, (a, _, feed, _)) in wanted.iter().enumerate().rev() {
+        let key = (a.org_id, a.incident_id);
+        let (true, Some(changes), Some(now)) = (
+            *feed,
+            a.audit.and_then(|id| rows.audits.get(&id)),
+            incidents.get(&key),
+        ) else {
+            continue;
+        };
+        let after = undone.get(&key).unwrap_or(now);
+        let before = audit::before(after, changes);
+        undone.insert(key, before.clone());
+        befores[i] = Some(before);
+    }
     let routes = hub.routes.lock().expect("the routes lock");
-    for (a, at, feed, timeline) in wanted {
+    for ((a, at, feed, timeline), before) in wanted.into_iter().zip(befores) {
         if feed
             && let (Some(tx), Some(now)) = (
                 routes.feed(a.org_id),
                 incidents.get(&(a.org_id, a.incident_id)),
             )
         {
-            let before = a
-                .audit
-                .and_then(|id| rows.audits.get(&id))
-                .map(|changes| audit::before(now, changes));
             let _ = tx.send(Signal::Item(Arc::new(Changed {
                 kind: a.kind,
                 incident: now.clone(),

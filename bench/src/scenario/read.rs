@@ -120,9 +120,9 @@ impl FloorSql {
             incidents_page: pool.sql(&sql::incidents_page()),
             incidents_count: pool.sql(&sql::incidents_count()),
             incident_by_id: pool.sql(&sql::incident_by_id()),
-            list_events: pool.sql(&sql::events_window(LIST_PAGE)),
+            list_events: sql::events_window(LIST_PAGE, pool.is_postgres()),
             list_postmortems: pool.sql(&sql::postmortems_of(LIST_PAGE)),
-            detail_events: pool.sql(&sql::events_window(1)),
+            detail_events: sql::events_window(1, pool.is_postgres()),
             detail_postmortem: pool.sql(&sql::postmortems_of(1)),
         })
     }
@@ -226,6 +226,7 @@ impl Worker for FloorRead {
                         if page == Page::Board {
                             let row = sqlx::query(sqlx::AssertSqlSafe(&*stmts.incidents_count))
                                 .bind(org)
+                                .bind(1i64)
                                 .fetch_one(p)
                                 .await?;
                             let _: i64 = row.try_get(0)?;
@@ -237,7 +238,7 @@ impl Worker for FloorRead {
                         // A short page (a tiny data set) has its own IN list.
                         let short = (ids.len() < LIST_PAGE).then(|| {
                             (
-                                pool_sql(is_pg, &sql::events_window(ids.len())),
+                                sql::events_window(ids.len(), is_pg),
                                 pool_sql(is_pg, &sql::postmortems_of(ids.len())),
                             )
                         });
