@@ -82,7 +82,7 @@ pub fn execute_stream(
     request: async_graphql::Request,
 ) -> impl Stream<Item = async_graphql::Response> + Send + 'static {
     async_stream::stream! {
-        match prepare(&state, request).await {
+        match Box::pin(prepare(&state, request)).await {
             Ok(prepared) => {
                 // A subscription's messages go out one by one: no whole-response budget.
                 let request = super::schema::request_data(

@@ -5,7 +5,10 @@ use futures_util::Stream;
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
 
 use super::{Hub, Inner, Signal};
 use crate::entity::{incident, incident_event};
@@ -32,6 +35,7 @@ impl Hub {
     ) -> AppResult<impl Stream<Item = AppResult<incident_event::Model>> + use<>> {
         // Registered before the first read: whatever commits after the read is signalled.
         let mut signals = self.timeline_signals(scope, incident_id);
+        let registered = Instant::now();
         {
             let _turn = self.inner.replays.acquire().await.expect("never closed");
             read::incident(&self.inner.db, scope, incident_id).await?;
@@ -40,9 +44,11 @@ impl Hub {
         let mut cursor = after_sequence;
         Ok(async_stream::stream! {
             let mut first = true;
+            // Reads started after this moment see everything this subscriber may have missed.
+            let mut need_from = registered;
             loop {
                 loop {
-                    let batch = match inner.catch_up(scope, incident_id, cursor, first).await {
+                    let batch = match Box::pin(inner.catch_up(scope, incident_id, cursor, first, need_from)).await {
                         Ok(batch) => batch,
                         Err(e) => {
                             yield Err(e);
@@ -78,6 +84,8 @@ impl Hub {
                         Err(RecvError::Closed) => return,
                     }
                 }
+                // Whatever ended the live loop, the re-read must start after it.
+                need_from = Instant::now();
             }
         })
     }
@@ -138,37 +146,25 @@ pub struct Delivered {
 const CATCH_UP_PATIENCE: Duration = Duration::from_secs(60);
 
 impl Inner {
-    /// One batch of events after `cursor`, taking a turn among the subscribers reading at
-    /// once. The first read of a subscription fails fast (the client sees why); later ones,
-    /// after a resync, retry with backoff for a while, so a database restart does not end
-    /// thousands of subscriptions at once.
+    /// One batch of events after `cursor`, read after `need_from`. The first read of a
+    /// subscription fails fast (the client sees why); later ones, after a resync, retry with
+    /// backoff for a while, so a database restart does not end thousands of subscriptions at
+    /// once.
     async fn catch_up(
-        &self,
+        self: &Arc<Self>,
         scope: OrgScope,
         incident_id: Uuid,
         cursor: i64,
         first: bool,
+        need_from: Instant,
     ) -> AppResult<read::EventBatch> {
         let started = tokio::time::Instant::now();
         let mut backoff = Duration::from_millis(100);
         loop {
-            let result = {
-                let _turn = self
-                    .replays
-                    .acquire()
-                    .await
-                    .expect("the semaphore is never closed");
-                read::events_after(
-                    &self.db,
-                    scope,
-                    incident_id,
-                    cursor,
-                    REPLAY_BATCH,
-                    REPLAY_BATCH_BYTES,
-                )
+            match self
+                .read_shared(scope, incident_id, cursor, need_from)
                 .await
-            };
-            match result {
+            {
                 Ok(batch) => return Ok(batch),
                 Err(e) if first || started.elapsed() >= CATCH_UP_PATIENCE || !e.is_transient() => {
                     return Err(e);
@@ -178,6 +174,76 @@ impl Inner {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
+            }
+        }
+    }
+
+    /// Subscribers of one incident at one cursor share a read: after a resync, the hundreds
+    /// watching a hot incident (all at its last sequence) read it once, not once each. A
+    /// caller joins only a read created after `need_from` (one that cannot predate what it
+    /// may have missed); reads take turns, a few at a time. A shared read that failed is
+    /// repeated alone, so each caller gets its own error.
+    async fn read_shared(
+        self: &Arc<Self>,
+        scope: OrgScope,
+        incident_id: Uuid,
+        cursor: i64,
+        need_from: Instant,
+    ) -> AppResult<read::EventBatch> {
+        let key = (scope.org_id(), incident_id, cursor);
+        let shared = {
+            let mut reads = self.reads.lock().expect("the reads lock");
+            match reads.get(&key) {
+                Some((created, read)) if *created >= need_from => read.clone(),
+                _ => {
+                    let inner = self.clone();
+                    let read = async move {
+                        let _turn = inner.replays.acquire().await.expect("never closed");
+                        read::events_after(
+                            &inner.db,
+                            scope,
+                            incident_id,
+                            cursor,
+                            REPLAY_BATCH,
+                            REPLAY_BATCH_BYTES,
+                        )
+                        .await
+                        .ok()
+                        .map(Arc::new)
+                    }
+                    .boxed()
+                    .shared();
+                    reads.insert(key, (Instant::now(), read.clone()));
+                    read
+                }
+            }
+        };
+        let result = shared.clone().await;
+        {
+            let mut reads = self.reads.lock().expect("the reads lock");
+            if reads
+                .get(&key)
+                .is_some_and(|(_, read)| read.ptr_eq(&shared))
+            {
+                reads.remove(&key);
+            }
+        }
+        match result {
+            Some(batch) => Ok(read::EventBatch {
+                rows: batch.rows.clone(),
+                complete: batch.complete,
+            }),
+            None => {
+                let _turn = self.replays.acquire().await.expect("never closed");
+                read::events_after(
+                    &self.db,
+                    scope,
+                    incident_id,
+                    cursor,
+                    REPLAY_BATCH,
+                    REPLAY_BATCH_BYTES,
+                )
+                .await
             }
         }
     }

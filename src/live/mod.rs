@@ -138,7 +138,14 @@ struct Inner {
     overflowed: AtomicBool,
     routes: Mutex<Routes>,
     replays: Semaphore,
+    /// Timeline catch-up reads in flight, by (organization, incident, cursor), with when each
+    /// was created: subscribers at the same place share one (see `feed.rs`).
+    reads: Mutex<HashMap<ReadKey, (Instant, SharedRead)>>,
 }
+
+/// (organization, incident, cursor).
+type ReadKey = (Uuid, Uuid, i64);
+type SharedRead = futures_util::future::Shared<BoxFuture<'static, Option<Arc<read::EventBatch>>>>;
 
 /// The channels of the subscribers this server has: one per watched timeline, one per
 /// organization with a change-feed subscriber. Channels nobody reads any more are swept.
@@ -187,6 +194,7 @@ impl Hub {
                 overflowed: AtomicBool::new(false),
                 routes: Mutex::new(Routes::default()),
                 replays: Semaphore::new(REPLAY_CONCURRENCY),
+                reads: Mutex::default(),
             }),
             input,
             via_postgres,
