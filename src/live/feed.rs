@@ -198,18 +198,11 @@ impl Inner {
                 _ => {
                     let inner = self.clone();
                     let read = async move {
-                        let _turn = inner.replays.acquire().await.expect("never closed");
-                        read::events_after(
-                            &inner.db,
-                            scope,
-                            incident_id,
-                            cursor,
-                            REPLAY_BATCH,
-                            REPLAY_BATCH_BYTES,
-                        )
-                        .await
-                        .ok()
-                        .map(Arc::new)
+                        inner
+                            .read_events(scope, incident_id, cursor)
+                            .await
+                            .ok()
+                            .map(Arc::new)
                     }
                     .boxed()
                     .shared();
@@ -233,18 +226,26 @@ impl Inner {
                 rows: batch.rows.clone(),
                 complete: batch.complete,
             }),
-            None => {
-                let _turn = self.replays.acquire().await.expect("never closed");
-                read::events_after(
-                    &self.db,
-                    scope,
-                    incident_id,
-                    cursor,
-                    REPLAY_BATCH,
-                    REPLAY_BATCH_BYTES,
-                )
-                .await
-            }
+            None => self.read_events(scope, incident_id, cursor).await,
         }
+    }
+
+    /// One batch of events after `cursor`, taking a turn among the subscribers reading at once.
+    async fn read_events(
+        &self,
+        scope: OrgScope,
+        incident_id: Uuid,
+        cursor: i64,
+    ) -> AppResult<read::EventBatch> {
+        let _turn = self.replays.acquire().await.expect("never closed");
+        read::events_after(
+            &self.db,
+            scope,
+            incident_id,
+            cursor,
+            REPLAY_BATCH,
+            REPLAY_BATCH_BYTES,
+        )
+        .await
     }
 }
