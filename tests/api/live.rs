@@ -392,22 +392,21 @@ fn postgres_addr(url: &str) -> SocketAddr {
     hostport.to_socket_addrs().unwrap().next().unwrap()
 }
 
-/// The listener's connection goes silent (no reset, no error: a NAT that forgot it). Its
-/// heartbeat notices, it reconnects, and the subscriber re-reads the event it would have missed.
-#[tokio::test]
-async fn a_silently_dead_listener_is_noticed_and_nothing_is_missed() {
+/// A PostgreSQL app whose listener (only) connects through a proxy, a subscriber on a new
+/// incident's timeline registered, and the caller; `None` on SQLite (no listener).
+async fn listener_behind_proxy(refusing: bool) -> Option<(TestApp, Proxy, Caller, Uuid, Ws)> {
     let (db, url) = TestDb::create().await;
     if !db.is_postgres() {
         eprintln!("skipped: the listener is PostgreSQL's");
-        return;
+        return None;
     }
-    let proxy = Proxy::start(postgres_addr(&url), false).await;
+    let proxy = Proxy::start(postgres_addr(&url), refusing).await;
     let mut config = test_config(&url);
     config.listen_database_url = Some(proxy.url(&url).as_str().into());
     config.listen_heartbeat = Duration::from_millis(500);
     let app = spawn_app_with(db, config).await;
     let alice = app.responder();
-    let incident = app.new_incident(&alice, "quiet network").await;
+    let incident = app.new_incident(&alice, "behind a proxy").await;
     let mut ws = Ws::ready(app.addr, &alice.token).await;
     ws.subscribe(
         "t",
@@ -416,6 +415,16 @@ async fn a_silently_dead_listener_is_noticed_and_nothing_is_missed() {
     )
     .await;
     barrier(&mut ws).await;
+    Some((app, proxy, alice, incident, ws))
+}
+
+/// The listener's connection goes silent (no reset, no error: a NAT that forgot it). Its
+/// heartbeat notices, it reconnects, and the subscriber re-reads the event it would have missed.
+#[tokio::test]
+async fn a_silently_dead_listener_is_noticed_and_nothing_is_missed() {
+    let Some((app, proxy, alice, incident, mut ws)) = listener_behind_proxy(false).await else {
+        return;
+    };
     let first = write_event(&app, &alice, incident, "before").await;
     assert_eq!(receive_sequences(&mut ws, "t", 1).await, vec![first]);
 
@@ -430,26 +439,9 @@ async fn a_silently_dead_listener_is_noticed_and_nothing_is_missed() {
 /// too, makes them re-read.
 #[tokio::test]
 async fn changes_committed_before_the_first_listen_are_not_missed() {
-    let (db, url) = TestDb::create().await;
-    if !db.is_postgres() {
-        eprintln!("skipped: the listener is PostgreSQL's");
+    let Some((app, proxy, alice, incident, mut ws)) = listener_behind_proxy(true).await else {
         return;
-    }
-    let proxy = Proxy::start(postgres_addr(&url), true).await;
-    let mut config = test_config(&url);
-    config.listen_database_url = Some(proxy.url(&url).as_str().into());
-    config.listen_heartbeat = Duration::from_millis(500);
-    let app = spawn_app_with(db, config).await;
-    let alice = app.responder();
-    let incident = app.new_incident(&alice, "early").await;
-    let mut ws = Ws::ready(app.addr, &alice.token).await;
-    ws.subscribe(
-        "t",
-        EVENTS_SUBSCRIPTION,
-        json!({ "id": incident, "after": 0 }),
-    )
-    .await;
-    barrier(&mut ws).await;
+    };
     let seq = write_event(&app, &alice, incident, "nobody listens yet").await;
     proxy.open();
     assert_eq!(receive_sequences(&mut ws, "t", 1).await, vec![seq]);
