@@ -26,8 +26,6 @@ use crate::entity::{incident, incident_event};
 use crate::incident::changes::{Announcement, ChangeKind, ChangeSink};
 use crate::incident::{OrgScope, audit, read};
 
-pub use pg::LISTENER_APPLICATION_NAME;
-
 pub const LAG_METRIC: &str = "incidentd_live_dispatch_lag_seconds";
 pub const RESYNCS_METRIC: &str = "incidentd_live_resyncs_total";
 pub const DROPPED_METRIC: &str = "incidentd_live_dropped_total";
