@@ -5,6 +5,7 @@
 
 pub mod error;
 mod extensions;
+mod fast;
 pub mod http;
 mod loaders;
 mod metrics;

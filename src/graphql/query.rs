@@ -1,10 +1,10 @@
 //! Query roots: incidents, postmortems, the audit log and the viewer.
 
-use async_graphql::connection::Connection;
 use async_graphql::{Context, Object};
 use uuid::Uuid;
 
 use super::error::GqlResult;
+use super::fast::FastConnection;
 use super::loaders::PageBatches;
 use super::schema::{domain, principal};
 use super::types::{AuditEvent, Incident, ListTotal, Postmortem, Viewer, time_connection};
@@ -34,7 +34,7 @@ impl IncidentQuery {
         after: Option<String>,
         last: Option<i32>,
         before: Option<String>,
-    ) -> GqlResult<Connection<String, Incident, ListTotal>> {
+    ) -> GqlResult<FastConnection<Incident, ListTotal>> {
         let scope = principal(ctx)?.scope();
         let filter = filter.unwrap_or_default().parse()?;
         let page = Page::<TimeCursor>::parse(first, after.as_deref(), last, before.as_deref())?;
@@ -62,7 +62,7 @@ impl IncidentQuery {
         after: Option<String>,
         last: Option<i32>,
         before: Option<String>,
-    ) -> GqlResult<Connection<String, Postmortem, ListTotal>> {
+    ) -> GqlResult<FastConnection<Postmortem, ListTotal>> {
         let scope = principal(ctx)?.scope();
         let page = Page::<TimeCursor>::parse(first, after.as_deref(), last, before.as_deref())?;
         let rows = read::postmortems(&domain(ctx).db, scope, &page).await?;
@@ -85,7 +85,7 @@ impl IncidentQuery {
         entity_id: Option<Uuid>,
         first: Option<i32>,
         after: Option<String>,
-    ) -> GqlResult<Connection<String, AuditEvent, ListTotal>> {
+    ) -> GqlResult<FastConnection<AuditEvent, ListTotal>> {
         let principal = principal(ctx)?;
         principal.require_admin()?;
         let page = Page::<TimeCursor>::parse(first, after.as_deref(), None, None)?;

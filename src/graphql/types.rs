@@ -1,13 +1,18 @@
 //! The GraphQL object types: thin wrappers over entity models, with nested relations loaded
 //! through the request's DataLoader.
 
-use async_graphql::connection::{Connection, Edge};
+use std::borrow::Cow;
+
 use async_graphql::dataloader::DataLoader;
-use async_graphql::{Context, Json, Object, SimpleObject};
+use async_graphql::{Context, Json, Object, ServerResult, SimpleObject, Value};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::error::GqlResult;
+use super::fast::{
+    FastConnection, Fields, PlainFields, Slot, failed, fast_object, later, plain_list, text,
+    unknown, value,
+};
 use super::loaders::{
     AppLoader, EventCountOf, EventsOf, IncidentById, PageBatch, PageBatches, PostmortemOf,
 };
@@ -41,15 +46,53 @@ async fn postmortem_of(
 
 pub struct Incident(pub incident::Model);
 
-#[Object]
-impl Incident {
+fast_object!(Incident, IncidentResolvers);
+
+impl Fields for Incident {
+    fn type_name(&self) -> Cow<'static, str> {
+        Cow::Borrowed("Incident")
+    }
+
+    fn field<'b>(&'b self, ctx: Context<'b>) -> Slot<'b> {
+        let m = &self.0;
+        match ctx.item.node.name.node.as_str() {
+            "id" => value(&m.id),
+            "organizationId" => value(&m.organization_id),
+            "title" => text(&m.title),
+            "status" => value(&m.status),
+            "severity" => value(&m.severity),
+            "linkedTicketIds" => value(&m.ticket_ids()),
+            "linkedProblemId" => value(&m.linked_problem_id),
+            "startedAt" => value(&m.started_at),
+            "resolvedAt" => value(&m.resolved_at),
+            "createdBy" => value(&m.created_by),
+            "createdAt" => value(&m.created_at),
+            "updatedAt" => value(&m.updated_at),
+            "allowedTransitions" if !needs_postmortem_check(m) => {
+                value(&workflow::allowed_now(m, false))
+            }
+            _ => later(ctx, IncidentResolvers(m)),
+        }
+    }
+}
+
+/// Whether the statuses allowed from here depend on a postmortem existing.
+fn needs_postmortem_check(m: &incident::Model) -> bool {
+    m.status == Status::Resolved && workflow::needs_postmortem(m)
+}
+
+/// `Incident`'s GraphQL type and the resolvers of the fields that wait for a relation.
+struct IncidentResolvers<'a>(&'a incident::Model);
+
+#[Object(name = "Incident")]
+impl<'a> IncidentResolvers<'a> {
     async fn id(&self) -> Uuid {
         self.0.id
     }
     async fn organization_id(&self) -> Uuid {
         self.0.organization_id
     }
-    async fn title(&self) -> &str {
+    async fn title(&self) -> &'a str {
         &self.0.title
     }
     async fn status(&self) -> Status {
@@ -82,9 +125,9 @@ impl Incident {
 
     /// The statuses the workflow allows from here, now (CLOSED only once a required postmortem exists).
     async fn allowed_transitions(&self, ctx: &Context<'_>) -> GqlResult<Vec<Status>> {
-        let needs_check = self.0.status == Status::Resolved && workflow::needs_postmortem(&self.0);
+        let needs_check = needs_postmortem_check(self.0);
         let has_postmortem = needs_check && postmortem_of(ctx, self.0.id).await?.is_some();
-        Ok(workflow::allowed_now(&self.0, has_postmortem))
+        Ok(workflow::allowed_now(self.0, has_postmortem))
     }
 
     /// The timeline, oldest first.
@@ -97,7 +140,7 @@ impl Incident {
         last: Option<i32>,
         before: Option<String>,
         types: Option<Vec<String>>,
-    ) -> GqlResult<Connection<String, IncidentEvent, EventsTotal>> {
+    ) -> GqlResult<FastConnection<IncidentEvent, EventsTotal>> {
         let page = Page::<SeqCursor>::parse(first, after.as_deref(), last, before.as_deref())?;
         if let Some(types) = &types
             && types.len() > 50
@@ -129,14 +172,14 @@ impl Incident {
             incident_id: self.0.id,
             types,
         };
-        let mut connection =
-            Connection::with_additional_fields(page.has_previous, page.has_next, total);
-        connection.edges.extend(
+        Ok(FastConnection::new(
+            page.has_previous,
+            page.has_next,
+            total,
             page.rows
                 .into_iter()
-                .map(|e| Edge::new(SeqCursor(e.sequence).encode(), IncidentEvent(e))),
-        );
-        Ok(connection)
+                .map(|e| (SeqCursor(e.sequence).encode(), IncidentEvent(e))),
+        ))
     }
 
     async fn postmortem(&self, ctx: &Context<'_>) -> GqlResult<Option<Postmortem>> {
@@ -169,8 +212,41 @@ impl EventsTotal {
 
 pub struct IncidentEvent(pub incident_event::Model);
 
-#[Object]
-impl IncidentEvent {
+fast_object!(IncidentEvent, IncidentEventResolvers);
+
+impl Fields for IncidentEvent {
+    fn type_name(&self) -> Cow<'static, str> {
+        Cow::Borrowed("IncidentEvent")
+    }
+
+    fn field<'b>(&'b self, ctx: Context<'b>) -> Slot<'b> {
+        let m = &self.0;
+        match ctx.item.node.name.node.as_str() {
+            "id" => value(&m.id),
+            "incidentId" => value(&m.incident_id),
+            "sequence" => value(&sequence(m)),
+            "eventType" => text(&m.event_type),
+            "content" => match charge(&ctx, m.content.as_deref().map_or(0, str::len)) {
+                Ok(()) => value(&m.content),
+                Err(err) => failed(&ctx, err),
+            },
+            "createdBy" => value(&m.created_by),
+            "createdAt" => value(&m.created_at),
+            _ => later(ctx, IncidentEventResolvers(m)),
+        }
+    }
+}
+
+/// Stored as BIGINT; GraphQL's Int is 32-bit, and no timeline comes near its end.
+fn sequence(m: &incident_event::Model) -> i32 {
+    i32::try_from(m.sequence).unwrap_or(i32::MAX)
+}
+
+/// `IncidentEvent`'s GraphQL type and the resolver of its incident.
+struct IncidentEventResolvers<'a>(&'a incident_event::Model);
+
+#[Object(name = "IncidentEvent")]
+impl<'a> IncidentEventResolvers<'a> {
     async fn id(&self) -> Uuid {
         self.0.id
     }
@@ -179,13 +255,12 @@ impl IncidentEvent {
     }
     /// 1, 2, 3… within its incident, gapless, in commit order.
     async fn sequence(&self) -> i32 {
-        // Stored as BIGINT; GraphQL's Int is 32-bit, and no timeline comes near its end.
-        i32::try_from(self.0.sequence).unwrap_or(i32::MAX)
+        sequence(self.0)
     }
-    async fn event_type(&self) -> &str {
+    async fn event_type(&self) -> &'a str {
         &self.0.event_type
     }
-    async fn content(&self, ctx: &Context<'_>) -> GqlResult<Option<&str>> {
+    async fn content(&self, ctx: &Context<'_>) -> GqlResult<Option<&'a str>> {
         let content = self.0.content.as_deref();
         charge(ctx, content.map_or(0, str::len))?;
         Ok(content)
@@ -213,6 +288,29 @@ async fn incident_of(ctx: &Context<'_>, id: Uuid) -> GqlResult<Incident> {
 /// domain's own type): a view, not a second definition.
 pub struct ActionItem(DomainActionItem);
 
+impl PlainFields for ActionItem {
+    const TYPE_NAME: &'static str = "ActionItem";
+
+    fn field(&self, ctx: &Context<'_>) -> ServerResult<Value> {
+        let item = &self.0;
+        Ok(match ctx.item.node.name.node.as_str() {
+            "title" => Value::String(item.title.clone()),
+            "owner" => async_graphql::InputType::to_value(&item.owner),
+            "done" => Value::Boolean(item.done),
+            "ticketId" => async_graphql::InputType::to_value(&item.ticket_id),
+            "dueDate" => async_graphql::InputType::to_value(&item.due_date),
+            other => return Err(unknown(ctx, other)),
+        })
+    }
+}
+
+fn action_items(m: &postmortem::Model) -> Vec<ActionItem> {
+    DomainActionItem::list_from_json(&m.action_items)
+        .into_iter()
+        .map(ActionItem)
+        .collect()
+}
+
 #[Object]
 impl ActionItem {
     async fn title(&self) -> &str {
@@ -234,46 +332,78 @@ impl ActionItem {
 
 pub struct Postmortem(pub postmortem::Model);
 
+fast_object!(Postmortem, PostmortemResolvers);
+
+impl Fields for Postmortem {
+    fn type_name(&self) -> Cow<'static, str> {
+        Cow::Borrowed("Postmortem")
+    }
+
+    fn field<'b>(&'b self, ctx: Context<'b>) -> Slot<'b> {
+        let m = &self.0;
+        let long = |text: &Option<String>| match charge(&ctx, text.as_deref().map_or(0, str::len)) {
+            Ok(()) => value(text),
+            Err(err) => failed(&ctx, err),
+        };
+        match ctx.item.node.name.node.as_str() {
+            "id" => value(&m.id),
+            "incidentId" => value(&m.incident_id),
+            "impactSummary" => long(&m.impact_summary),
+            "rootCause" => long(&m.root_cause),
+            "timeline" => long(&m.timeline),
+            "whatWentWell" => long(&m.what_went_well),
+            "whatWentWrong" => long(&m.what_went_wrong),
+            "actionItems" => Slot::Ready(plain_list(&ctx, &action_items(m))),
+            "publicSummary" => long(&m.public_summary),
+            "internalNotes" => long(&m.internal_notes),
+            "createdBy" => value(&m.created_by),
+            "createdAt" => value(&m.created_at),
+            "updatedAt" => value(&m.updated_at),
+            _ => later(ctx, PostmortemResolvers(m)),
+        }
+    }
+}
+
 /// A long text field, charged to the response's budget.
-fn text<'a>(ctx: &Context<'_>, value: Option<&'a str>) -> GqlResult<Option<&'a str>> {
+fn long_text<'a>(ctx: &Context<'_>, value: Option<&'a str>) -> GqlResult<Option<&'a str>> {
     charge(ctx, value.map_or(0, str::len))?;
     Ok(value)
 }
 
-#[Object]
-impl Postmortem {
+/// `Postmortem`'s GraphQL type and the resolver of its incident.
+struct PostmortemResolvers<'a>(&'a postmortem::Model);
+
+#[Object(name = "Postmortem")]
+impl<'a> PostmortemResolvers<'a> {
     async fn id(&self) -> Uuid {
         self.0.id
     }
     async fn incident_id(&self) -> Uuid {
         self.0.incident_id
     }
-    async fn impact_summary(&self, ctx: &Context<'_>) -> GqlResult<Option<&str>> {
-        text(ctx, self.0.impact_summary.as_deref())
+    async fn impact_summary(&self, ctx: &Context<'_>) -> GqlResult<Option<&'a str>> {
+        long_text(ctx, self.0.impact_summary.as_deref())
     }
-    async fn root_cause(&self, ctx: &Context<'_>) -> GqlResult<Option<&str>> {
-        text(ctx, self.0.root_cause.as_deref())
+    async fn root_cause(&self, ctx: &Context<'_>) -> GqlResult<Option<&'a str>> {
+        long_text(ctx, self.0.root_cause.as_deref())
     }
-    async fn timeline(&self, ctx: &Context<'_>) -> GqlResult<Option<&str>> {
-        text(ctx, self.0.timeline.as_deref())
+    async fn timeline(&self, ctx: &Context<'_>) -> GqlResult<Option<&'a str>> {
+        long_text(ctx, self.0.timeline.as_deref())
     }
-    async fn what_went_well(&self, ctx: &Context<'_>) -> GqlResult<Option<&str>> {
-        text(ctx, self.0.what_went_well.as_deref())
+    async fn what_went_well(&self, ctx: &Context<'_>) -> GqlResult<Option<&'a str>> {
+        long_text(ctx, self.0.what_went_well.as_deref())
     }
-    async fn what_went_wrong(&self, ctx: &Context<'_>) -> GqlResult<Option<&str>> {
-        text(ctx, self.0.what_went_wrong.as_deref())
+    async fn what_went_wrong(&self, ctx: &Context<'_>) -> GqlResult<Option<&'a str>> {
+        long_text(ctx, self.0.what_went_wrong.as_deref())
     }
     async fn action_items(&self) -> Vec<ActionItem> {
-        DomainActionItem::list_from_json(&self.0.action_items)
-            .into_iter()
-            .map(ActionItem)
-            .collect()
+        action_items(self.0)
     }
-    async fn public_summary(&self, ctx: &Context<'_>) -> GqlResult<Option<&str>> {
-        text(ctx, self.0.public_summary.as_deref())
+    async fn public_summary(&self, ctx: &Context<'_>) -> GqlResult<Option<&'a str>> {
+        long_text(ctx, self.0.public_summary.as_deref())
     }
-    async fn internal_notes(&self, ctx: &Context<'_>) -> GqlResult<Option<&str>> {
-        text(ctx, self.0.internal_notes.as_deref())
+    async fn internal_notes(&self, ctx: &Context<'_>) -> GqlResult<Option<&'a str>> {
+        long_text(ctx, self.0.internal_notes.as_deref())
     }
     async fn created_by(&self) -> Option<Uuid> {
         self.0.created_by
@@ -353,16 +483,228 @@ pub fn time_connection<M, N>(
     total: ListTotal,
     key: impl Fn(&M) -> TimeCursor,
     node: impl Fn(M) -> N,
-) -> Connection<String, N, ListTotal>
+) -> FastConnection<N, ListTotal>
 where
     N: async_graphql::OutputType,
 {
-    let mut connection =
-        Connection::with_additional_fields(page.has_previous, page.has_next, total);
-    connection.edges.extend(
+    FastConnection::new(
+        page.has_previous,
+        page.has_next,
+        total,
         page.rows
             .into_iter()
-            .map(|row| Edge::new(key(&row).encode(), node(row))),
-    );
-    connection
+            .map(|row| (key(&row).encode(), node(row))),
+    )
+}
+
+/// The fast path (`fast.rs`) and the `#[Object]` resolvers must answer every field alike: the
+/// same query runs on both over the same rows, every plain field of each type selected (found
+/// by introspection, so a field added later is checked too), under aliases, fragments and
+/// merged keys.
+#[cfg(test)]
+mod tests {
+    use async_graphql::connection::Connection;
+    use async_graphql::{EmptyMutation, EmptySubscription, Object, Schema};
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    use super::*;
+
+    fn at(s: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_790_000_000 + s, 123_456_000).unwrap()
+    }
+
+    fn incident() -> &'static incident::Model {
+        Box::leak(Box::new(incident::Model {
+            id: Uuid::from_u128(1),
+            organization_id: Uuid::from_u128(2),
+            title: "Checkout \"latency\" \u{1F525}".into(),
+            status: Status::Mitigating,
+            severity: Severity::Sev2,
+            highest_severity: Some(Severity::Sev1),
+            linked_ticket_ids: json!(["OPS-1", "OPS-2"]),
+            linked_problem_id: Some(Uuid::from_u128(3)),
+            started_at: at(0),
+            resolved_at: None,
+            created_by: Some(Uuid::from_u128(4)),
+            created_at: at(1),
+            updated_at: at(2),
+        }))
+    }
+
+    fn events() -> Vec<incident_event::Model> {
+        (1..=3)
+            .map(|n| incident_event::Model {
+                id: Uuid::from_u128(10 + n as u128),
+                organization_id: Uuid::from_u128(2),
+                incident_id: Uuid::from_u128(1),
+                sequence: n,
+                event_type: "note".into(),
+                content: (n != 2).then(|| format!("line {n}\nwith \"quotes\"")),
+                created_by: (n == 1).then(|| Uuid::from_u128(4)),
+                created_at: at(10 + n),
+            })
+            .collect()
+    }
+
+    fn postmortem() -> &'static postmortem::Model {
+        Box::leak(Box::new(postmortem::Model {
+            id: Uuid::from_u128(20),
+            incident_id: Uuid::from_u128(1),
+            organization_id: Uuid::from_u128(2),
+            impact_summary: Some("Checkout failed for 4% of users".into()),
+            root_cause: None,
+            timeline: Some("10:00 page\n10:05 rollback".into()),
+            what_went_well: Some("fast rollback".into()),
+            what_went_wrong: None,
+            action_items: json!([
+                { "title": "Add alert", "owner": "sre", "dueDate": "2026-12-24", "done": false },
+                { "title": "Fix retry", "done": true, "ticketId": "OPS-9" }
+            ]),
+            public_summary: None,
+            internal_notes: Some("n".into()),
+            created_by: None,
+            created_at: at(30),
+            updated_at: at(31),
+        }))
+    }
+
+    fn page() -> FastConnection<IncidentEvent, EventsTotal> {
+        FastConnection::new(
+            false,
+            true,
+            total(),
+            events()
+                .into_iter()
+                .map(|e| (SeqCursor(e.sequence).encode(), IncidentEvent(e))),
+        )
+    }
+
+    fn total() -> EventsTotal {
+        EventsTotal {
+            incident_id: Uuid::from_u128(1),
+            types: None,
+        }
+    }
+
+    struct TestQuery;
+
+    #[Object]
+    impl TestQuery {
+        async fn fast_incident(&self) -> Incident {
+            Incident(incident().clone())
+        }
+        async fn slow_incident(&self) -> IncidentResolvers<'static> {
+            IncidentResolvers(incident())
+        }
+        async fn fast_event(&self) -> IncidentEvent {
+            IncidentEvent(events().remove(0))
+        }
+        async fn slow_event(&self) -> IncidentEventResolvers<'static> {
+            IncidentEventResolvers(Box::leak(Box::new(events().remove(0))))
+        }
+        async fn fast_postmortem(&self) -> Postmortem {
+            Postmortem(postmortem().clone())
+        }
+        async fn slow_postmortem(&self) -> PostmortemResolvers<'static> {
+            PostmortemResolvers(postmortem())
+        }
+        async fn fast_events(&self) -> FastConnection<IncidentEvent, EventsTotal> {
+            page()
+        }
+        async fn slow_events(&self) -> Connection<String, IncidentEvent, EventsTotal> {
+            page().0
+        }
+    }
+
+    fn schema() -> Schema<TestQuery, EmptyMutation, EmptySubscription> {
+        Schema::new(TestQuery, EmptyMutation, EmptySubscription)
+    }
+
+    async fn run(query: &str) -> serde_json::Value {
+        let response = schema().execute(query).await;
+        assert!(response.errors.is_empty(), "{query}: {:?}", response.errors);
+        serde_json::to_value(&response.data).unwrap()
+    }
+
+    /// Every field of `ty` that takes no argument and whose type is a scalar or an enum (or a
+    /// list of them), plus `actionItems` with its own such fields.
+    async fn plain_fields(ty: &str) -> String {
+        let data = run(&format!(
+            r#"{{ __type(name: "{ty}") {{ fields {{ name args {{ name }}
+                 type {{ kind name ofType {{ kind name ofType {{ kind name ofType {{ kind name }} }} }} }} }} }} }}"#
+        ))
+        .await;
+        let mut selected = Vec::new();
+        for field in data["__type"]["fields"].as_array().unwrap() {
+            let mut t = &field["type"];
+            while t["kind"] == "NON_NULL" || t["kind"] == "LIST" {
+                t = &t["ofType"];
+            }
+            let name = field["name"].as_str().unwrap();
+            let no_args = field["args"].as_array().unwrap().is_empty();
+            match t["kind"].as_str().unwrap() {
+                "SCALAR" | "ENUM" if no_args => selected.push(name.to_owned()),
+                "OBJECT" if t["name"] == "ActionItem" => selected.push(format!(
+                    "{name} {{ {} }}",
+                    Box::pin(plain_fields("ActionItem")).await
+                )),
+                _ => {}
+            }
+        }
+        selected.join(" ")
+    }
+
+    /// Runs `selection` on the fast and the slow root field in one query; `fragments` follow it.
+    async fn same(fast: &str, slow: &str, selection: &str, fragments: &str) {
+        let query = format!("{{ a: {fast} {selection} b: {slow} {selection} }} {fragments}");
+        let data = run(&query).await;
+        assert_ne!(data["a"], serde_json::Value::Null, "{query}");
+        assert_eq!(
+            data["a"].to_string(),
+            data["b"].to_string(),
+            "the fast path and the resolvers differ on {query}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_fast_path_answers_every_plain_field_as_the_resolvers_do() {
+        for (ty, fast, slow, at_least) in [
+            ("Incident", "fastIncident", "slowIncident", 12),
+            ("IncidentEvent", "fastEvent", "slowEvent", 7),
+            ("Postmortem", "fastPostmortem", "slowPostmortem", 13),
+        ] {
+            let fields = plain_fields(ty).await;
+            assert!(
+                fields
+                    .split_whitespace()
+                    .filter(|f| f.chars().all(char::is_alphanumeric))
+                    .count()
+                    >= at_least,
+                "too few plain fields found on {ty}: {fields}"
+            );
+            same(fast, slow, &format!("{{ {fields} }}"), "").await;
+            same(
+                fast,
+                slow,
+                &format!("{{ __typename x: id ...F ... on {ty} {{ id }} ... {{ __typename }} }}"),
+                &format!("fragment F on {ty} {{ {fields} }}"),
+            )
+            .await;
+        }
+    }
+
+    #[tokio::test]
+    async fn the_fast_connection_answers_as_async_graphql_s_does() {
+        same(
+            "fastEvents",
+            "slowEvents",
+            "{ __typename pageInfo { __typename hasPreviousPage hasNextPage startCursor endCursor } \
+               edges { __typename cursor node { id sequence } } edges { node { content } c: cursor } \
+               nodes { id eventType content createdBy createdAt } \
+               ... on IncidentEventConnection { e: edges { cursor } pageInfo { endCursor } } }",
+            "",
+        )
+        .await;
+    }
 }
