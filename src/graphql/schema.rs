@@ -2,7 +2,11 @@
 //! schema-drift test; and what every operation carries (the caller, the domain, the live feed,
 //! a fresh set of loaders), attached by the transports.
 
-use std::sync::Arc;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
+use async_graphql::parser::types::ExecutableDocument;
+use lru::LruCache;
 
 use async_graphql::dataloader::DataLoader;
 use async_graphql::futures_util::stream::{self, BoxStream, StreamExt};
@@ -40,6 +44,43 @@ type GqlSchema = Schema<Query, Mutation, Subscription>;
 pub struct AppSchema {
     checker: GqlSchema,
     runner: GqlSchema,
+    parsed: Arc<ParsedDocuments>,
+}
+
+/// The parsed documents of recent operations, by their text. A frontend sends the same few
+/// operations over and over, and parsing them (pest) was about a tenth of a detail page's CPU
+/// (BENCHMARKS.md). Only the parse is kept: validation and every limit still run on each
+/// request, with its variables. Bounded by entries and by the length of a document kept: at
+/// most 256 KiB of query text, whose trees take a few hundred KB for frontend operations and,
+/// for a pathological one (thousands of bare fields), under 20 MB.
+struct ParsedDocuments(Mutex<LruCache<String, Arc<ExecutableDocument>>>);
+
+impl ParsedDocuments {
+    const ENTRIES: usize = 64;
+    /// Frontend operations are one or two KiB; longer documents are parsed each time.
+    const MAX_QUERY_BYTES: usize = 4 * 1024;
+
+    fn new() -> Self {
+        let entries = NonZeroUsize::new(Self::ENTRIES).unwrap_or(NonZeroUsize::MIN);
+        ParsedDocuments(Mutex::new(LruCache::new(entries)))
+    }
+
+    fn get(&self, query: &str) -> Option<ExecutableDocument> {
+        let found = self.locked().get(query).cloned()?;
+        Some(ExecutableDocument::clone(&found))
+    }
+
+    /// Keeps the document of a query that passed the checks.
+    fn put(&self, query: &str, document: &ExecutableDocument) {
+        if query.len() <= Self::MAX_QUERY_BYTES {
+            let document = Arc::new(document.clone());
+            self.locked().put(query.to_owned(), document);
+        }
+    }
+
+    fn locked(&self) -> std::sync::MutexGuard<'_, LruCache<String, Arc<ExecutableDocument>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl AppSchema {
@@ -87,12 +128,20 @@ impl AppSchema {
             .variables(request.variables.clone())
             .data(checked.clone());
         probe.operation_name = request.operation_name.clone();
+        let cached = self.parsed.get(&request.query);
+        let was_cached = cached.is_some();
+        if let Some(document) = cached {
+            probe.set_parsed_query(document);
+        }
         let response = self.checker.execute(probe).await;
         if !response.errors.is_empty() {
             return Err(response);
         }
         match checked.take() {
             Some((document, chosen)) => {
+                if !was_cached {
+                    self.parsed.put(&request.query, &document);
+                }
                 request.set_parsed_query(document);
                 Ok((request, chosen))
             }
@@ -187,7 +236,11 @@ pub fn build_schema(limits: &Limits) -> AppSchema {
         .finish();
     // The checker validated the document in full; what is left is the fast mode's checks.
     let runner = builder().validation_mode(ValidationMode::Fast).finish();
-    AppSchema { checker, runner }
+    AppSchema {
+        checker,
+        runner,
+        parsed: Arc::new(ParsedDocuments::new()),
+    }
 }
 
 /// The SDL as `incidentd schema` prints it and `schema.graphql` holds it.
