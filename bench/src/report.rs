@@ -96,8 +96,12 @@ pub fn table(report: &Report) -> String {
     }
     if let Some(f) = &report.fanout {
         out.push_str(&format!(
-            "\nfanout: {} subscribers ({} incidentEvents, {} incidentChanged) on {} connections, connected in {:.1} s\n",
-            f.subscribers, f.events_subscribers, f.changed_subscribers, f.connections, f.connect_seconds
+            "\nfanout: {} subscribers ({} incidentEvents, {} incidentChanged) on {} connections, connected in {:.1} s, all live in {:.1} s\n",
+            f.subscribers, f.events_subscribers, f.changed_subscribers, f.connections, f.connect_seconds, f.live_seconds
+        ));
+        out.push_str(&format!(
+            "  first events (before the writers): {} deliveries, commit-to-receipt p99 {:.1} ms, max {:.1} ms\n",
+            f.startup_deliveries, f.startup_latency_p99_ms, f.startup_latency_max_ms
         ));
         out.push_str(&format!(
             "  writes: {} ok, {} errors, {:.1}/s; events written {}\n",

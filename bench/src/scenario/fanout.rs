@@ -97,6 +97,15 @@ pub struct FanoutReport {
     pub changed_subscribers: usize,
     pub connections: usize,
     pub connect_seconds: f64,
+    /// From the first connection until every subscription was live (each `incidentEvents`
+    /// one received an event written to its incident for that, each `incidentChanged` one its
+    /// canary). The writers start then.
+    pub live_seconds: f64,
+    /// The `incidentEvents` deliveries of those first events, received while thousands of
+    /// subscriptions were still starting: commit-to-receipt apart from the run's.
+    pub startup_deliveries: u64,
+    pub startup_latency_p99_ms: f64,
+    pub startup_latency_max_ms: f64,
     pub writes_ok: u64,
     pub write_errors: u64,
     pub write_error_kinds: BTreeMap<String, u64>,
@@ -277,6 +286,7 @@ pub async fn run(
     let shared = Shared {
         ready: Arc::new(AtomicUsize::new(0)),
         armed: Arc::new(AtomicUsize::new(0)),
+        live: Arc::new(AtomicUsize::new(0)),
         delivered: Arc::new(AtomicU64::new(0)),
         gate: Arc::new(tokio::sync::Semaphore::new(opts.connect_parallelism.max(1))),
         started: started_rx,
@@ -341,6 +351,26 @@ pub async fn run(
             shared.armed.load(Ordering::Relaxed)
         );
     }
+    // An `incidentEvents` subscription is live once its catch-up read is done; until then an
+    // event reaches it only after that read. One event on each hot incident, received by every
+    // subscription, proves them all live, so the writers measure delivery, not start-up.
+    let events_total = targets.len() - changed_total;
+    let live_in_time = arm_timelines(
+        &base_gql,
+        &tokens,
+        &hot,
+        &shared.live,
+        events_total,
+        Duration::from_secs(60 + events_total as u64 / 100),
+    )
+    .await;
+    if !live_in_time {
+        eprintln!(
+            "fanout: {} of {events_total} incidentEvents subscriptions live in time",
+            shared.live.load(Ordering::Relaxed)
+        );
+    }
+    let live_seconds = connect_started.elapsed().as_secs_f64();
     let rss_subscribed = sampler.latest();
 
     // Writers: each owns a share of the hot incidents and writes them in turn at its rate.
@@ -440,6 +470,7 @@ pub async fn run(
     };
 
     let mut latency = histogram();
+    let mut startup_latency = histogram();
     let mut stalled_latency = histogram();
     let mut report = FanoutReport {
         subscribers: opts.subscribers,
@@ -447,6 +478,10 @@ pub async fn run(
         changed_subscribers: n_changed,
         connections,
         connect_seconds,
+        live_seconds,
+        startup_deliveries: 0,
+        startup_latency_p99_ms: 0.0,
+        startup_latency_max_ms: 0.0,
         writes_ok: write_tally.ok,
         write_errors: write_tally.errors,
         write_error_kinds: write_tally.error_kinds.clone(),
@@ -545,9 +580,13 @@ pub async fn run(
             }
         }
         for (at, us) in &acc.latencies {
-            latency.saturating_record((*us).max(1));
-            if let Some(p) = phase_of(*at) {
-                phase_hists[p].saturating_record((*us).max(1));
+            match phase_of(*at) {
+                Some(p) => {
+                    latency.saturating_record((*us).max(1));
+                    phase_hists[p].saturating_record((*us).max(1));
+                }
+                // The first events, received before the writers started.
+                None => startup_latency.saturating_record((*us).max(1)),
             }
         }
     }
@@ -557,6 +596,11 @@ pub async fn run(
         report.latency_p90_ms = ms(&latency, 0.90);
         report.latency_p99_ms = ms(&latency, 0.99);
         report.latency_max_ms = latency.max() as f64 / 1000.0;
+    }
+    if !startup_latency.is_empty() {
+        report.startup_deliveries = startup_latency.len();
+        report.startup_latency_p99_ms = ms(&startup_latency, 0.99);
+        report.startup_latency_max_ms = startup_latency.max() as f64 / 1000.0;
     }
     if let Some(s) = stalled_report.as_mut()
         && !stalled_latency.is_empty()
@@ -750,6 +794,37 @@ async fn arm_changed(
         }
     }
     armed.load(Ordering::Relaxed) >= wanted
+}
+
+/// Writes one event to each hot incident, then waits (bounded by `limit`) until `wanted`
+/// `incidentEvents` subscriptions received an event. False when some did not in time.
+async fn arm_timelines(
+    gql: &Gql,
+    tokens: &[String],
+    hot: &[Vec<(Uuid, i32)>],
+    live: &AtomicUsize,
+    wanted: usize,
+    limit: Duration,
+) -> bool {
+    if wanted == 0 {
+        return true;
+    }
+    for (org, incidents) in hot.iter().enumerate() {
+        let client = gql.with_token(&tokens[org]);
+        for (id, _) in incidents {
+            let vars = json!({ "id": id, "input": { "eventType": "note", "content": "fan-out: every subscription live" } });
+            for _ in 0..5 {
+                if client.run(ADD_EVENT, &vars).await.is_ok() {
+                    break;
+                }
+            }
+        }
+    }
+    let deadline = Instant::now() + limit;
+    while live.load(Ordering::Relaxed) < wanted && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    live.load(Ordering::Relaxed) >= wanted
 }
 
 async fn read_with_retry(

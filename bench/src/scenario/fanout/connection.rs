@@ -58,6 +58,8 @@ pub(super) struct Seen {
     pub errors: BTreeMap<String, u64>,
     /// `incidentChanged`: its canary change arrived (the subscription is live).
     pub armed: bool,
+    /// `incidentEvents`: its first event arrived (its catch-up read is done: it is live).
+    pub live: bool,
     /// `incidentChanged`: its stream ended after the writers started (lag, a database error,
     /// a lost socket) and was started again. The feed cannot replay, so what it missed in
     /// between is not knowable from the changes alone: such a subscriber is held only to "never
@@ -74,6 +76,8 @@ pub(super) struct Shared {
     pub ready: Arc<AtomicUsize>,
     /// `incidentChanged` subscriptions whose canary arrived.
     pub armed: Arc<AtomicUsize>,
+    /// `incidentEvents` subscriptions that received their first event.
+    pub live: Arc<AtomicUsize>,
     /// Deliveries received so far, over all connections.
     pub delivered: Arc<AtomicU64>,
     /// Bounds the connections being opened at once.
@@ -554,6 +558,10 @@ fn on_data(state: &mut State, i: usize, data: &Value, received: DateTime<Utc>, s
                 received,
             });
             shared.delivered.fetch_add(1, Ordering::Relaxed);
+            if !seen.live {
+                seen.live = true;
+                shared.live.fetch_add(1, Ordering::Relaxed);
+            }
             state.cursors[i] = Some(state.cursors[i].unwrap_or(0).max(seq as i32));
         }
         Target::Changed => {
