@@ -66,26 +66,27 @@ impl Hub {
                     }
                 }
                 first = false;
-                // Live: the next event arrives with its signal; anything else means re-read.
-                loop {
+                // Live: the next event arrives with its signal; anything else means re-read,
+                // with a read that starts after what may have been missed: after the resync
+                // was sent, or after now for a gap or a lag.
+                need_from = loop {
                     match signals.recv().await {
                         Ok(Signal::Item(event)) => {
                             if event.sequence <= cursor {
                                 continue;
                             }
                             if event.sequence != cursor + 1 {
-                                break;
+                                break Instant::now();
                             }
                             cursor = event.sequence;
                             crate::monitoring::change_delivered();
                             yield Ok((*event).clone());
                         }
-                        Ok(Signal::Resync) | Err(RecvError::Lagged(_)) => break,
+                        Ok(Signal::Resync(at)) => break at,
+                        Err(RecvError::Lagged(_)) => break Instant::now(),
                         Err(RecvError::Closed) => return,
                     }
-                }
-                // Whatever ended the live loop, the re-read must start after it.
-                need_from = Instant::now();
+                };
             }
         })
     }
@@ -120,7 +121,7 @@ impl Hub {
                             matches_filter: matches,
                         });
                     }
-                    Ok(Signal::Resync) | Err(RecvError::Lagged(_)) => {
+                    Ok(Signal::Resync(_)) | Err(RecvError::Lagged(_)) => {
                         yield Err(AppError::Lagged);
                         return;
                     }

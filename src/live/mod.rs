@@ -59,16 +59,17 @@ pub struct Changed {
 #[derive(Debug)]
 pub enum Signal<T> {
     Item(Arc<T>),
-    /// Signals may have been lost (a lost listener, an overflow, a failed read): re-read from
-    /// your cursor, or tell your client to.
-    Resync,
+    /// Signals sent before this moment may have been lost (a lost listener, an overflow, a
+    /// failed read): re-read from your cursor, or tell your client to. Any read that starts
+    /// after it will do, so the subscribers of one incident share one.
+    Resync(Instant),
 }
 
 impl<T> Clone for Signal<T> {
     fn clone(&self) -> Self {
         match self {
             Signal::Item(item) => Signal::Item(item.clone()),
-            Signal::Resync => Signal::Resync,
+            Signal::Resync(at) => Signal::Resync(*at),
         }
     }
 }
@@ -275,15 +276,16 @@ impl Hub {
 impl Inner {
     fn send_resync(&self, affected: &Affected) {
         metrics::counter!(RESYNCS_METRIC, "scope" => affected.reason()).increment(1);
+        let at = Instant::now();
         let routes = self.routes.lock().expect("the routes lock");
         for ((org, _), tx) in &routes.timelines {
             if affected.includes(*org) {
-                let _ = tx.send(Signal::Resync);
+                let _ = tx.send(Signal::Resync(at));
             }
         }
         for (org, tx) in &routes.feeds {
             if affected.includes(*org) {
-                let _ = tx.send(Signal::Resync);
+                let _ = tx.send(Signal::Resync(at));
             }
         }
     }
@@ -450,7 +452,7 @@ async fn deliver(hub: &Inner, db: &Db, batch: Vec<(Announcement, Instant)>) {
             let _ = match event {
                 Some(event) => tx.send(Signal::Item(Arc::new(event))),
                 // Announced but not read back: its subscribers re-read from their cursors.
-                None => tx.send(Signal::Resync),
+                None => tx.send(Signal::Resync(Instant::now())),
             };
         }
         metrics::histogram!(LAG_METRIC).record(at.elapsed().as_secs_f64());
