@@ -786,14 +786,19 @@ async fn arm_changed(
             let _ = gql.with_token(&tokens[org]).run(ADD_EVENT, &vars).await;
         }
         let round = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < round.min(deadline) {
-            if armed.load(Ordering::Relaxed) >= wanted {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        if counted(armed, wanted, round.min(deadline)).await {
+            return true;
         }
     }
     armed.load(Ordering::Relaxed) >= wanted
+}
+
+/// Waits until `counter` reaches `wanted` or `until` passes; whether it reached it.
+async fn counted(counter: &AtomicUsize, wanted: usize, until: Instant) -> bool {
+    while counter.load(Ordering::Relaxed) < wanted && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    counter.load(Ordering::Relaxed) >= wanted
 }
 
 /// Writes one event to each hot incident, then waits (bounded by `limit`) until `wanted`
@@ -820,11 +825,7 @@ async fn arm_timelines(
             }
         }
     }
-    let deadline = Instant::now() + limit;
-    while live.load(Ordering::Relaxed) < wanted && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    live.load(Ordering::Relaxed) >= wanted
+    counted(live, wanted, Instant::now() + limit).await
 }
 
 async fn read_with_retry(
