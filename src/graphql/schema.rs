@@ -56,13 +56,12 @@ pub struct AppSchema {
 struct ParsedDocuments(Mutex<LruCache<String, Arc<ExecutableDocument>>>);
 
 impl ParsedDocuments {
-    const ENTRIES: usize = 64;
+    const ENTRIES: NonZeroUsize = NonZeroUsize::new(64).expect("not zero");
     /// Frontend operations are one or two KiB; longer documents are parsed each time.
     const MAX_QUERY_BYTES: usize = 4 * 1024;
 
     fn new() -> Self {
-        let entries = NonZeroUsize::new(Self::ENTRIES).unwrap_or(NonZeroUsize::MIN);
-        ParsedDocuments(Mutex::new(LruCache::new(entries)))
+        ParsedDocuments(Mutex::new(LruCache::new(Self::ENTRIES)))
     }
 
     fn get(&self, query: &str) -> Option<ExecutableDocument> {
