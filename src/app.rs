@@ -19,11 +19,11 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use crate::auth::{Authenticator, DEV_ORG, DEV_USER};
 use crate::config::Config;
 use crate::db::Db;
+use crate::graphql::transport::persisted::Documents;
 use crate::graphql::{self, GraphqlState};
 use crate::incident::identity::Role;
 use crate::incident::service::Domain;
 use crate::live::Hub;
-use crate::persisted::Documents;
 use crate::rest::{self, RestState};
 
 /// Every transport's state; each handler takes only its own, through `FromRef`.
@@ -139,7 +139,7 @@ fn cors(config: &Config) -> tower_http::cors::CorsLayer {
             header::CONTENT_TYPE,
             header::ACCEPT,
             HeaderName::from_static("x-request-id"),
-            HeaderName::from_static(graphql::sse::TOKEN_HEADER),
+            HeaderName::from_static(graphql::transport::sse::TOKEN_HEADER),
         ])
         .expose_headers([HeaderName::from_static("x-request-id")])
         .max_age(Duration::from_secs(600))
@@ -209,12 +209,12 @@ impl Application {
                 auth: auth.clone(),
                 dev_token,
                 max_response_bytes: config.max_response_bytes,
-                ws: graphql::ws::WsState::new(
+                ws: graphql::transport::WsState::new(
                     config.ws_limits(),
                     config.ws_max_connections,
                     config.allowed_origins(),
                 ),
-                sse: graphql::sse::SseState::new(config.sse_keep_alive),
+                sse: graphql::transport::SseState::new(config.sse_keep_alive),
                 documents,
                 trusted_introspection: config.persisted_operations_introspection,
                 get_max_age: config.get_max_age,

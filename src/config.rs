@@ -12,10 +12,10 @@ use secrecy::SecretString;
 use crate::auth::{AuthSettings, JwtAlgorithm};
 use crate::db::{DatabaseUrl, DbOptions};
 use crate::graphql::Limits;
-use crate::graphql::ws::WsLimits;
+use crate::graphql::transport::WsLimits;
+use crate::graphql::transport::persisted::Manifest;
 use crate::incident::identity::Role;
 use crate::live::LiveOptions;
-use crate::persisted::Manifest;
 use crate::telemetry::LogFormat;
 
 #[derive(Debug, Parser)]

@@ -16,6 +16,8 @@ pub mod code {
     pub const INVALID_TRANSITION: &str = "INVALID_TRANSITION";
     pub const POSTMORTEM_REQUIRED: &str = "POSTMORTEM_REQUIRED";
     pub const CONFLICT: &str = "CONFLICT";
+    /// The HTTP method cannot carry this operation (a mutation or subscription over GET).
+    pub const BAD_REQUEST: &str = "BAD_REQUEST";
     pub const QUERY_TOO_COMPLEX: &str = "QUERY_TOO_COMPLEX";
     pub const BUSY: &str = "BUSY";
     pub const RESPONSE_TOO_LARGE: &str = "RESPONSE_TOO_LARGE";
@@ -53,6 +55,8 @@ pub enum AppError {
     PostmortemRequired(Severity),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    MethodNotAllowed(&'static str),
     #[error("{0}")]
     QueryTooComplex(String),
     #[error(
@@ -110,6 +114,7 @@ impl AppError {
             AppError::InvalidTransition { .. } => code::INVALID_TRANSITION,
             AppError::PostmortemRequired(_) => code::POSTMORTEM_REQUIRED,
             AppError::Conflict(_) => code::CONFLICT,
+            AppError::MethodNotAllowed(_) => code::BAD_REQUEST,
             AppError::QueryTooComplex(_) => code::QUERY_TOO_COMPLEX,
             AppError::Lagged => code::SUBSCRIBER_LAGGED,
             AppError::PersistedQueryNotFound => code::PERSISTED_QUERY_NOT_FOUND,
@@ -140,6 +145,7 @@ impl AppError {
             AppError::DatabaseUnavailable(_) | AppError::Lagged | AppError::Busy(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            AppError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

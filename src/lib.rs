@@ -11,6 +11,5 @@ pub mod graphql;
 pub mod incident;
 pub mod live;
 pub mod monitoring;
-pub mod persisted;
 pub mod rest;
 pub mod telemetry;

@@ -29,7 +29,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::PersistedManifest { dir } => {
-            let manifest = incidentd::persisted::manifest::generate(&dir)?;
+            let manifest = incidentd::graphql::transport::persisted::manifest::generate(&dir)?;
             println!("{}", serde_json::to_string_pretty(&manifest)?);
             Ok(())
         }

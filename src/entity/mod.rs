@@ -1,6 +1,6 @@
 //! sea-orm entities for the four tenant tables, the persisted-query table, and the two workflow enums.
 //! Nothing outside `crate::incident::scope` queries these directly (see `scope.rs` for why), but
-//! `crate::persisted::store`, which owns the persisted-query table.
+//! `graphql::transport::persisted::store`, which owns the persisted-query table.
 
 pub mod audit_event;
 pub mod incident;

@@ -1,5 +1,5 @@
 //! A document registered by automatic persisted queries, keyed by the SHA-256 of its text.
-//! Not tenant data (see the migration); only `crate::persisted::store` queries it.
+//! Not tenant data (see the migration); only `graphql::transport::persisted::store` queries it.
 
 use sea_orm::entity::prelude::*;
 

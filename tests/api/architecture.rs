@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["entity", "db", "telemetry"],
     &["error", "monitoring"],
-    &["incident", "persisted"],
+    &["incident"],
     &["live", "auth"],
     &["graphql", "rest", "desk"],
     &["config"],
@@ -178,6 +178,146 @@ fn imports_point_one_way() {
     assert!(graph["app"].contains("graphql") && graph["app"].contains("rest"));
 }
 
+/// The module path of a file below `src/` (`graphql/schema/mod.rs` → `graphql::schema`).
+fn module_path(file: &str) -> Vec<String> {
+    let mut parts: Vec<String> = file
+        .trim_end_matches(".rs")
+        .split('/')
+        .map(String::from)
+        .collect();
+    if parts.last().is_some_and(|p| p == "mod") {
+        parts.pop();
+    }
+    parts
+}
+
+/// Every path a file names through `super::…` or `crate::graphql::…` (groups expanded), as
+/// absolute module paths (possibly ending in an item's name).
+fn paths_named(file: &str, text: &str) -> Vec<Vec<String>> {
+    let own = module_path(file);
+    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut found = vec![];
+    for start in ["super::", "crate::graphql::"] {
+        for (at, _) in text.match_indices(start) {
+            // Only where a path starts: not `a::super::`, not inside a longer identifier.
+            let before = text[..at].chars().last();
+            if before.is_some_and(|c| is_ident(c) || c == ':') {
+                continue;
+            }
+            let mut base = if start == "super::" {
+                own[..own.len() - 1].to_vec()
+            } else {
+                vec!["graphql".to_string()]
+            };
+            let mut rest = &text[at + start.len()..];
+            while let Some(after) = rest.strip_prefix("super::") {
+                base.pop();
+                rest = after;
+            }
+            // The rest: `a::b::Item`, or `a::{b, c::d}` (one level of group is enough here).
+            let head: String = rest
+                .chars()
+                .take_while(|c| is_ident(*c) || *c == ':')
+                .collect();
+            let mut path = base.clone();
+            path.extend(head.split("::").filter(|s| !s.is_empty()).map(String::from));
+            match rest[head.len()..].strip_prefix('{') {
+                Some(group) => {
+                    let group = &group[..group.find('}').unwrap_or(group.len())];
+                    for member in group.split(',') {
+                        let mut p = path.clone();
+                        p.extend(
+                            member
+                                .trim()
+                                .split("::")
+                                .map(|s| s.chars().take_while(|c| is_ident(*c)).collect())
+                                .filter(|s: &String| !s.is_empty()),
+                        );
+                        found.push(p);
+                    }
+                }
+                None => found.push(path),
+            }
+        }
+    }
+    found
+}
+
+/// Inside `graphql/`: the schema half never names the transports, the shared error rendering
+/// names neither half, and no file imports, directly or through others, a file that imports it.
+#[test]
+fn graphql_halves_have_no_import_circle() {
+    let files: Vec<(String, String)> = sources()
+        .into_iter()
+        .filter(|(f, _)| f.starts_with("graphql/"))
+        .collect();
+    let modules: BTreeMap<Vec<String>, String> = files
+        .iter()
+        .map(|(f, _)| (module_path(f), f.clone()))
+        .collect();
+    // The file a path lands in: the longest prefix of it that is a module of its own.
+    let file_of = |path: &[String]| -> Option<String> {
+        (1..=path.len())
+            .rev()
+            .find_map(|n| modules.get(&path[..n]).cloned())
+    };
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut offenders = vec![];
+    for (file, text) in &files {
+        for path in paths_named(file, text) {
+            let Some(target) = file_of(&path) else {
+                continue;
+            };
+            if &target == file {
+                continue;
+            }
+            let half = |f: &str| {
+                f.split('/')
+                    .nth(1)
+                    .unwrap_or("")
+                    .trim_end_matches(".rs")
+                    .to_string()
+            };
+            let (from, to) = (half(file), half(&target));
+            if (from == "schema" && to == "transport")
+                || (from == "error" && (to == "schema" || to == "transport"))
+            {
+                offenders.push(format!("src/{file} names src/{target}"));
+            }
+            edges.entry(file.clone()).or_default().insert(target);
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "imports against the halves of graphql/:\n{}",
+        offenders.join("\n")
+    );
+    // A circle: a file that reaches itself.
+    for start in edges.keys() {
+        let mut seen = BTreeSet::new();
+        let mut stack: Vec<(String, Vec<String>)> = vec![(start.clone(), vec![start.clone()])];
+        while let Some((at, trail)) = stack.pop() {
+            for next in edges.get(&at).into_iter().flatten() {
+                if next == start {
+                    panic!(
+                        "an import circle in graphql/: {} → {next}",
+                        trail.join(" → ")
+                    );
+                }
+                if seen.insert(next.clone()) {
+                    let mut trail = trail.clone();
+                    trail.push(next.clone());
+                    stack.push((next.clone(), trail));
+                }
+            }
+        }
+    }
+    // The check is not vacuous: resolvers reach the context, transports the operation path.
+    assert!(edges["graphql/schema/query.rs"].contains("graphql/schema/context.rs"));
+    assert!(edges["graphql/transport/http.rs"].contains("graphql/transport/operation.rs"));
+    assert!(edges["graphql/transport/operation.rs"].contains("graphql/schema/context.rs"));
+}
+
 /// A struct: its name, whether a client can send it (it derives `Deserialize` or
 /// `InputObject`), and its named fields.
 type Struct = (String, bool, BTreeSet<String>);
@@ -331,6 +471,20 @@ fn the_checks_see_what_they_look_for() {
         "comments are not imports"
     );
     let found = structs(&text);
+    let paths = paths_named(
+        "graphql/schema/query.rs",
+        "use super::context::{domain, principal};\nuse crate::graphql::error::GqlResult;\nx(super::super::transport::y)",
+    );
+    let joined: Vec<String> = paths.iter().map(|p| p.join("::")).collect();
+    assert_eq!(
+        joined,
+        [
+            "graphql::schema::context::domain",
+            "graphql::schema::context::principal",
+            "graphql::transport::y",
+            "graphql::error::GqlResult",
+        ]
+    );
     assert_eq!((found[0].0.as_str(), found[0].1), ("Mirror", true));
     assert_eq!((found[1].0.as_str(), found[1].1), ("Out", false));
     assert_eq!(

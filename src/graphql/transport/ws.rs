@@ -3,29 +3,27 @@
 //! `graphql-ws` protocol of subscriptions-transport-ws. Written here rather than taken from
 //! async-graphql-axum, whose close codes differ from graphql-ws's PROTOCOL.md.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::BoxStream;
-use futures_util::{FutureExt, Stream, StreamExt};
+use futures_util::{FutureExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::sync::Arc;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_stream::StreamMap;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use super::GraphqlState;
-use super::error::{classify, request_error};
+use super::connections::PendingSlot;
+use super::operation::{self, Credentials, Method, Out};
+use super::state::GraphqlState;
 use crate::auth::bearer_token;
 use crate::error::AppError;
+use crate::graphql::error::request_error;
 use crate::incident::identity::Principal;
 
 pub const TRANSPORT_WS: &str = "graphql-transport-ws";
@@ -41,115 +39,7 @@ pub const TOO_MANY_INITS: u16 = 4429;
 /// No pong came back within a ping interval: the peer is gone (a half-open connection).
 pub const NO_PONG: u16 = 4504;
 
-/// The WebSocket transport's share of the state: its limits, the connections it holds, and
-/// what shutdown needs to close them.
-#[derive(Clone)]
-pub struct WsState {
-    pub limits: WsLimits,
-    pub permits: Arc<Semaphore>,
-    /// Sockets that have not yet sent a valid `connection_init`, server-wide and per peer
-    /// address: a small budget of its own, so unauthenticated sockets cannot hold the slots.
-    pub pending: Arc<Pending>,
-    /// Cancelled at shutdown: every WebSocket closes with 1001.
-    pub shutdown: CancellationToken,
-    /// The WebSocket connections, which axum's graceful shutdown does not wait for.
-    pub tasks: TaskTracker,
-    /// Browser origins allowed beyond same-origin.
-    pub allowed_origins: Arc<[String]>,
-}
-
-impl WsState {
-    pub fn new(limits: WsLimits, max_connections: usize, allowed_origins: Vec<String>) -> WsState {
-        WsState {
-            pending: Arc::new(Pending::new(
-                limits.max_pending,
-                limits.max_pending_per_peer,
-            )),
-            limits,
-            permits: Arc::new(Semaphore::new(max_connections)),
-            shutdown: CancellationToken::new(),
-            tasks: TaskTracker::new(),
-            allowed_origins: allowed_origins.into(),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct WsLimits {
-    /// How often the server pings (graphql-transport-ws `ping`; a WebSocket ping frame on the
-    /// legacy protocol); a pong must come back before the next one. Zero: no pings.
-    pub ping_interval: Duration,
-    /// Largest message the server sends; a larger one becomes an error for its operation.
-    pub max_outgoing_bytes: usize,
-    pub init_timeout: Duration,
-    pub max_subscriptions: usize,
-    pub max_message_bytes: usize,
-    pub write_timeout: Duration,
-    /// Sockets not yet initialised, server-wide and per peer address.
-    pub max_pending: usize,
-    pub max_pending_per_peer: usize,
-}
-
 const SOCKET_BUFFER_BYTES: usize = 4 * 1024;
-
-/// The budget of sockets waiting for their `connection_init`.
-pub struct Pending {
-    max: usize,
-    max_per_peer: usize,
-    held: Mutex<(usize, HashMap<IpAddr, usize>)>,
-}
-
-/// One socket's place in the pending budget, given back when it initialises or ends.
-pub struct PendingSlot {
-    pending: Arc<Pending>,
-    peer: Option<IpAddr>,
-}
-
-impl Pending {
-    fn new(max: usize, max_per_peer: usize) -> Pending {
-        Pending {
-            max,
-            max_per_peer,
-            held: Mutex::new((0, HashMap::new())),
-        }
-    }
-
-    fn take(self: &Arc<Self>, peer: Option<IpAddr>) -> Option<PendingSlot> {
-        let mut held = self.held.lock().expect("the pending lock");
-        let (total, per_peer) = &mut *held;
-        if *total >= self.max {
-            return None;
-        }
-        if let Some(peer) = peer {
-            let n = per_peer.entry(peer).or_default();
-            if *n >= self.max_per_peer {
-                return None;
-            }
-            *n += 1;
-        }
-        *total += 1;
-        Some(PendingSlot {
-            pending: self.clone(),
-            peer,
-        })
-    }
-}
-
-impl Drop for PendingSlot {
-    fn drop(&mut self) {
-        let mut held = self.pending.held.lock().expect("the pending lock");
-        let (total, per_peer) = &mut *held;
-        *total -= 1;
-        if let Some(peer) = self.peer
-            && let Some(n) = per_peer.get_mut(&peer)
-        {
-            *n -= 1;
-            if *n == 0 {
-                per_peer.remove(&peer);
-            }
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Protocol {
@@ -271,12 +161,6 @@ enum ClientMessage {
     ConnectionTerminate,
 }
 
-pub(super) enum Out {
-    Next(async_graphql::Response),
-    Error(Vec<async_graphql::ServerError>),
-    Complete,
-}
-
 enum Flow {
     Continue,
     Close(u16, String),
@@ -340,7 +224,7 @@ impl Connection {
                     return;
                 }
             }
-            let expiry = token_expiry(self.principal.as_ref());
+            let expiry = operation::expiry(self.principal.as_ref());
             let flow = tokio::select! {
                 _ = shutdown.cancelled() => Flow::Close(GOING_AWAY, "server shutting down".into()),
                 _ = &mut init_deadline, if !self.init_received => {
@@ -466,13 +350,7 @@ impl Connection {
             .as_ref()
             .and_then(token_from_payload)
             .or_else(|| self.header_token.clone());
-        let principal = match token {
-            Some(token) => self.state.auth.authenticate(&token),
-            None => Err(AppError::Unauthenticated(
-                "connection_init carries no token".into(),
-            )),
-        };
-        match principal {
+        match operation::authenticate(&self.state, Credentials::Token(token.as_deref())) {
             Ok(p) => {
                 self.principal = Some(p);
                 self.pending = None;
@@ -507,11 +385,12 @@ impl Connection {
             let message = self.error_message(&id, payload);
             return self.reply(message);
         }
-        let stream = super::persisted::execute_stream(self.state.clone(), principal, request);
+        let stream =
+            operation::execute_stream(self.state.clone(), principal, request, Method::Post);
         // The guard lives in the stream: completed, stopped or dropped with the connection,
         // the operation leaves `incidentd_ws_subscriptions`.
         let gauge = crate::monitoring::GaugeGuard::ws_subscription();
-        let stream = operation(stream).map(move |out| {
+        let stream = stream.map(move |out| {
             let _held = &gauge;
             out
         });
@@ -560,26 +439,6 @@ impl Connection {
     }
 }
 
-/// One operation's messages: `next`… then `complete`, or a single `error` when it cannot run.
-pub(super) fn operation(
-    responses: impl Stream<Item = async_graphql::Response> + Send + 'static,
-) -> impl Stream<Item = Out> + Send + 'static {
-    async_stream::stream! {
-        let mut responses = std::pin::pin!(responses);
-        let mut first = true;
-        while let Some(mut response) = responses.next().await {
-            let request_error = classify(&mut response) && first;
-            if request_error {
-                yield Out::Error(response.errors);
-                return;
-            }
-            first = false;
-            yield Out::Next(response);
-        }
-        yield Out::Complete;
-    }
-}
-
 /// `{"Authorization": "Bearer …"}` (any case) or `{"token": "…"}`.
 fn token_from_payload(payload: &Value) -> Option<String> {
     let object = payload.as_object()?;
@@ -593,25 +452,6 @@ fn token_from_payload(payload: &Value) -> Option<String> {
         }
     }
     None
-}
-
-/// Resolves when the connection's token expires; never before `connection_init`.
-pub(super) fn token_expiry(
-    principal: Option<&Principal>,
-) -> impl std::future::Future<Output = ()> + use<> {
-    let remaining = principal.map(|p| {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        Duration::from_secs(p.expires_at.saturating_sub(now))
-    });
-    async move {
-        match remaining {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
-        }
-    }
 }
 
 /// Close reasons are limited to 123 bytes by RFC 6455.

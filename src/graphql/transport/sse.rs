@@ -6,8 +6,6 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_graphql_axum::GraphQLRequest;
 use async_graphql_axum::rejection::GraphQLRejection;
@@ -17,13 +15,15 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt};
 use serde_json::json;
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::GraphqlState;
-use super::http::{MediaType, error_response, rejected, rejected_body};
-use super::ws::{Out, operation as outcomes, token_expiry};
+use super::operation::{self, Credentials, Method, Out};
+use super::reservations::Reservation;
+use super::state::GraphqlState;
+use super::wire::{MediaType, error_response, parse_query_string, rejected, rejected_body};
 use crate::error::AppError;
+use crate::graphql::error::request_error;
 use crate::incident::identity::Principal;
 use crate::telemetry::{request_id, with_request_id};
 
@@ -33,45 +33,6 @@ pub const TOKEN_HEADER: &str = "x-graphql-event-stream-token";
 /// Messages waiting for a slow client, per stream; past this, a send waits up to the write
 /// timeout and then the stream is dropped.
 const BUFFERED_MESSAGES: usize = 32;
-
-/// The SSE transport's own state: its keep-alive interval and the single-connection
-/// reservations. Connection limits, write timeout and shutdown are the WebSocket's (`WsState`).
-#[derive(Clone)]
-pub struct SseState {
-    pub keep_alive: Duration,
-    reservations: Arc<Mutex<HashMap<String, Reservation>>>,
-}
-
-impl SseState {
-    pub fn new(keep_alive: Duration) -> SseState {
-        SseState {
-            keep_alive,
-            reservations: Arc::default(),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Reservation>> {
-        // A panic while holding this lock leaves the map as consistent as any single insert or
-        // remove does; keep serving rather than poisoning every later request.
-        self.reservations
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-/// A single-connection stream: reserved by PUT, opened by one GET, fed by operation POSTs.
-struct Reservation {
-    principal: Principal,
-    sender: mpsc::Sender<String>,
-    /// Taken by the GET that opens the stream; `None` while a stream is open.
-    receiver: Option<mpsc::Receiver<String>>,
-    operations: HashMap<String, CancellationToken>,
-    /// Cancelled when the reservation ends (stream closed, expired, client too slow, shutdown):
-    /// its operations stop with it.
-    closed: CancellationToken,
-    /// Counts against `--ws-max-connections` from the reservation on.
-    _permit: OwnedSemaphorePermit,
-}
 
 /// Whether the client asks for an event stream and for no JSON type: graphql-sse's client and
 /// `EventSource` send `Accept: text/event-stream`; GraphQL-over-HTTP clients accept JSON.
@@ -108,7 +69,7 @@ fn authenticate(state: &GraphqlState, headers: &HeaderMap) -> Result<Principal, 
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    state.auth.authenticate_header(authorization)
+    operation::authenticate(state, Credentials::Header(authorization))
 }
 
 /// A protocol-level refusal: `{"errors": [...]}` as JSON with the protocol's status.
@@ -171,7 +132,7 @@ fn body(
     async_stream::stream! {
         let _guard = OnDrop(Some(on_close), closed.clone());
         let _gauge = crate::monitoring::GaugeGuard::sse_connection();
-        let expiry = token_expiry(Some(&principal));
+        let expiry = operation::expiry(Some(&principal));
         tokio::pin!(expiry);
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + keep_alive, keep_alive);
         yield ":\n\n".to_string();
@@ -205,8 +166,7 @@ struct Feed {
 /// cancelled; a client that takes nothing for the write timeout cancels `closed`.
 fn spawn_operation(
     state: &GraphqlState,
-    principal: Principal,
-    request: async_graphql::Request,
+    outs: impl Stream<Item = Out> + Send + 'static,
     feed: Feed,
     request_id: String,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
@@ -217,10 +177,8 @@ fn spawn_operation(
         closed,
     } = feed;
     let write_timeout = state.ws.limits.write_timeout;
-    let responses = super::persisted::execute_stream(state.clone(), principal, request);
     let task = async move {
         let _gauge = crate::monitoring::GaugeGuard::sse_operation();
-        let outs = outcomes(responses);
         tokio::pin!(outs);
         loop {
             let out = tokio::select! {
@@ -282,20 +240,36 @@ pub async fn distinct(
         Ok(request) => request.into_inner(),
         Err(rejection) => return rejected_body(rejection, MediaType::Json, &request_id(&headers)),
     };
-    stream_one(state, headers, request).await
+    stream_one(state, headers, request, Method::Post).await
 }
 
 async fn stream_one(
     state: GraphqlState,
     headers: HeaderMap,
     request: async_graphql::Request,
+    method: Method,
 ) -> Response {
+    let request_id = request_id(&headers);
     let principal = match authenticate(&state, &headers) {
         Ok(p) => p,
-        Err(e) => return error_response(&e, MediaType::Json, &request_id(&headers)),
+        Err(e) => return error_response(&e, MediaType::Json, &request_id),
     };
     let Ok(permit) = state.ws.permits.clone().try_acquire_owned() else {
         return too_many_connections();
+    };
+    // Prepared before the stream opens, so a GET that may not run its operation is refused
+    // with 405 like any GET; other request errors go inside the accepted stream, as the
+    // protocol asks.
+    let prepared = operation::prepare(&state, principal, request, method, None);
+    let outs = match with_request_id(request_id.clone(), prepared).await {
+        Ok(prepared) => operation::stream_prepared(state.clone(), prepared).boxed(),
+        Err(e @ AppError::MethodNotAllowed(_)) => {
+            return error_response(&e, MediaType::Json, &request_id);
+        }
+        Err(e) => {
+            let errors = vec![request_error(&e, &request_id)];
+            futures_util::stream::once(async move { Out::Error(errors) }).boxed()
+        }
     };
     let (sender, receiver) = mpsc::channel(BUFFERED_MESSAGES);
     let closed = state.ws.shutdown.child_token();
@@ -305,7 +279,7 @@ async fn stream_one(
         cancel: closed.clone(),
         closed: closed.clone(),
     };
-    let task = spawn_operation(&state, principal, request, feed, request_id(&headers));
+    let task = spawn_operation(&state, outs, feed, request_id);
     state.ws.tasks.spawn(task);
     event_stream(body(&state, principal, receiver, closed, move || {
         drop(permit)
@@ -316,7 +290,7 @@ async fn stream_one(
 /// query string's operation on a stream of its own (what `EventSource` can send).
 pub async fn get(state: GraphqlState, headers: HeaderMap, query: Option<String>) -> Response {
     let Some(token) = token(&headers, query.as_deref()) else {
-        let request = match super::http::parse_query_string(query.as_deref().unwrap_or("")) {
+        let request = match parse_query_string(query.as_deref().unwrap_or("")) {
             Ok(r) => r,
             Err(e) => {
                 let err = AppError::BadInput {
@@ -326,10 +300,7 @@ pub async fn get(state: GraphqlState, headers: HeaderMap, query: Option<String>)
                 return refuse(StatusCode::BAD_REQUEST, &err, &headers);
             }
         };
-        if !super::http::is_query(&request) {
-            return super::http::get_not_allowed();
-        }
-        return stream_one(state, headers, request).await;
+        return stream_one(state, headers, request, Method::Get).await;
     };
     let caller = match headers.contains_key(header::AUTHORIZATION) {
         true => match authenticate(&state, &headers) {
@@ -416,7 +387,7 @@ pub async fn reserve(State(state): State<GraphqlState>, headers: HeaderMap) -> R
 }
 
 /// `POST` with a reservation token: adds an operation to that stream; 202 when accepted.
-pub async fn operation(
+pub async fn add_operation(
     state: GraphqlState,
     headers: HeaderMap,
     request: Result<GraphQLRequest, GraphQLRejection>,
@@ -484,7 +455,8 @@ pub async fn operation(
         cancel: cancel.clone(),
         closed,
     };
-    let task = spawn_operation(&state, principal, request, feed, request_id);
+    let outs = operation::execute_stream(state.clone(), principal, request, Method::Post);
+    let task = spawn_operation(&state, outs, feed, request_id);
     let sse = state.sse.clone();
     state.ws.tasks.spawn(async move {
         task.await;

@@ -4,10 +4,10 @@ use async_graphql::{Context, Subscription};
 use futures_util::{Stream, StreamExt};
 use uuid::Uuid;
 
-use super::error::{GqlError, GqlResult};
-use super::schema::{hub, principal};
+use super::context::{hub, principal};
 use super::types::{Incident, IncidentEvent};
 use crate::error::AppError;
+use crate::graphql::error::{GqlError, GqlResult};
 use crate::incident::changes::ChangeKind;
 use crate::incident::input::IncidentFilter;
 

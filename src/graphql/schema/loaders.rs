@@ -9,9 +9,9 @@ use async_graphql::dataloader::Loader;
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
-use super::error::GqlError;
 use crate::db::Db;
 use crate::entity::{incident, incident_event, postmortem};
+use crate::graphql::error::GqlError;
 use crate::incident::budget::ResponseBudget;
 use crate::incident::{OrgScope, read};
 

@@ -21,8 +21,8 @@ use async_graphql::{
 };
 use futures_util::future::{self, Future};
 
-use super::error::GqlError;
 use crate::error::AppError;
+use crate::graphql::error::GqlError;
 
 /// What one field resolves to: a value at once, or a future for the fields that wait.
 pub(crate) enum Slot<'b> {
@@ -261,7 +261,7 @@ macro_rules! fast_object {
                 ctx: &async_graphql::ContextSelectionSet<'_>,
                 _field: &async_graphql::Positioned<async_graphql::parser::types::Field>,
             ) -> async_graphql::ServerResult<async_graphql::Value> {
-                $crate::graphql::fast::object(ctx, self).await
+                $crate::graphql::schema::fast::object(ctx, self).await
             }
         }
     };

@@ -11,9 +11,9 @@ use async_graphql::extensions::{
 use async_graphql::parser::types::{ExecutableDocument, OperationType, Selection, SelectionSet};
 use async_graphql::{ServerError, ServerResult, ValidationResult, Variables};
 
-use super::error::request_error;
-use super::schema::Limits;
+use super::limits::Limits;
 use crate::error::AppError;
+use crate::graphql::error::request_error;
 use crate::monitoring::OperationNames;
 use crate::telemetry::current_request_id;
 

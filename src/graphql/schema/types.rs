@@ -8,7 +8,7 @@ use async_graphql::{Context, Json, Object, ServerResult, SimpleObject, Value};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::error::GqlResult;
+use super::context::{charge, domain, principal};
 use super::fast::{
     FastConnection, Fields, PlainFields, Slot, failed, fast_object, later, plain_list, text,
     unknown, value,
@@ -16,9 +16,9 @@ use super::fast::{
 use super::loaders::{
     AppLoader, EventCountOf, EventsOf, IncidentById, PageBatch, PageBatches, PostmortemOf,
 };
-use super::schema::{charge, domain, principal};
 use crate::entity::{Severity, Status, audit_event, incident, incident_event, postmortem};
 use crate::error::AppError;
+use crate::graphql::error::GqlResult;
 use crate::incident::identity::Role;
 use crate::incident::input::IncidentFilter;
 use crate::incident::input::{ActionItem as DomainActionItem, Date};
@@ -131,7 +131,9 @@ impl<'a> IncidentResolvers<'a> {
     }
 
     /// The timeline, oldest first.
-    #[graphql(complexity = "crate::graphql::page_complexity(first, last, child_complexity)")]
+    #[graphql(
+        complexity = "crate::graphql::schema::limits::page_complexity(first, last, child_complexity)"
+    )]
     async fn events(
         &self,
         ctx: &Context<'_>,

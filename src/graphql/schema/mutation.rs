@@ -3,10 +3,10 @@
 use async_graphql::{Context, Object};
 use uuid::Uuid;
 
-use super::error::GqlResult;
-use super::schema::{domain, principal};
+use super::context::{domain, principal};
 use super::types::{Incident, IncidentEvent, Postmortem};
 use crate::entity::Status;
+use crate::graphql::error::GqlResult;
 use crate::incident::input::{
     AddEvent, CreateIncident, PostmortemInput, Transition, UpdateIncident,
 };

@@ -3,11 +3,11 @@
 use async_graphql::{Context, Object};
 use uuid::Uuid;
 
-use super::error::GqlResult;
+use super::context::{domain, principal};
 use super::fast::FastConnection;
 use super::loaders::PageBatches;
-use super::schema::{domain, principal};
 use super::types::{AuditEvent, Incident, ListTotal, Postmortem, Viewer, time_connection};
+use crate::graphql::error::GqlResult;
 use crate::incident::input::IncidentFilter;
 use crate::incident::page::{Page, TimeCursor};
 use crate::incident::read;
@@ -25,7 +25,9 @@ impl IncidentQuery {
     }
 
     /// Newest first.
-    #[graphql(complexity = "crate::graphql::page_complexity(first, last, child_complexity)")]
+    #[graphql(
+        complexity = "crate::graphql::schema::limits::page_complexity(first, last, child_complexity)"
+    )]
     async fn incidents(
         &self,
         ctx: &Context<'_>,
@@ -54,7 +56,9 @@ impl IncidentQuery {
     }
 
     /// Newest first.
-    #[graphql(complexity = "crate::graphql::page_complexity(first, last, child_complexity)")]
+    #[graphql(
+        complexity = "crate::graphql::schema::limits::page_complexity(first, last, child_complexity)"
+    )]
     async fn postmortems(
         &self,
         ctx: &Context<'_>,
@@ -78,7 +82,9 @@ impl IncidentQuery {
     }
 
     /// The audit log, newest first (admins only). `entityId` selects one incident, event or postmortem.
-    #[graphql(complexity = "crate::graphql::page_complexity(first, None, child_complexity)")]
+    #[graphql(
+        complexity = "crate::graphql::schema::limits::page_complexity(first, None, child_complexity)"
+    )]
     async fn audit_events(
         &self,
         ctx: &Context<'_>,

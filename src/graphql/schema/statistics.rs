@@ -3,9 +3,9 @@
 use async_graphql::{Context, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
-use super::error::GqlResult;
-use super::schema::{domain, principal};
+use super::context::{domain, principal};
 use crate::entity::{Severity, Status};
+use crate::graphql::error::GqlResult;
 use crate::incident::input::{Date, IncidentFilter};
 use crate::incident::metrics::{self, Window};
 

@@ -1,0 +1,33 @@
+//! What the GraphQL transports need, taken from the application's state with `FromRef`: the
+//! schema and what operations run against, the authenticator, and each transport's own part.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::connections::WsState;
+use super::persisted::Documents;
+use super::reservations::SseState;
+use crate::auth::Authenticator;
+use crate::graphql::schema::AppSchema;
+use crate::incident::service::Domain;
+use crate::live::Hub;
+
+#[derive(Clone)]
+pub struct GraphqlState {
+    pub schema: AppSchema,
+    pub domain: Domain,
+    pub hub: Hub,
+    pub auth: Arc<Authenticator>,
+    /// In dev mode: a token for the demo organization, filled into GraphiQL.
+    pub dev_token: Option<String>,
+    /// Most bytes of text one HTTP response may carry (`RESPONSE_TOO_LARGE` beyond).
+    pub max_response_bytes: usize,
+    pub ws: WsState,
+    pub sse: SseState,
+    /// Persisted queries (APQ) and, when configured, the trusted-documents manifest.
+    pub documents: Documents,
+    /// In trusted-documents mode: still serve GraphiQL and run introspection queries.
+    pub trusted_introspection: bool,
+    /// `Cache-Control: max-age` of a successful query over GET.
+    pub get_max_age: Duration,
+}
