@@ -412,3 +412,96 @@ async fn a_manifest_that_is_not_one_stops_the_start() {
         "{error:#}"
     );
 }
+
+/// A GET with `extensions` and the given `Accept`, as a proxy might repeat it.
+async fn get_with(app: &TestApp, token: &str, accept: &str, extensions: Value) -> (u16, Value) {
+    let response = app
+        .client
+        .get(app.url("/graphql"))
+        .query(&[("extensions", extensions.to_string())])
+        .header("accept", accept)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// `request` runs `{ incidents { totalCount } }`, as text or by id.
+async fn incident_count(app: &TestApp, token: &str, request: Value) -> i64 {
+    let (_, body) = post(app, token, request).await;
+    body["data"]["incidents"]["totalCount"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{body}"))
+}
+
+/// Whatever the `Accept` (JSON or an event stream) and wherever the document comes from (an APQ
+/// hash, a manifest id), a GET never runs a mutation: 405 in the GraphQL error shape, nothing
+/// written.
+#[tokio::test]
+async fn a_mutation_behind_a_hash_is_refused_on_every_get() {
+    const ACCEPTS: [&str; 3] = [
+        "application/json",
+        "application/graphql-response+json",
+        "text/event-stream",
+    ];
+    let app = spawn_app().await;
+    let alice = app.responder();
+    let mutation = "mutation { createIncident(input: { title: \"via GET\" }) { id } }";
+    let hash = sha256(mutation);
+    let (_, body) = post(
+        &app,
+        &alice.token,
+        json!({ "query": mutation, "extensions": apq(&hash) }),
+    )
+    .await;
+    assert!(body["data"]["createIncident"]["id"].is_string(), "{body}");
+    for accept in ACCEPTS {
+        let (status, body) = get_with(&app, &alice.token, accept, apq(&hash)).await;
+        assert_eq!(status, 405, "{accept}: {body}");
+        assert_eq!(code(&body["errors"][0]), "BAD_REQUEST", "{accept}: {body}");
+    }
+    let count = json!({ "query": "{ incidents { totalCount } }" });
+    assert_eq!(incident_count(&app, &alice.token, count).await, 1);
+
+    // Trusted-documents mode, with the mutation in the manifest.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("declare.graphql"),
+        "mutation Declare { createIncident(input: { title: \"listed\" }) { id } }\n\
+         query Count { incidents { totalCount } }\n",
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_incidentd"))
+        .arg("persisted-manifest")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let file = dir.path().join("manifest.json");
+    std::fs::write(&file, &output.stdout).unwrap();
+    let manifest: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let id = operation(&manifest, "Declare")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (db, url) = TestDb::create().await;
+    let mut config = test_config(&url);
+    config.persisted_operations_file = Some(file);
+    config.persisted_operations_introspection = true;
+    let trusted = spawn_app_with(db, config).await;
+    let bob = trusted.responder();
+    for accept in ACCEPTS {
+        let (status, body) = get_with(&trusted, &bob.token, accept, apq(&id)).await;
+        assert_eq!(status, 405, "{accept}: {body}");
+    }
+    // Over POST the listed mutation runs: the refusal above was the method's, not the manifest's.
+    let (_, body) = post(&trusted, &bob.token, json!({ "extensions": apq(&id) })).await;
+    assert!(body["data"]["createIncident"]["id"].is_string(), "{body}");
+    let count = operation(&manifest, "Count")["id"].as_str().unwrap();
+    assert_eq!(
+        incident_count(&trusted, &bob.token, json!({ "extensions": apq(count) })).await,
+        1
+    );
+}
