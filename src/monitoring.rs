@@ -268,10 +268,6 @@ impl Drop for GaugeGuard {
     }
 }
 
-pub fn change_published() {
-    counter!(CHANGES_PUBLISHED).increment(1);
-}
-
 pub fn change_delivered() {
     counter!(CHANGES_DELIVERED).increment(1);
 }

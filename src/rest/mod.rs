@@ -1,4 +1,4 @@
-//! The REST API of CONTRACT §7 under `/api/v1`: thin handlers over `incident/`, the same bearer
+//! The REST API under `/api/v1`: thin handlers over `incident/`, the same bearer
 //! auth and organization scoping as GraphQL, and an OpenAPI document generated from the code.
 
 mod error;

@@ -17,7 +17,7 @@ use crate::incident::input;
     info(
         title = "incidentd REST API",
         version = "1",
-        description = "The REST endpoints of incidentd (CONTRACT §7), over the same service layer as its GraphQL API. \
+        description = "The REST endpoints of incidentd, over the same service layer as its GraphQL API. \
                        Every request carries `Authorization: Bearer <JWT>`; a viewer may read, a responder or admin may also write.",
         license(name = "Apache-2.0")
     ),

@@ -1,4 +1,4 @@
-//! Identity and roles (CONTRACT §3): bearer tokens, the three roles, dev mode and `incidentd token`.
+//! Identity and roles: bearer tokens, the three roles, dev mode and `incidentd token`.
 
 use incidentd::auth::{DEV_ORG, DEV_USER};
 use incidentd::incident::identity::Role;

@@ -1,4 +1,4 @@
-//! A corpus of malformed requests (issue "Production hardening", point 9): broken and mistyped
+//! A corpus of malformed requests: broken and mistyped
 //! JSON, huge and NUL-laden strings, invalid UUIDs and enums, deep nesting, giant lists, unknown
 //! fields, wrong variables, invalid UTF-8, empty bodies, garbage query strings, over GraphQL,
 //! REST and WebSocket. Every one is answered with a 4xx, or a 200 whose errors all carry a code,

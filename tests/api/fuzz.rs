@@ -1,5 +1,4 @@
-//! Fuzzing the GraphQL request path (issue "Production hardening", point 9; cargo-fuzz needs
-//! nightly, so this is the fallback the issue allows): proptest generates hostile documents
+//! Fuzzing the GraphQL request path (cargo-fuzz needs nightly, so proptest stands in): proptest generates hostile documents
 //! (schema field names nested at random, arguments with random values, aliases, directives,
 //! fragments, variables, random unicode and truncations) and random JSON variables, and sends
 //! them through POST /graphql on a real server. No answer may be a 5xx, every error must carry

@@ -1,4 +1,4 @@
-//! GraphQL over HTTP (CONTRACT §2): GET for queries only, GraphiQL for browsers, `Accept`
+//! GraphQL over HTTP: GET for queries only, GraphiQL for browsers, `Accept`
 //! negotiation between `application/json` and `application/graphql-response+json`, request ids.
 
 use incidentd::incident::identity::Role;

@@ -1,4 +1,4 @@
-//! Relay pagination and filters (CONTRACT §4): incidents and postmortems newest first, events oldest
+//! Relay pagination and filters: incidents and postmortems newest first, events oldest
 //! first, keyset cursors that stay correct while rows are added, and every `IncidentFilter` field.
 
 use serde_json::{Value, json};

@@ -1,4 +1,4 @@
-//! The REST API of CONTRACT §7: each endpoint, its errors in `{"error": {code, message}}`, and
+//! The REST API: each endpoint, its errors in `{"error": {code, message}}`, and
 //! agreement with GraphQL (the same service layer answers both).
 
 use incidentd::incident::identity::Role;

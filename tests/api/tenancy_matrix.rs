@@ -1,4 +1,4 @@
-//! The tenancy matrix (issue "Production hardening", point 8): organization B against organization
+//! The tenancy matrix: organization B against organization
 //! A's ids on every query with an id, every nested field, every mutation, both subscriptions and
 //! every REST endpoint. Each answer must be indistinguishable from the answer for an id that does
 //! not exist, and none of A's rows may ever appear in what B is given.

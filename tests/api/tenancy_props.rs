@@ -1,4 +1,4 @@
-//! Tenancy as a property (issue "Production hardening", point 8): random sequences of operations
+//! Tenancy as a property: random sequences of operations
 //! by three organizations, each against any organization's ids, and after every step every row
 //! the caller is given belongs to the caller's organization, and another organization's id is
 //! `NOT_FOUND` exactly where an unknown id would be.

@@ -1,4 +1,4 @@
-//! Bearer tokens from a platform's identity provider (CONTRACT §3, "Production hardening" point 1):
+//! Bearer tokens from a platform's identity provider:
 //! RS256 / ES256 from a PEM public key, a JWKS file with keys chosen by `kid` and rotated without a
 //! restart, the algorithm pinned by configuration. Every forgery is refused over HTTP (401,
 //! `UNAUTHENTICATED`) and over WebSocket `connection_init` (close 4403), next to a control token

@@ -1,4 +1,4 @@
-//! Input validation (CONTRACT §4, §5, §8): every bad input is `BAD_USER_INPUT` naming the field at
+//! Input validation: every bad input is `BAD_USER_INPUT` naming the field at
 //! fault, and nothing is written.
 
 use serde_json::{Value, json};
@@ -471,7 +471,7 @@ async fn invalid_uuids_and_enum_values_in_variables_are_refused_and_run_nothing(
     assert_ne!(state(&app, &alice).await, before);
 }
 
-/// CONTRACT §8: every GraphQL error carries `extensions.code`. async-graphql's own input
+/// Every GraphQL error carries `extensions.code`. async-graphql's own input
 /// coercion and validation errors carry none; `graphql::classify` adds BAD_USER_INPUT.
 #[tokio::test]
 async fn invalid_uuids_and_enum_values_in_variables_carry_a_code() {

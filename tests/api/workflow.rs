@@ -1,4 +1,4 @@
-//! The workflow of CONTRACT §5, end to end through GraphQL.
+//! The incident workflow, end to end through GraphQL.
 
 use serde_json::json;
 

@@ -8,7 +8,7 @@ import * as postmortems from './postmortems.js';
 
 const main = document.getElementById('main');
 let current = null; // { screen, view }
-export let viewer = null;
+let viewer = null;
 
 const SCREENS = [
   { screen: incidents, pattern: /^\/desk\/incidents(?:\/([^/]+))?\/?$/, nav: 'nav-incidents' },
