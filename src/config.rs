@@ -209,6 +209,24 @@ pub struct Config {
         global = true
     )]
     pub ws_max_pending_per_peer: usize,
+    /// Streaming connections (WebSockets after `connection_init`, SSE streams) one
+    /// organization may hold (503, or close 1013, beyond): no organization can take every
+    /// place of `--ws-max-connections`.
+    #[arg(
+        long,
+        env = "INCIDENTD_WS_MAX_CONNECTIONS_PER_ORG",
+        default_value_t = 5_000,
+        global = true
+    )]
+    pub ws_max_connections_per_org: usize,
+    /// Of those, how many one caller (a token's subject in its organization) may hold.
+    #[arg(
+        long,
+        env = "INCIDENTD_WS_MAX_CONNECTIONS_PER_CALLER",
+        default_value_t = 500,
+        global = true
+    )]
+    pub ws_max_connections_per_caller: usize,
     /// How long a send to a WebSocket client may block before the connection is dropped.
     #[arg(long, env = "INCIDENTD_WS_WRITE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration, global = true)]
     pub ws_write_timeout: Duration,
@@ -334,6 +352,8 @@ impl Config {
             max_outgoing_bytes: self.ws_max_outgoing_bytes,
             max_pending: self.ws_max_pending,
             max_pending_per_peer: self.ws_max_pending_per_peer,
+            max_per_org: self.ws_max_connections_per_org,
+            max_per_caller: self.ws_max_connections_per_caller,
         }
     }
 

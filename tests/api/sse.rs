@@ -246,16 +246,23 @@ impl Single<'_> {
             .as_u16()
     }
 
-    async fn stop(&self, op: &str) -> u16 {
-        self.app
+    /// `DELETE` of an operation, as `caller` (or with no token); `op` goes into the query
+    /// string percent-encoded.
+    async fn stop_as(&self, caller: Option<&Caller>, op: &str) -> u16 {
+        let mut request = self
+            .app
             .client
-            .delete(self.app.url(&format!("/graphql?operationId={op}")))
-            .header("x-graphql-event-stream-token", &self.token)
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
+            .delete(self.app.url("/graphql"))
+            .query(&[("operationId", op)])
+            .header("x-graphql-event-stream-token", &self.token);
+        if let Some(caller) = caller {
+            request = request.bearer_auth(&caller.token);
+        }
+        request.send().await.unwrap().status().as_u16()
+    }
+
+    async fn stop(&self, op: &str) -> u16 {
+        self.stop_as(Some(self.caller), op).await
     }
 }
 
@@ -359,6 +366,7 @@ async fn single_connection_mode_reserves_streams_runs_and_stops_operations() {
         .client
         .delete(app.url("/graphql"))
         .header("x-graphql-event-stream-token", &single.token)
+        .bearer_auth(&alice.token)
         .send()
         .await
         .unwrap();
@@ -389,6 +397,7 @@ async fn streams_send_keep_alives_lapse_unopened_reservations_and_end_at_shutdow
     config.sse_keep_alive = Duration::from_millis(200);
     config.ws_init_timeout = Duration::from_millis(300);
     config.ws_max_connections = 2;
+    config.ws_max_pending_per_peer = 1;
     let mut app = spawn_app_with(db, config).await;
     let alice = app.responder();
     let id = app.new_incident(&alice, "idle").await.to_string();
@@ -399,7 +408,8 @@ async fn streams_send_keep_alives_lapse_unopened_reservations_and_end_at_shutdow
     assert_eq!(stream.next_any().await, Some(Sse::Comment));
     assert_eq!(stream.next_any().await, Some(Sse::Comment));
 
-    // A reservation nobody opens lapses after the init timeout and frees its place.
+    // A reservation nobody opens holds a pending place of its caller's (one here), and lapses
+    // after the init timeout, which frees it.
     let single = Single::reserve(&app, &alice).await;
     let full = app
         .client
@@ -408,7 +418,7 @@ async fn streams_send_keep_alives_lapse_unopened_reservations_and_end_at_shutdow
         .send()
         .await
         .unwrap();
-    assert_eq!(full.status(), 503, "two connections at most");
+    assert_eq!(full.status(), 503, "one unopened reservation at most");
     let lapsed = async {
         while single.open().await.status() != 404 {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -424,4 +434,161 @@ async fn streams_send_keep_alives_lapse_unopened_reservations_and_end_at_shutdow
     app.shutdown();
     stream.ended().await;
     reserved.ended().await;
+}
+
+/// Stopping an operation is authenticated like starting one: only the caller who reserved the
+/// stream may, anyone else is told it does not exist; the id is decoded once, and a stop that
+/// stops nothing is not a success.
+#[tokio::test]
+async fn only_the_caller_who_reserved_a_stream_stops_its_operations() {
+    let app = spawn_app().await;
+    let alice = app.responder();
+    let id = app.new_incident(&alice, "stoppable").await.to_string();
+    let single = Single::reserve(&app, &alice).await;
+    let mut stream = SseReader::new(single.open().await);
+    assert_eq!(stream.status, 200);
+    // An id that needs percent-encoding in a query string.
+    let op = "tl 1/ü&x=y";
+    let vars = json!({ "id": id, "after": 0 });
+    assert_eq!(
+        single
+            .post(&alice, Some(op), EVENTS_SUBSCRIPTION, vars)
+            .await,
+        202
+    );
+    app.add_event(&alice, &id, "one").await;
+    let (_, data) = stream.next().await;
+    assert_eq!(data["id"], op, "{data}");
+
+    // Another organization's caller, with the token: as if nothing were there.
+    let mallory = app.responder();
+    assert_eq!(single.stop_as(Some(&mallory), op).await, 404);
+    // No bearer at all: unauthenticated.
+    assert_eq!(single.stop_as(None, op).await, 401);
+    // The operation still runs: the next event reaches it.
+    app.add_event(&alice, &id, "two").await;
+    let (_, data) = stream.next().await;
+    assert_eq!(
+        (
+            &data["id"],
+            &data["payload"]["data"]["incidentEvents"]["sequence"]
+        ),
+        (&json!(op), &json!(2))
+    );
+
+    // An id that is not running stops nothing: 404, not 200.
+    assert_eq!(single.stop("not-running").await, 404);
+    // Its owner stops it, once.
+    assert_eq!(single.stop(op).await, 200);
+    assert_eq!(single.stop(op).await, 404);
+    app.add_event(&alice, &id, "three").await;
+    assert_eq!(
+        single
+            .post(&alice, Some("q"), "{ viewer { role } }", json!({}))
+            .await,
+        202
+    );
+    let (_, data) = stream.next().await;
+    assert_eq!(
+        data["id"], "q",
+        "the stopped operation sent nothing more: {data}"
+    );
+}
+
+/// Unopened reservations cost a pending place of their caller's, not a connection's, and
+/// connections are shared out per organization and per caller: one viewer's flood of
+/// reservations and sockets leaves another organization able to subscribe over both transports.
+#[tokio::test]
+async fn one_callers_flood_leaves_other_organizations_their_places() {
+    let (db, url) = TestDb::create().await;
+    let mut config = test_config(&url);
+    config.ws_max_connections = 30;
+    config.ws_max_pending_per_peer = 40;
+    config.ws_max_connections_per_org = 12;
+    config.ws_max_connections_per_caller = 10;
+    let app = spawn_app_with(db, config).await;
+    let org = uuid::Uuid::new_v4();
+    let viewer = app.caller(org, incidentd::incident::identity::Role::Viewer);
+    let reserve = |caller: &Caller| {
+        app.client
+            .put(app.url("/graphql"))
+            .bearer_auth(&caller.token)
+            .send()
+    };
+
+    // 45 reservations: the first 40 are pending places of the viewer's, the rest refused.
+    let mut statuses = vec![];
+    for _ in 0..45 {
+        statuses.push(reserve(&viewer).await.unwrap().status().as_u16());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        40,
+        "{statuses:?}"
+    );
+    assert!(statuses[40..].iter().all(|s| *s == 503), "{statuses:?}");
+
+    // The viewer's own sockets stop at its share (10), with 1013 at connection_init.
+    let mut sockets = vec![];
+    for _ in 0..10 {
+        sockets.push(crate::helpers::Ws::ready(app.addr, &viewer.token).await);
+    }
+    let mut extra = crate::helpers::Ws::connect(app.addr, "graphql-transport-ws").await;
+    extra
+        .send(json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {}", viewer.token) } }))
+        .await;
+    assert_eq!(extra.closed().await, Some(1013));
+    // And another caller of the same organization stops at the organization's share (12).
+    let colleague = app.caller(org, incidentd::incident::identity::Role::Viewer);
+    for _ in 0..2 {
+        sockets.push(crate::helpers::Ws::ready(app.addr, &colleague.token).await);
+    }
+    let mut extra = crate::helpers::Ws::connect(app.addr, "graphql-transport-ws").await;
+    extra
+        .send(json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {}", colleague.token) } }))
+        .await;
+    assert_eq!(extra.closed().await, Some(1013));
+
+    // Another organization subscribes over WebSocket, SSE on a stream of its own, and SSE's
+    // single-connection mode.
+    let bob = app.responder();
+    let id = app.new_incident(&bob, "still live").await.to_string();
+    app.add_event(&bob, &id, "one").await;
+    let vars = json!({ "id": id, "after": 0 });
+    let mut ws = crate::helpers::Ws::ready(app.addr, &bob.token).await;
+    ws.subscribe("tl", EVENTS_SUBSCRIPTION, vars.clone()).await;
+    let message = ws.next_message().await;
+    assert_eq!(
+        message["payload"]["data"]["incidentEvents"]["sequence"], 1,
+        "{message}"
+    );
+    let mut own = distinct(&app, Some(&bob.token), EVENTS_SUBSCRIPTION, vars.clone()).await;
+    assert_eq!(own.status, 200);
+    assert_eq!(sequence(&own.next().await.1), 1);
+    let single = Single::reserve(&app, &bob).await;
+    let mut stream = SseReader::new(single.open().await);
+    assert_eq!(stream.status, 200);
+    assert_eq!(
+        single
+            .post(&bob, Some("tl"), EVENTS_SUBSCRIPTION, vars)
+            .await,
+        202
+    );
+    let (_, data) = stream.next().await;
+    assert_eq!(
+        data["payload"]["data"]["incidentEvents"]["sequence"], 1,
+        "{data}"
+    );
+
+    // A reservation the viewer opens takes a connection's place, within its share: full.
+    let token = reserve(&colleague).await.unwrap().text().await.unwrap();
+    let opened = app
+        .client
+        .get(app.url("/graphql"))
+        .header("accept", "text/event-stream")
+        .header("x-graphql-event-stream-token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(opened.status(), 503);
 }

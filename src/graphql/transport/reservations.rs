@@ -5,9 +5,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::connections::{PendingSlot, Place};
 use crate::incident::identity::Principal;
 
 /// The SSE transport's own state: its keep-alive interval and the single-connection
@@ -45,6 +46,9 @@ pub(super) struct Reservation {
     /// Cancelled when the reservation ends (stream closed, expired, client too slow, shutdown):
     /// its operations stop with it.
     pub(super) closed: CancellationToken,
-    /// Counts against `--ws-max-connections` from the reservation on.
-    pub(super) _permit: OwnedSemaphorePermit,
+    /// Held while the stream is not open: a reservation costs a pending place, not a
+    /// connection's, until its stream opens.
+    pub(super) pending: Option<PendingSlot>,
+    /// Taken when the stream opens: a connection's place.
+    pub(super) place: Option<Place>,
 }

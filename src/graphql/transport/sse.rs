@@ -18,6 +18,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::connections::Holder;
 use super::operation::{self, Credentials, Method, Out};
 use super::reservations::Reservation;
 use super::state::GraphqlState;
@@ -58,11 +59,11 @@ fn token(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
     query_param(query?, "token")
 }
 
+/// A query-string parameter, percent-decoded (once).
 fn query_param(query: &str, name: &str) -> Option<String> {
-    query.split('&').find_map(|pair| {
-        let (key, value) = pair.split_once('=')?;
-        (key == name).then(|| value.to_string())
-    })
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
 }
 
 fn authenticate(state: &GraphqlState, headers: &HeaderMap) -> Result<Principal, AppError> {
@@ -254,7 +255,7 @@ async fn stream_one(
         Ok(p) => p,
         Err(e) => return error_response(&e, MediaType::Json, &request_id),
     };
-    let Ok(permit) = state.ws.permits.clone().try_acquire_owned() else {
+    let Some(place) = state.ws.place(&principal) else {
         return too_many_connections();
     };
     // Prepared before the stream opens, so a GET that may not run its operation is refused
@@ -282,7 +283,7 @@ async fn stream_one(
     let task = spawn_operation(&state, outs, feed, request_id);
     state.ws.tasks.spawn(task);
     event_stream(body(&state, principal, receiver, closed, move || {
-        drop(permit)
+        drop(place)
     }))
 }
 
@@ -318,10 +319,16 @@ pub async fn get(state: GraphqlState, headers: HeaderMap, query: Option<String>)
         if caller.is_some_and(|c| !same_caller(&c, &reservation.principal)) {
             return refuse(StatusCode::FORBIDDEN, &not_yours(), &headers);
         }
-        let Some(receiver) = reservation.receiver.take() else {
+        if reservation.receiver.is_none() {
             let err = AppError::Conflict("the stream of this reservation is already open".into());
             return refuse(StatusCode::CONFLICT, &err, &headers);
+        }
+        let Some(place) = state.ws.place(&reservation.principal) else {
+            return too_many_connections();
         };
+        reservation.place = Some(place);
+        reservation.pending = None;
+        let receiver = reservation.receiver.take().expect("checked above");
         (reservation.principal, receiver, reservation.closed.clone())
     };
     let sse = state.sse.clone();
@@ -336,7 +343,9 @@ pub async fn reserve(State(state): State<GraphqlState>, headers: HeaderMap) -> R
         Ok(p) => p,
         Err(e) => return error_response(&e, MediaType::Json, &request_id(&headers)),
     };
-    let Ok(permit) = state.ws.permits.clone().try_acquire_owned() else {
+    // Until its stream opens, a reservation holds a pending place of its caller's, not a
+    // connection's: a flood of reservations takes nobody else's places.
+    let Some(pending) = state.ws.pending.take(Some(Holder::caller(&principal))) else {
         return too_many_connections();
     };
     // 256 random bits: the token is a bearer ticket for the stream.
@@ -355,7 +364,8 @@ pub async fn reserve(State(state): State<GraphqlState>, headers: HeaderMap) -> R
             receiver: Some(receiver),
             operations: HashMap::new(),
             closed: closed.clone(),
-            _permit: permit,
+            pending: Some(pending),
+            place: None,
         },
     );
     // A reservation whose stream is not opened within the init timeout lapses, as a WebSocket
@@ -469,12 +479,18 @@ pub async fn add_operation(
     StatusCode::ACCEPTED.into_response()
 }
 
-/// `DELETE ?operationId=…` with a reservation token: stops that operation.
+/// `DELETE ?operationId=…` with a reservation token: stops that operation. Only the caller who
+/// reserved the stream may; to anyone else a reservation or an operation that is not theirs
+/// answers as one that does not exist.
 pub async fn stop(
     State(state): State<GraphqlState>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
+    let principal = match authenticate(&state, &headers) {
+        Ok(p) => p,
+        Err(e) => return error_response(&e, MediaType::Json, &request_id(&headers)),
+    };
     let Some(token) = token(&headers, query.as_deref()) else {
         return refuse(StatusCode::NOT_FOUND, &not_reserved(), &headers);
     };
@@ -483,13 +499,23 @@ pub async fn stop(
         return refuse(StatusCode::BAD_REQUEST, &err, &headers);
     };
     let mut reservations = state.sse.lock();
-    let Some(reservation) = reservations.get_mut(&token) else {
+    let Some(reservation) = reservations
+        .get_mut(&token)
+        .filter(|r| same_caller(&principal, &r.principal))
+    else {
         return refuse(StatusCode::NOT_FOUND, &not_reserved(), &headers);
     };
-    if let Some(cancel) = reservation.operations.remove(&id) {
-        cancel.cancel();
+    match reservation.operations.remove(&id) {
+        Some(cancel) if !cancel.is_cancelled() => {
+            cancel.cancel();
+            StatusCode::OK.into_response()
+        }
+        _ => refuse(
+            StatusCode::NOT_FOUND,
+            &AppError::NotFound("running operation"),
+            &headers,
+        ),
     }
-    StatusCode::OK.into_response()
 }
 
 fn same_caller(a: &Principal, b: &Principal) -> bool {

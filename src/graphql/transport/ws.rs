@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_stream::StreamMap;
 
-use super::connections::PendingSlot;
+use super::connections::{Holder, PendingSlot, Share};
 use super::operation::{self, Credentials, Method, Out};
 use super::state::GraphqlState;
 use crate::auth::bearer_token;
@@ -38,6 +38,9 @@ pub const DUPLICATE_ID: u16 = 4409;
 pub const TOO_MANY_INITS: u16 = 4429;
 /// No pong came back within a ping interval: the peer is gone (a half-open connection).
 pub const NO_PONG: u16 = 4504;
+/// The caller's organization, or the caller, holds as many connections as it may (RFC 6455's
+/// "try again later").
+pub const TRY_AGAIN_LATER: u16 = 1013;
 
 const SOCKET_BUFFER_BYTES: usize = 4 * 1024;
 
@@ -63,7 +66,7 @@ pub async fn upgrade(
         )
             .into_response();
     }
-    let Some(pending) = state.ws.pending.take(peer) else {
+    let Some(pending) = state.ws.pending.take(peer.map(Holder::Peer)) else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "too many WebSocket connections waiting for connection_init",
@@ -180,6 +183,8 @@ struct Connection {
     _permit: OwnedSemaphorePermit,
     /// Held until a valid `connection_init`.
     pending: Option<PendingSlot>,
+    /// Taken at a valid `connection_init`: the organization's and the caller's share.
+    share: Option<Share>,
     /// Counts this connection in `incidentd_ws_connections` until it is dropped, however it ends.
     _gauge: crate::monitoring::GaugeGuard,
 }
@@ -205,6 +210,7 @@ impl Connection {
             outbox: VecDeque::new(),
             _permit: permit,
             pending: Some(pending),
+            share: None,
             _gauge: crate::monitoring::GaugeGuard::ws_connection(),
         }
     }
@@ -352,6 +358,13 @@ impl Connection {
             .or_else(|| self.header_token.clone());
         match operation::authenticate(&self.state, Credentials::Token(token.as_deref())) {
             Ok(p) => {
+                let Some(share) = self.state.ws.shares.take(&p) else {
+                    return Flow::Close(
+                        TRY_AGAIN_LATER,
+                        "Too many connections for this organization or caller".into(),
+                    );
+                };
+                self.share = Some(share);
                 self.principal = Some(p);
                 self.pending = None;
                 self.reply(json!({ "type": "connection_ack" }))
