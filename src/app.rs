@@ -197,7 +197,12 @@ impl Application {
                 "trusted-documents mode: only the manifest's operations run"
             );
         }
-        let documents = Documents::new(db.clone(), trusted, config.max_query_bytes);
+        let documents = Documents::new(
+            db.clone(),
+            trusted,
+            config.max_query_bytes,
+            config.apq_bounds(),
+        );
         let hub = Hub::start(db.clone(), &config.db_options(), config.live_options()).await;
         let domain = Domain::new(db.clone(), Arc::new(hub.clone()));
         let auth = Arc::new(auth);

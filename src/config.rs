@@ -13,7 +13,7 @@ use crate::auth::{AuthSettings, JwtAlgorithm};
 use crate::db::{DatabaseUrl, DbOptions};
 use crate::graphql::Limits;
 use crate::graphql::transport::WsLimits;
-use crate::graphql::transport::persisted::Manifest;
+use crate::graphql::transport::persisted::{Bounds, Manifest};
 use crate::incident::identity::Role;
 use crate::live::LiveOptions;
 use crate::telemetry::LogFormat;
@@ -303,6 +303,14 @@ pub struct Config {
     /// In trusted-documents mode, still run introspection queries and serve GraphiQL.
     #[arg(long, env = "INCIDENTD_PERSISTED_OPERATIONS_INTROSPECTION", default_value_t = false, action = clap::ArgAction::Set, global = true)]
     pub persisted_operations_introspection: bool,
+    /// Most bytes of document text the automatic-persisted-query store keeps, over every
+    /// organization; past it, the least recently used documents are evicted.
+    #[arg(long, env = "INCIDENTD_APQ_MAX_BYTES", default_value_t = 64 * 1024 * 1024, global = true)]
+    pub apq_max_bytes: u64,
+    /// Most bytes of document text one organization's callers may keep registered; past it,
+    /// that organization's least recently used documents are evicted.
+    #[arg(long, env = "INCIDENTD_APQ_MAX_BYTES_PER_ORG", default_value_t = 4 * 1024 * 1024, global = true)]
+    pub apq_max_bytes_per_org: u64,
     /// `Cache-Control: max-age` of a successful query sent with GET (`Vary: Accept, Authorization`).
     #[arg(long, env = "INCIDENTD_GET_MAX_AGE", default_value = "0s", value_parser = humantime::parse_duration, global = true)]
     pub get_max_age: Duration,
@@ -339,6 +347,14 @@ impl Config {
                 self.metrics_max_operation_names,
             )),
             ..Limits::default()
+        }
+    }
+
+    /// The bounds of the automatic-persisted-query store.
+    pub fn apq_bounds(&self) -> Bounds {
+        Bounds {
+            total: self.apq_max_bytes,
+            per_organization: self.apq_max_bytes_per_org,
         }
     }
 

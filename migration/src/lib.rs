@@ -7,6 +7,7 @@ mod m20261126_000001_create_incident_tables;
 mod m20261126_000002_create_audit_events;
 mod m20261127_000001_harden_schema;
 mod m20261201_000001_create_persisted_queries;
+mod m20261203_000002_bound_persisted_queries;
 
 pub struct Migrator;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000002_create_audit_events::Migration),
             Box::new(m20261127_000001_harden_schema::Migration),
             Box::new(m20261201_000001_create_persisted_queries::Migration),
+            Box::new(m20261203_000002_bound_persisted_queries::Migration),
         ]
     }
 }

@@ -12,6 +12,14 @@ pub struct Model {
     #[sea_orm(column_type = "Text")]
     pub query: String,
     pub created_at: DateTimeUtc,
+    /// The organization whose caller registered it: the per-organization bound counts it there.
+    /// None for documents registered before the bounds existed.
+    pub organization_id: Option<Uuid>,
+    /// Bytes of `query`.
+    pub bytes: i64,
+    /// When a request last ran it (to within the store's touch interval); eviction takes the
+    /// least recently used first.
+    pub last_used_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

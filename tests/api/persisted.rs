@@ -505,3 +505,147 @@ async fn a_mutation_behind_a_hash_is_refused_on_every_get() {
         1
     );
 }
+
+/// A document is stored only once it would run: one that fails validation (or a limit) leaves
+/// its hash unknown, so the hash answers `PERSISTED_QUERY_NOT_FOUND`, not the old error.
+#[tokio::test]
+async fn apq_stores_only_documents_that_pass_the_checks() {
+    let app = spawn_app().await;
+    let alice = app.responder();
+    for invalid in [
+        "{ noSuchField }",
+        "query($id: UUID!) { incident(id: $id) { noSuchField } }",
+        "{ viewer { role } ",
+    ] {
+        let hash = sha256(invalid);
+        let (_, body) = post(
+            &app,
+            &alice.token,
+            json!({ "query": invalid, "extensions": apq(&hash) }),
+        )
+        .await;
+        assert_eq!(
+            code(&body["errors"][0]),
+            "BAD_USER_INPUT",
+            "{invalid}: {body}"
+        );
+        let (status, body) = post(&app, &alice.token, json!({ "extensions": apq(&hash) })).await;
+        assert_eq!(
+            (status, code(&body["errors"][0])),
+            (200, "PERSISTED_QUERY_NOT_FOUND"),
+            "{invalid}: {body}"
+        );
+    }
+}
+
+/// The hashes in the APQ store, with when each was last used, read from the database itself.
+async fn stored_hashes(database_url: &str) -> std::collections::HashMap<String, String> {
+    use sea_orm::{ConnectionTrait, Statement};
+    let db = sea_orm::Database::connect(database_url).await.unwrap();
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT sha256, CAST(last_used_at AS TEXT) AS used FROM persisted_queries",
+        ))
+        .await
+        .unwrap();
+    let stored = rows
+        .iter()
+        .map(|row| {
+            let sha: String = row.try_get("", "sha256").unwrap();
+            let used: String = row.try_get("", "used").unwrap();
+            (sha, used)
+        })
+        .collect();
+    db.close().await.ok();
+    stored
+}
+
+/// The store keeps at most `--apq-max-bytes-per-org` of one organization's documents and
+/// `--apq-max-bytes` in all, evicting the least recently used: a flood from one organization
+/// evicts its own documents, never another's, and the store never outgrows its bounds.
+#[tokio::test]
+async fn apq_is_bounded_per_organization_and_in_total_by_least_recent_use() {
+    let (db, url) = TestDb::create().await;
+    let mut config = test_config(&url);
+    config.apq_max_bytes_per_org = 1_000;
+    config.apq_max_bytes = 1_500;
+    let app = spawn_app_with(db, config.clone()).await;
+    let (alice, mallory) = (app.responder(), app.responder());
+    // Documents of about 200 bytes, distinct per `n`: four fit in an organization's share.
+    let document = |n: usize| {
+        format!(
+            "query Q{n} {{ viewer {{ role }} {} }}",
+            "__typename ".repeat(16)
+        )
+    };
+    let hash = |n: usize| sha256(&document(n));
+    assert!(4 * document(100).len() <= 1_000 && 5 * document(0).len() > 1_000);
+    assert!(8 * document(0).len() > 1_500 && 7 * document(100).len() <= 1_500);
+    let register = |caller: &crate::helpers::Caller, n: usize| {
+        let text = document(n);
+        let body = json!({ "query": text, "extensions": apq(&sha256(&text)) });
+        let (token, app) = (caller.token.clone(), &app);
+        async move {
+            let (_, body) = post(app, &token, body).await;
+            assert_eq!(body["data"]["viewer"]["role"], "responder", "{body}");
+        }
+    };
+    let bytes = |stored: &std::collections::HashMap<String, String>| -> usize {
+        (0..6)
+            .chain(100..130)
+            .filter(|n| stored.contains_key(&hash(*n)))
+            .map(|n| document(n).len())
+            .sum()
+    };
+
+    // Alice's two documents, then a flood of Mallory's: Mallory stays within its own share,
+    // keeping its most recent documents.
+    register(&alice, 0).await;
+    register(&alice, 1).await;
+    for n in 100..130 {
+        register(&mallory, n).await;
+    }
+    let stored = stored_hashes(&app.database_url).await;
+    assert!(stored.contains_key(&hash(0)) && stored.contains_key(&hash(1)));
+    let mallorys: Vec<bool> = (100..130).map(|n| stored.contains_key(&hash(n))).collect();
+    assert_eq!(mallorys.iter().filter(|k| **k).count(), 4, "{mallorys:?}");
+    assert!(mallorys[26..].iter().all(|k| *k), "{mallorys:?}");
+
+    // Alice's first document is used again on a replica that has not seen it: it becomes
+    // more recent than her second.
+    let replica = spawn_app_with(TestDb::create().await.0, config).await;
+    let (_, body) = post(
+        &replica,
+        &alice.token,
+        json!({ "extensions": apq(&hash(0)) }),
+    )
+    .await;
+    assert_eq!(body["data"]["viewer"]["role"], "responder", "{body}");
+    let touched = async {
+        loop {
+            let stored = stored_hashes(&app.database_url).await;
+            if stored[&hash(0)] > stored[&hash(1)] {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(crate::helpers::WAIT, touched)
+        .await
+        .expect("the use is recorded");
+
+    // Three more of Alice's: past her share her least recently used one (the second) goes;
+    // past the total, Mallory's least recently used one goes.
+    for n in 2..5 {
+        register(&alice, n).await;
+    }
+    let stored = stored_hashes(&app.database_url).await;
+    let alices: Vec<bool> = (0..5).map(|n| stored.contains_key(&hash(n))).collect();
+    assert_eq!(alices, [true, false, true, true, true]);
+    let mallorys: Vec<bool> = (100..130).map(|n| stored.contains_key(&hash(n))).collect();
+    assert_eq!(mallorys.iter().filter(|k| **k).count(), 3, "{mallorys:?}");
+    assert!(mallorys[27..].iter().all(|k| *k), "{mallorys:?}");
+    assert!(bytes(&stored) <= 1_500, "{} bytes kept", bytes(&stored));
+    assert_eq!(stored.len(), 7);
+}

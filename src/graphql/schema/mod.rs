@@ -126,6 +126,29 @@ impl AppSchema {
         &self,
         mut request: async_graphql::Request,
     ) -> Result<(async_graphql::Request, (String, &'static str)), async_graphql::Response> {
+        match self.probe(&request).await? {
+            Some((document, chosen)) => {
+                request.set_parsed_query(document);
+                Ok((request, chosen))
+            }
+            // The checker always keeps the document of a request it passed; should it not,
+            // the runner parses the text itself.
+            None => Ok((request, ("-".to_owned(), "invalid"))),
+        }
+    }
+
+    /// Whether `request` would pass every check that runs before an operation (parse,
+    /// validation, limits), without running it.
+    pub async fn passes_checks(&self, request: &async_graphql::Request) -> bool {
+        self.probe(request).await.is_ok()
+    }
+
+    /// Runs the checking schema on a copy of `request`: its parsed document and the operation
+    /// chosen, or the response that refuses it.
+    async fn probe(
+        &self,
+        request: &async_graphql::Request,
+    ) -> Result<Option<(ExecutableDocument, (String, &'static str))>, async_graphql::Response> {
         let checked = Arc::new(Checked::default());
         let mut probe = async_graphql::Request::new(request.query.clone())
             .variables(request.variables.clone())
@@ -140,18 +163,13 @@ impl AppSchema {
         if !response.errors.is_empty() {
             return Err(response);
         }
-        match checked.take() {
-            Some((document, chosen)) => {
-                if !was_cached {
-                    self.parsed.put(&request.query, &document);
-                }
-                request.set_parsed_query(document);
-                Ok((request, chosen))
-            }
-            // The checker always keeps the document of a request it passed; should it not,
-            // the runner parses the text itself.
-            None => Ok((request, ("-".to_owned(), "invalid"))),
+        let checked = checked.take();
+        if let Some((document, _)) = &checked
+            && !was_cached
+        {
+            self.parsed.put(&request.query, document);
         }
+        Ok(checked)
     }
 
     pub fn sdl(&self) -> String {

@@ -61,7 +61,7 @@ pub async fn prepare(
     method: Method,
     budget: Option<Arc<ResponseBudget>>,
 ) -> Result<Prepared, AppError> {
-    let request = resolve_document(state, request).await?;
+    let request = resolve_document(state, &principal, request).await?;
     if method == Method::Get && !is_query(&request) {
         return Err(get_refused());
     }
@@ -153,6 +153,7 @@ pub fn expiry(principal: Option<&Principal>) -> impl std::future::Future<Output 
 /// Fills the request's text from its persisted hash, or refuses the request.
 async fn resolve_document(
     state: &GraphqlState,
+    principal: &Principal,
     mut request: async_graphql::Request,
 ) -> Result<async_graphql::Request, AppError> {
     let persisted = match request.extensions.0.get("persistedQuery") {
@@ -167,6 +168,18 @@ async fn resolve_document(
     let text = std::mem::take(&mut request.query);
     request.query = match state.documents.resolve(Some(text), persisted).await? {
         Document::Run(text) => text,
+        // Stored only once it would run: a document that fails to parse, validate or keep
+        // within the limits is never kept, and its hash stays unknown.
+        Document::Unregistered { text, sha256 } => {
+            request.query = text;
+            if state.schema.passes_checks(&request).await {
+                let documents = &state.documents;
+                documents
+                    .register(principal.org_id, &sha256, &request.query)
+                    .await?;
+            }
+            std::mem::take(&mut request.query)
+        }
         Document::Unlisted(text)
             if state.trusted_introspection
                 && is_introspection(&text, request.operation_name.as_deref()) =>
