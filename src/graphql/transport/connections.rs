@@ -194,8 +194,11 @@ impl Drop for PendingSlot {
 /// The connections' places each organization and each caller may hold, so that no
 /// organization, and no caller within one, can take the places the others need.
 pub struct Shares {
-    held: Mutex<(Counts<Uuid>, Counts<(Uuid, Uuid)>)>,
+    held: Mutex<ShareCounts>,
 }
+
+/// Connections per organization, and per (organization, user).
+type ShareCounts = (Counts<Uuid>, Counts<(Uuid, Uuid)>);
 
 /// One connection's share, given back when it ends.
 pub struct Share {
