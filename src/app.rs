@@ -214,6 +214,9 @@ impl Application {
                 auth: auth.clone(),
                 dev_token,
                 max_response_bytes: config.max_response_bytes,
+                in_flight: crate::incident::budget::ServerBudget::new(
+                    config.max_inflight_response_bytes,
+                ),
                 ws: graphql::transport::WsState::new(
                     config.ws_limits(),
                     config.ws_max_connections,

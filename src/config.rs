@@ -167,6 +167,11 @@ pub struct Config {
     /// Most bytes of text one GraphQL response may load and carry (`RESPONSE_TOO_LARGE` beyond).
     #[arg(long, env = "INCIDENTD_MAX_RESPONSE_BYTES", default_value_t = 16 * 1024 * 1024, global = true)]
     pub max_response_bytes: usize,
+    /// Most bytes of text all GraphQL responses in flight may hold together; a request that
+    /// would take more answers `BUSY` (retry). A request holds at most about twice
+    /// `--max-response-bytes`, so the default keeps a 1 GiB replica well within its memory.
+    #[arg(long, env = "INCIDENTD_MAX_INFLIGHT_RESPONSE_BYTES", default_value_t = 256 * 1024 * 1024, global = true)]
+    pub max_inflight_response_bytes: usize,
     /// Longest an HTTP request may take.
     #[arg(long, env = "INCIDENTD_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
     pub request_timeout: Duration,

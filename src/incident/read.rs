@@ -2,6 +2,7 @@
 //! DataLoaders. Every function takes an `OrgScope`, so every query is the caller's organization's.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use sea_orm::sea_query::{Asterisk, Expr, ExprTrait, Func, LikeExpr};
 use sea_orm::{
@@ -215,24 +216,29 @@ pub async fn postmortems_by_incident(
 
 /// One window of events for each incident, in one statement; grouped by incident, in window
 /// order. Rows are read one by one and charged to `budget`, so a page of large events stops
-/// loading once the response could not carry it anyway.
+/// loading once the response could not carry it anyway. Each row is shared (`Arc`): the fields
+/// that ask for one window of one incident (aliases, a page's nested fields) hold one copy of
+/// its text between them, which is what the budget charged.
 pub async fn event_windows(
     db: &Db,
     scope: OrgScope,
     incident_ids: &[Uuid],
     window: &EventWindow,
     budget: Option<&ResponseBudget>,
-) -> AppResult<HashMap<Uuid, Vec<incident_event::Model>>> {
+) -> AppResult<HashMap<Uuid, Vec<Arc<incident_event::Model>>>> {
     let stmt = scope.events_window(db.backend(), incident_ids, window);
     let mut rows = incident_event::Model::find_by_statement(stmt)
         .stream(db.conn())
         .await?;
-    let mut grouped: HashMap<Uuid, Vec<incident_event::Model>> = HashMap::new();
+    let mut grouped: HashMap<Uuid, Vec<Arc<incident_event::Model>>> = HashMap::new();
     while let Some(row) = rows.try_next().await? {
         if let Some(budget) = budget {
             budget.charge_loaded(event_bytes(&row))?;
         }
-        grouped.entry(row.incident_id).or_default().push(row);
+        grouped
+            .entry(row.incident_id)
+            .or_default()
+            .push(Arc::new(row));
     }
     Ok(grouped)
 }

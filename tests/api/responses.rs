@@ -216,3 +216,106 @@ async fn twenty_copies_of_the_largest_queries_stay_within_memory() {
     assert!(peak < 512 * 1024, "{peak} KiB");
     drop(db);
 }
+
+/// Six clients at once ask for one incident's 100 events of 60 KiB under 30 aliases (about
+/// 180 MiB of text each, refused at the 16 MiB budget). What a refused request costs follows
+/// its budget: the server's peak resident memory grows by at most about twice the budget per
+/// request in flight, and no answer is anything but RESPONSE_TOO_LARGE or BUSY.
+#[tokio::test]
+async fn six_copies_of_an_oversized_query_cost_about_twice_their_budget() {
+    const BUDGET: u64 = 16 * 1024 * 1024;
+    let (db, url) = TestDb::create().await;
+    let server = Replica::start(&url, &[]).await;
+    let alice = replica_caller(&url, Role::Responder);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let gql = |query: String, variables: Value| {
+        let (client, token, addr) = (client.clone(), alice.token.clone(), server.addr);
+        async move {
+            let reply = helpers::gql(&client, addr, &token, &query, variables).await;
+            reply.expect("the connection holds and the reply is JSON")
+        }
+    };
+    let (_, body) = gql(
+        "mutation { createIncident(input: { title: \"wide\" }) { id } }".into(),
+        json!({}),
+    )
+    .await;
+    let id = body["data"]["createIncident"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let note = |i: usize| format!("{i:04} {}", "y".repeat(60 * 1024));
+    for i in 0..100 {
+        let (_, body) = gql(
+            "mutation($id: UUID!, $c: String!) { addIncidentEvent(incidentId: $id, input: { content: $c }) { sequence } }".into(),
+            json!({ "id": id, "c": note(i) }),
+        )
+        .await;
+        assert!(body["errors"].is_null(), "{body}");
+    }
+    let aliased: String = (0..30)
+        .map(|i| {
+            format!("a{i}: incident(id: $id) {{ events(first: 100) {{ nodes {{ content }} }} }} ")
+        })
+        .collect();
+    let aliased = format!("query($id: UUID!) {{ {aliased} }}");
+    let before = server.rss_kib() * 1024;
+    let replies = join_all((0..6).map(|_| gql(aliased.clone(), json!({ "id": id })))).await;
+    for (status, body) in &replies {
+        let codes: Vec<&str> = body["errors"]
+            .as_array()
+            .map(|e| e.iter().map(code).collect())
+            .unwrap_or_default();
+        assert!(
+            codes == ["RESPONSE_TOO_LARGE"] || codes == ["BUSY"],
+            "{status}: {codes:?}"
+        );
+    }
+    let grown = (server.peak_rss_kib() * 1024).saturating_sub(before);
+    println!(
+        "six oversized requests: peak RSS grew by {} MiB ({} MiB before)",
+        grown >> 20,
+        before >> 20
+    );
+    assert!(
+        grown <= 6 * 2 * BUDGET + 32 * 1024 * 1024,
+        "grew by {} MiB",
+        grown >> 20
+    );
+    drop(db);
+}
+
+/// The server's budget of bytes in flight is shared by every response: one that would take
+/// more than what is left answers BUSY (retry), and what a response held is given back when
+/// it is done.
+#[tokio::test]
+async fn a_response_beyond_the_servers_bytes_in_flight_answers_busy_and_gives_them_back() {
+    let (db, url) = TestDb::create().await;
+    let mut config = test_config(&url);
+    config.max_response_bytes = 1024 * 1024;
+    config.max_inflight_response_bytes = 256 * 1024;
+    let app = spawn_app_with(db, config).await;
+    let alice = app.responder();
+    let id = app.new_incident(&alice, "heavy").await.to_string();
+    for i in 0..6 {
+        app.add_event(&alice, &id, &format!("{i} {}", "z".repeat(60 * 1024)))
+            .await;
+    }
+    let heavy = "query($id: UUID!) { incident(id: $id) { events { nodes { content } } } }";
+    // Two events loaded (about 120 KiB): it fits only once the heavy one gave its share back.
+    let light =
+        "query($id: UUID!) { incident(id: $id) { title events(first: 2) { nodes { sequence } } } }";
+    for _ in 0..3 {
+        // About 360 KiB of text: within the response's budget, beyond the server's.
+        let (_, body) = app
+            .post(Some(&alice.token), heavy, json!({ "id": id }))
+            .await;
+        assert_eq!(code(&body["errors"][0]), "BUSY", "{body}");
+        assert!(body["data"].is_null(), "nothing partial: {body}");
+        let data = app.ok(&alice, light, json!({ "id": id })).await;
+        assert_eq!(data["incident"]["title"], "heavy");
+    }
+}

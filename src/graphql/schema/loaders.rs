@@ -74,7 +74,7 @@ impl Loader<PostmortemOf> for AppLoader {
 }
 
 impl Loader<EventsOf> for AppLoader {
-    type Value = Vec<incident_event::Model>;
+    type Value = Vec<Arc<incident_event::Model>>;
     type Error = GqlError;
 
     async fn load(&self, keys: &[EventsOf]) -> Result<HashMap<EventsOf, Self::Value>, Self::Error> {
@@ -155,7 +155,7 @@ pub struct PageBatch {
     postmortems: OnceCell<HashMap<Uuid, postmortem::Model>>,
 }
 
-type EventsCell = OnceCell<HashMap<Uuid, Vec<incident_event::Model>>>;
+type EventsCell = OnceCell<HashMap<Uuid, Vec<Arc<incident_event::Model>>>>;
 type CountsCell = OnceCell<HashMap<Uuid, u64>>;
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -193,7 +193,7 @@ impl PageBatch {
         loader: &AppLoader,
         incident_id: Uuid,
         window: &read::EventWindow,
-    ) -> Result<Vec<incident_event::Model>, GqlError> {
+    ) -> Result<Vec<Arc<incident_event::Model>>, GqlError> {
         let cell = locked(&self.events)
             .entry(window.clone())
             .or_default()

@@ -62,7 +62,7 @@ impl IncidentMutation {
     ) -> GqlResult<IncidentEvent> {
         let writer = principal(ctx)?.writer()?;
         let event = input.parse()?;
-        Ok(IncidentEvent(
+        Ok(IncidentEvent::from(
             domain(ctx).add_event(&writer, incident_id, event).await?,
         ))
     }

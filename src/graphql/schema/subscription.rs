@@ -46,7 +46,7 @@ impl IncidentSubscription {
         let events = hub(ctx)
             .timeline(scope, incident_id, i64::from(after))
             .await?;
-        Ok(events.map(|e| e.map(IncidentEvent).map_err(GqlError::from)))
+        Ok(events.map(|e| e.map(IncidentEvent::from).map_err(GqlError::from)))
     }
 
     /// Every change to the organization's incidents that passes `filter` before or after it

@@ -2,6 +2,7 @@
 //! through the request's DataLoader.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, Json, Object, ServerResult, SimpleObject, Value};
@@ -212,7 +213,14 @@ impl EventsTotal {
     }
 }
 
-pub struct IncidentEvent(pub incident_event::Model);
+/// An event, shared with every other field that loaded the same window (see `read::event_windows`).
+pub struct IncidentEvent(pub Arc<incident_event::Model>);
+
+impl From<incident_event::Model> for IncidentEvent {
+    fn from(event: incident_event::Model) -> Self {
+        IncidentEvent(Arc::new(event))
+    }
+}
 
 fast_object!(IncidentEvent, IncidentEventResolvers);
 
@@ -222,7 +230,7 @@ impl Fields for IncidentEvent {
     }
 
     fn field<'b>(&'b self, ctx: Context<'b>) -> Slot<'b> {
-        let m = &self.0;
+        let m: &incident_event::Model = &self.0;
         match ctx.item.node.name.node.as_str() {
             "id" => value(&m.id),
             "incidentId" => value(&m.incident_id),
@@ -578,7 +586,7 @@ mod tests {
             total(),
             events()
                 .into_iter()
-                .map(|e| (SeqCursor(e.sequence).encode(), IncidentEvent(e))),
+                .map(|e| (SeqCursor(e.sequence).encode(), IncidentEvent::from(e))),
         )
     }
 
@@ -600,7 +608,7 @@ mod tests {
             IncidentResolvers(incident())
         }
         async fn fast_event(&self) -> IncidentEvent {
-            IncidentEvent(events().remove(0))
+            IncidentEvent::from(events().remove(0))
         }
         async fn slow_event(&self) -> IncidentEventResolvers<'static> {
             IncidentEventResolvers(Box::leak(Box::new(events().remove(0))))

@@ -99,7 +99,10 @@ async fn execute(
         Ok(p) => p,
         Err(e) => return no_store(error_response(&e, media, &request_id)),
     };
-    let budget = Arc::new(ResponseBudget::new(app.max_response_bytes));
+    let budget = Arc::new(ResponseBudget::within(
+        app.max_response_bytes,
+        &app.in_flight,
+    ));
     let prepared = operation::prepare(app, principal, request, method, Some(budget.clone()));
     let prepared = match with_request_id(request_id.clone(), prepared).await {
         Ok(prepared) => prepared,

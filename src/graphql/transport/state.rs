@@ -9,6 +9,7 @@ use super::persisted::Documents;
 use super::reservations::SseState;
 use crate::auth::Authenticator;
 use crate::graphql::schema::AppSchema;
+use crate::incident::budget::ServerBudget;
 use crate::incident::service::Domain;
 use crate::live::Hub;
 
@@ -22,6 +23,8 @@ pub struct GraphqlState {
     pub dev_token: Option<String>,
     /// Most bytes of text one HTTP response may carry (`RESPONSE_TOO_LARGE` beyond).
     pub max_response_bytes: usize,
+    /// The bytes all responses in flight may hold together (`BUSY` beyond).
+    pub in_flight: ServerBudget,
     pub ws: WsState,
     pub sse: SseState,
     /// Persisted queries (APQ) and, when configured, the trusted-documents manifest.
