@@ -73,13 +73,7 @@ pub async fn get(app: GraphqlState, headers: HeaderMap, query: Option<String>) -
     let request_id = request_id(&headers);
     let request = match parse_query_string(query.as_deref().unwrap_or("")) {
         Ok(r) => r,
-        Err(e) => {
-            let err = AppError::BadInput {
-                field: None,
-                message: format!("the query string is not a GraphQL request: {e}"),
-            };
-            return rejected(StatusCode::BAD_REQUEST, &err, media, &request_id);
-        }
+        Err(err) => return rejected(StatusCode::BAD_REQUEST, &err, media, &request_id),
     };
     execute(&app, &headers, request, media, Method::Get).await
 }

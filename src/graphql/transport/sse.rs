@@ -293,13 +293,7 @@ pub async fn get(state: GraphqlState, headers: HeaderMap, query: Option<String>)
     let Some(token) = token(&headers, query.as_deref()) else {
         let request = match parse_query_string(query.as_deref().unwrap_or("")) {
             Ok(r) => r,
-            Err(e) => {
-                let err = AppError::BadInput {
-                    field: None,
-                    message: format!("the query string is not a GraphQL request: {e}"),
-                };
-                return refuse(StatusCode::BAD_REQUEST, &err, &headers);
-            }
+            Err(err) => return refuse(StatusCode::BAD_REQUEST, &err, &headers),
         };
         return stream_one(state, headers, request, Method::Get).await;
     };

@@ -142,10 +142,9 @@ pub fn is_json_content_type(headers: &HeaderMap) -> bool {
 }
 
 /// async-graphql 7.2's `parse_query_string` reads the operation name from an `operation_name`
-/// parameter; the GraphQL-over-HTTP spec (and every client) sends `operationName`.
-pub fn parse_query_string(
-    raw: &str,
-) -> Result<async_graphql::Request, async_graphql::ParseRequestError> {
+/// parameter; the GraphQL-over-HTTP spec (and every client) sends `operationName`. A query
+/// string that is not a GraphQL request is `BAD_USER_INPUT`.
+pub fn parse_query_string(raw: &str) -> Result<async_graphql::Request, AppError> {
     let normalized: Vec<String> = raw
         .split('&')
         .map(|pair| match pair.split_once('=') {
@@ -153,5 +152,8 @@ pub fn parse_query_string(
             _ => pair.to_string(),
         })
         .collect();
-    async_graphql::http::parse_query_string(&normalized.join("&"))
+    async_graphql::http::parse_query_string(&normalized.join("&")).map_err(|e| AppError::BadInput {
+        field: None,
+        message: format!("the query string is not a GraphQL request: {e}"),
+    })
 }
