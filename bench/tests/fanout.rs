@@ -5,154 +5,26 @@
 //! the replica and listener tests need PostgreSQL and say so on SQLite. The PostgreSQL restart
 //! disrupts every other test of the cluster, so it is ignored here and run alone by .ci/run.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use incidentd::app::Application;
 use incidentd::config::Config;
 use incidentd_bench::cli::{Cli, Command};
 use incidentd_bench::report::Report;
 use incidentd_bench::scenario::fanout::FanoutReport;
 use incidentd_bench::seed::{SeedOptions, seed};
-use sea_orm::ConnectionTrait;
-use uuid::Uuid;
+use incidentd_test_support::{TestDb, TestServer};
 
 const SECRET: &str = "bench-fanout-secret-long-enough-for-hs256!";
 
-enum TestDb {
-    Sqlite(#[allow(dead_code)] tempfile::TempDir),
-    Postgres { admin_url: String, name: String },
-}
-
-impl TestDb {
-    async fn create() -> (TestDb, String) {
-        match std::env::var("TEST_DATABASE_URL") {
-            Ok(admin_url) if !admin_url.is_empty() => {
-                let name = format!("incidentd_fanout_{}", Uuid::new_v4().simple());
-                let admin = sea_orm::Database::connect(&admin_url)
-                    .await
-                    .expect("TEST_DATABASE_URL is reachable");
-                admin
-                    .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
-                    .await
-                    .expect("create the test database");
-                admin.close().await.ok();
-                let url = with_database(&admin_url, &name);
-                (TestDb::Postgres { admin_url, name }, url)
-            }
-            _ => {
-                let dir = tempfile::tempdir().expect("a temp dir");
-                let url = format!("sqlite://{}/fanout.db", dir.path().display());
-                (TestDb::Sqlite(dir), url)
-            }
-        }
-    }
-
-    fn is_postgres(&self) -> bool {
-        matches!(self, TestDb::Postgres { .. })
-    }
-}
-
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let after_scheme = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let base = match base[after_scheme..].find('/') {
-        Some(slash) => &base[..after_scheme + slash],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{base}/{name}?{q}"),
-        None => format!("{base}/{name}"),
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if let TestDb::Postgres { admin_url, name } = self {
-            let (admin_url, name) = (admin_url.clone(), name.clone());
-            // Async work cannot run in Drop on the test's runtime; a short-lived one can.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("a runtime");
-                rt.block_on(async {
-                    if let Ok(admin) = sea_orm::Database::connect(&admin_url).await {
-                        let _ = admin
-                            .execute_unprepared(&format!(
-                                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                            ))
-                            .await;
-                        admin.close().await.ok();
-                    }
-                });
-            })
-            .join();
-        }
-    }
-}
-
-/// A server in this process on port 0; stopped when dropped.
-struct Server {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Server {
-    async fn start(url: &str, tune: impl FnOnce(&mut Config)) -> Server {
-        let mut config = Config::for_database(url);
-        config.listen = "127.0.0.1:0".parse().unwrap();
-        config.jwt_secret = Some(SECRET.to_string().into());
-        config.db_max_connections = 16;
-        // The subscribers read every message; server pings are tested on their own.
-        config.ws_ping_interval = Duration::ZERO;
-        tune(&mut config);
-        let app = Application::build(config).await.expect("the server builds");
-        let addr = app.local_addr();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let _ = app
-                .run_until(async move {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
-        Server {
-            addr,
-            stop: Some(stop),
-            task: Some(task),
-        }
-    }
-
-    fn http(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn ws(&self) -> String {
-        format!("ws://{}/graphql", self.addr)
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
+/// A server for the fan-out runs; `tune` changes its configuration further.
+async fn start_server(url: &str, tune: impl FnOnce(&mut Config)) -> TestServer {
+    let mut config = incidentd_test_support::config(url, SECRET);
+    config.db_max_connections = 16;
+    // The subscribers read every message; server pings are tested on their own.
+    config.ws_ping_interval = Duration::ZERO;
+    tune(&mut config);
+    TestServer::start(config).await
 }
 
 /// Four organizations of twelve incidents with three events each.
@@ -172,7 +44,7 @@ async fn seed_small(url: &str) {
 }
 
 /// `incidentd-bench run --scenarios fanout` with `extra` arguments, bounded in time.
-async fn fanout(url: &str, server: &Server, extra: &[&str]) -> (FanoutReport, String) {
+async fn fanout(url: &str, server: &TestServer, extra: &[&str]) -> (FanoutReport, String) {
     let base = server.http();
     let mut args = vec![
         "incidentd-bench",
@@ -220,7 +92,7 @@ fn assert_complete(f: &FanoutReport, json: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hundred_subscribers_receive_every_event_once() {
     let (_db, url) = TestDb::create().await;
-    let server = Server::start(&url, |_| {}).await;
+    let server = start_server(&url, |_| {}).await;
     seed_small(&url).await;
     let (f, json) = fanout(
         &url,
@@ -256,8 +128,8 @@ async fn two_replicas_on_one_database_deliver_every_event_once() {
         eprintln!("replicas share a PostgreSQL database: set TEST_DATABASE_URL to run this test");
         return;
     }
-    let a = Server::start(&url, |_| {}).await;
-    let b = Server::start(&url, |_| {}).await;
+    let a = start_server(&url, |_| {}).await;
+    let b = start_server(&url, |_| {}).await;
     seed_small(&url).await;
     let (ws_a, ws_b) = (a.ws(), b.ws());
     // The writers post to `a`; half the connections are on `b`, which hears of the writes
@@ -296,7 +168,7 @@ async fn two_replicas_on_one_database_deliver_every_event_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_client_is_cut_off_and_resumes_from_its_cursor() {
     let (_db, url) = TestDb::create().await;
-    let server = Server::start(&url, |c| {
+    let server = start_server(&url, |c| {
         c.ws_write_timeout = Duration::from_secs(1);
     })
     .await;
@@ -364,7 +236,7 @@ async fn a_terminated_listener_mid_run_loses_nothing() {
         eprintln!("the LISTEN connection is PostgreSQL's: set TEST_DATABASE_URL to run this test");
         return;
     }
-    let server = Server::start(&url, |_| {}).await;
+    let server = start_server(&url, |_| {}).await;
     seed_small(&url).await;
     let (f, json) = fanout(
         &url,
@@ -424,7 +296,7 @@ async fn a_postgres_restart_mid_run_loses_nothing() {
         .into_string()
         .unwrap();
     let restart = format!("pg_ctlcluster --skip-systemctl-redirect {version} main restart");
-    let server = Server::start(&url, |c| {
+    let server = start_server(&url, |c| {
         c.db_acquire_timeout = Duration::from_secs(1);
     })
     .await;

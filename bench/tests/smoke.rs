@@ -6,98 +6,18 @@
 use std::time::Duration;
 
 use clap::Parser;
-use incidentd::app::Application;
-use incidentd::config::Config;
 use incidentd_bench::cli::{Cli, Command};
 use incidentd_bench::seed::{SeedOptions, seed};
-use sea_orm::ConnectionTrait;
-use uuid::Uuid;
+use incidentd_test_support::{TestDb, TestServer};
 
 const SECRET: &str = "bench-smoke-secret-long-enough-for-hs256!";
 
-enum TestDb {
-    Sqlite(#[allow(dead_code)] tempfile::TempDir),
-    Postgres { admin_url: String, name: String },
-}
-
-async fn test_db() -> (TestDb, String) {
-    match std::env::var("TEST_DATABASE_URL") {
-        Ok(admin_url) if !admin_url.is_empty() => {
-            let name = format!("incidentd_bench_{}", Uuid::new_v4().simple());
-            let admin = sea_orm::Database::connect(&admin_url)
-                .await
-                .expect("TEST_DATABASE_URL is reachable");
-            admin
-                .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
-                .await
-                .expect("create the test database");
-            admin.close().await.ok();
-            let url = with_database(&admin_url, &name);
-            (TestDb::Postgres { admin_url, name }, url)
-        }
-        _ => {
-            let dir = tempfile::tempdir().expect("a temp dir");
-            let url = format!("sqlite://{}/bench.db", dir.path().display());
-            (TestDb::Sqlite(dir), url)
-        }
-    }
-}
-
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let after_scheme = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let base = match base[after_scheme..].find('/') {
-        Some(slash) => &base[..after_scheme + slash],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{base}/{name}?{q}"),
-        None => format!("{base}/{name}"),
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if let TestDb::Postgres { admin_url, name } = self {
-            let (admin_url, name) = (admin_url.clone(), name.clone());
-            // Async work cannot run in Drop on the test's runtime; a short-lived one can.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("a runtime");
-                rt.block_on(async {
-                    if let Ok(admin) = sea_orm::Database::connect(&admin_url).await {
-                        let _ = admin
-                            .execute_unprepared(&format!(
-                                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                            ))
-                            .await;
-                        admin.close().await.ok();
-                    }
-                });
-            })
-            .join();
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_scenario_runs_without_errors() {
-    let (_db, url) = test_db().await;
-    let mut config = Config::for_database(&url);
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.jwt_secret = Some(SECRET.to_string().into());
+    let (_db, url) = TestDb::create().await;
+    let mut config = incidentd_test_support::config(&url, SECRET);
     config.db_max_connections = 8;
-    let app = Application::build(config).await.expect("the server builds");
-    let addr = app.local_addr();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until(async move {
-        let _ = stopped.await;
-    }));
+    let server = TestServer::start(config).await;
 
     let seeded = seed(
         &url,
@@ -113,7 +33,7 @@ async fn every_scenario_runs_without_errors() {
     assert_eq!(seeded.incidents, 16);
     assert_eq!(seeded.events, 16 * 6);
 
-    let base = format!("http://{addr}");
+    let base = server.http();
     let cli = Cli::try_parse_from([
         "incidentd-bench",
         "run",
@@ -175,6 +95,5 @@ async fn every_scenario_runs_without_errors() {
     assert!(fanout.deliveries > 0, "{json}");
     assert_eq!(fanout.deliveries, fanout.expected_deliveries, "{json}");
 
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(30), server).await;
+    server.stop().await;
 }

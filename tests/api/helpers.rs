@@ -3,121 +3,30 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use incidentd::app::{AppState, Application};
+use incidentd::app::AppState;
 use incidentd::config::Config;
 use incidentd::incident::identity::Role;
+pub use incidentd_test_support::TestDb;
+use incidentd_test_support::TestServer;
+pub use incidentd_test_support::ws::{EVENTS_SUBSCRIPTION, WAIT, Ws, WsEvent, WsStream};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 pub const TEST_SECRET: &str = "test-secret-that-is-long-enough-for-hs256!";
 
-/// A test's own database, dropped when the test ends (PostgreSQL) or removed with its temp dir (SQLite).
-pub enum TestDb {
-    Sqlite(tempfile::TempDir),
-    Postgres { admin_url: String, name: String },
-}
-
-impl TestDb {
-    pub async fn create() -> (TestDb, String) {
-        match std::env::var("TEST_DATABASE_URL") {
-            Ok(admin_url) if !admin_url.is_empty() => {
-                let name = format!("incidentd_test_{}", Uuid::new_v4().simple());
-                let admin = sea_orm::Database::connect(&admin_url)
-                    .await
-                    .expect("TEST_DATABASE_URL is reachable");
-                use sea_orm::ConnectionTrait;
-                admin
-                    .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
-                    .await
-                    .expect("create test database");
-                // Durability is not under test; commit latency is, and fsync dominates it.
-                admin
-                    .execute_unprepared(&format!(
-                        "ALTER DATABASE \"{name}\" SET synchronous_commit = off"
-                    ))
-                    .await
-                    .expect("tune test database");
-                admin.close().await.ok();
-                let url = with_database(&admin_url, &name);
-                (TestDb::Postgres { admin_url, name }, url)
-            }
-            _ => {
-                let dir = tempfile::tempdir().expect("temp dir");
-                let url = format!("sqlite://{}/test.db", dir.path().display());
-                (TestDb::Sqlite(dir), url)
-            }
-        }
-    }
-
-    pub fn is_postgres(&self) -> bool {
-        matches!(self, TestDb::Postgres { .. })
-    }
-}
-
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let after_scheme = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let base = match base[after_scheme..].find('/') {
-        Some(slash) => &base[..after_scheme + slash],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{base}/{name}?{q}"),
-        None => format!("{base}/{name}"),
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if let TestDb::Postgres { admin_url, name } = self {
-            let (admin_url, name) = (admin_url.clone(), name.clone());
-            // Async work cannot run in Drop on the test's runtime; a short-lived one can.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async {
-                    use sea_orm::ConnectionTrait;
-                    if let Ok(admin) = sea_orm::Database::connect(&admin_url).await {
-                        let _ = admin
-                            .execute_unprepared(&format!(
-                                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                            ))
-                            .await;
-                        admin.close().await.ok();
-                    }
-                });
-            })
-            .join();
-        }
-    }
-}
-
+/// A server on a database of its own, and a client to talk to it.
 pub struct TestApp {
     pub addr: SocketAddr,
     pub state: AppState,
     pub client: reqwest::Client,
+    // Before `db`: fields drop in order, so the server is told to stop before its database goes.
+    server: TestServer,
     pub db: TestDb,
     pub database_url: String,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-    }
 }
 
 pub fn test_config(database_url: &str) -> Config {
-    let mut config = Config::for_database(database_url);
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.jwt_secret = Some(TEST_SECRET.to_string().into());
+    let mut config = incidentd_test_support::config(database_url, TEST_SECRET);
     config.db_max_connections = 10;
     // Correctness tests run 50 writers at one incident on a loaded machine; the tests of the
     // lock timeout itself set it short.
@@ -134,23 +43,17 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(db: TestDb, config: Config) -> TestApp {
     let database_url = config.database_url.expose().to_string();
-    let app = Application::build(config).await.expect("app builds");
-    let addr = app.local_addr();
-    let state = app.state().clone();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(app.run_until(async move {
-        let _ = rx.await;
-    }));
+    let server = TestServer::start(config).await;
     TestApp {
-        addr,
-        state,
+        addr: server.addr,
+        state: server.state.clone(),
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()
             .unwrap(),
+        server,
         db,
         database_url,
-        shutdown: Some(tx),
     }
 }
 
@@ -293,130 +196,10 @@ pub fn code(error: &Value) -> &str {
     error["extensions"]["code"].as_str().unwrap_or("<no code>")
 }
 
-pub type WsStream =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// A raw GraphQL-over-WebSocket client, so tests can speak (and break) the protocol.
-pub struct Ws {
-    pub stream: WsStream,
-}
-
-pub enum WsEvent {
-    Message(Value),
-    Closed(Option<u16>, String),
-}
-
-pub const WAIT: Duration = Duration::from_secs(20);
-
-impl Ws {
-    /// The upgrade request for `/graphql` with a subprotocol, for tests that send it themselves.
-    pub fn request(
-        addr: SocketAddr,
-        protocol: &str,
-    ) -> tokio_tungstenite::tungstenite::handshake::client::Request {
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let mut request = format!("ws://{addr}/graphql")
-            .into_client_request()
-            .unwrap();
-        request
-            .headers_mut()
-            .insert("sec-websocket-protocol", protocol.parse().unwrap());
-        request
-    }
-
-    pub async fn connect(addr: SocketAddr, protocol: &str) -> Ws {
-        let request = Ws::request(addr, protocol);
-        let (stream, response) = tokio_tungstenite::connect_async(request)
-            .await
-            .expect("ws connects");
-        assert_eq!(
-            response
-                .headers()
-                .get("sec-websocket-protocol")
-                .map(|v| v.to_str().unwrap()),
-            Some(protocol)
-        );
-        Ws { stream }
-    }
-
-    /// Connects with graphql-transport-ws and completes `connection_init` with `token`.
-    pub async fn ready(addr: SocketAddr, token: &str) -> Ws {
-        let mut ws = Ws::connect(addr, "graphql-transport-ws").await;
-        ws.send(json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } }))
-            .await;
-        assert_eq!(ws.next_message().await["type"], "connection_ack");
-        ws
-    }
-
-    pub async fn send(&mut self, message: Value) {
-        self.send_text(message.to_string()).await
-    }
-
-    pub async fn send_text(&mut self, text: String) {
-        use futures_util::SinkExt;
-        self.stream
-            .send(tokio_tungstenite::tungstenite::Message::Text(text.into()))
-            .await
-            .expect("ws send");
-    }
-
-    /// The next message or close, within `WAIT`.
-    pub async fn next(&mut self) -> WsEvent {
-        use futures_util::StreamExt;
-        use tokio_tungstenite::tungstenite::Message;
-        loop {
-            let item = tokio::time::timeout(WAIT, self.stream.next())
-                .await
-                .expect("a WebSocket message within the timeout");
-            match item {
-                Some(Ok(Message::Text(t))) => {
-                    return WsEvent::Message(serde_json::from_str(&t).unwrap());
-                }
-                Some(Ok(Message::Close(frame))) => {
-                    return WsEvent::Closed(
-                        frame.as_ref().map(|f| u16::from(f.code)),
-                        frame.map(|f| f.reason.to_string()).unwrap_or_default(),
-                    );
-                }
-                Some(Ok(_)) => continue,
-                Some(Err(_)) | None => return WsEvent::Closed(None, String::new()),
-            }
-        }
-    }
-
-    pub async fn next_message(&mut self) -> Value {
-        match self.next().await {
-            WsEvent::Message(m) => m,
-            WsEvent::Closed(code, reason) => {
-                panic!("closed ({code:?} {reason}) while expecting a message")
-            }
-        }
-    }
-
-    /// Waits for the server to close; returns the close code.
-    pub async fn closed(&mut self) -> Option<u16> {
-        loop {
-            match self.next().await {
-                WsEvent::Closed(code, _) => return code,
-                WsEvent::Message(_) => continue,
-            }
-        }
-    }
-
-    pub async fn subscribe(&mut self, id: &str, query: &str, variables: Value) {
-        self.send(json!({ "type": "subscribe", "id": id, "payload": { "query": query, "variables": variables } }))
-            .await;
-    }
-}
-
-pub const EVENTS_SUBSCRIPTION: &str = "subscription($id: UUID!, $after: Int) { incidentEvents(incidentId: $id, afterSequence: $after) { sequence eventType content incidentId } }";
-
 impl TestApp {
     /// Stops the server as SIGTERM would.
     pub fn shutdown(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+        self.server.signal_stop();
     }
 }
 

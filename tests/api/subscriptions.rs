@@ -4,8 +4,7 @@
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use incidentd::incident::identity::{Principal, Role};
-use incidentd::incident::input::{Content, EventType, NewEvent};
+use incidentd::incident::identity::Role;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -15,30 +14,12 @@ use crate::helpers::{
 };
 
 pub fn writer_for(caller: &Caller) -> incidentd::incident::identity::Writer {
-    Principal {
-        user_id: caller.user,
-        org_id: caller.org,
-        role: Role::Responder,
-        expires_at: u64::MAX,
-    }
-    .writer()
-    .unwrap()
+    incidentd_test_support::writer(caller.org, caller.user)
 }
 
 /// Adds an event through the service layer (the same code path as the mutation, minus HTTP).
 pub async fn write_event(app: &TestApp, caller: &Caller, incident: Uuid, content: &str) -> i64 {
-    let event = NewEvent {
-        id: None,
-        event_type: EventType::parse("eventType", "note").unwrap(),
-        content: Content::parse("content", content).unwrap(),
-    };
-    app.state
-        .graphql
-        .domain
-        .add_event(&writer_for(caller), incident, event)
-        .await
-        .expect("event written")
-        .sequence
+    incidentd_test_support::write_event(&app.state, &writer_for(caller), incident, content).await
 }
 
 /// Reads `next` messages of operation `id` until `count` events arrived; returns their sequences.
