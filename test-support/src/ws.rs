@@ -117,6 +117,24 @@ impl Ws {
         }
     }
 
+    /// Reads `next` messages of the `incidentEvents` operation `id` until `count` events
+    /// arrived; their sequences.
+    pub async fn sequences(&mut self, id: &str, count: usize) -> Vec<i64> {
+        let mut seen = Vec::with_capacity(count);
+        while seen.len() < count {
+            let message = self.next_message().await;
+            assert_eq!(message["type"], "next", "{message}");
+            assert_eq!(message["id"], id);
+            assert!(message["payload"].get("errors").is_none(), "{message}");
+            seen.push(
+                message["payload"]["data"]["incidentEvents"]["sequence"]
+                    .as_i64()
+                    .unwrap(),
+            );
+        }
+        seen
+    }
+
     pub async fn subscribe(&mut self, id: &str, query: &str, variables: Value) {
         self.send(json!({ "type": "subscribe", "id": id, "payload": { "query": query, "variables": variables } }))
             .await;

@@ -8,7 +8,6 @@ mod helpers;
 mod architecture;
 mod auth;
 mod batching;
-mod bench_latency;
 mod clients;
 mod concurrency;
 mod corpus;

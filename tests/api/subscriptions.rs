@@ -24,19 +24,7 @@ pub async fn write_event(app: &TestApp, caller: &Caller, incident: Uuid, content
 
 /// Reads `next` messages of operation `id` until `count` events arrived; returns their sequences.
 pub async fn receive_sequences(ws: &mut Ws, id: &str, count: usize) -> Vec<i64> {
-    let mut seen = Vec::with_capacity(count);
-    while seen.len() < count {
-        let message = ws.next_message().await;
-        assert_eq!(message["type"], "next", "{message}");
-        assert_eq!(message["id"], id);
-        assert!(message["payload"].get("errors").is_none(), "{message}");
-        seen.push(
-            message["payload"]["data"]["incidentEvents"]["sequence"]
-                .as_i64()
-                .unwrap(),
-        );
-    }
-    seen
+    ws.sequences(id, count).await
 }
 
 #[tokio::test]

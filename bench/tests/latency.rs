@@ -1,34 +1,55 @@
 //! Benchmark, not a check (ignored by default): commit-to-receipt latency of timeline events
-//! for 1,000 subscribers on one server. Run:
-//!   cargo test --release --test api -- --ignored --nocapture bench_delivery_latency
+//! for 1,000 subscribers on one server (in-process, port 0). Run:
+//!   cargo test --release -p incidentd-bench --test latency -- --ignored --nocapture
 //! (add TEST_DATABASE_URL=postgres://… for PostgreSQL, where delivery goes through NOTIFY).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
+use incidentd::incident::identity::Role;
+use incidentd_bench::client::Gql;
+use incidentd_test_support::ws::{EVENTS_SUBSCRIPTION, Ws};
+use incidentd_test_support::{TestDb, TestServer, write_event, writer};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::helpers::{EVENTS_SUBSCRIPTION, Ws, spawn_app};
-use crate::subscriptions::{receive_sequences, write_event};
-
+const SECRET: &str = "bench-latency-secret-long-enough-for-hs256!";
 const SUBSCRIBERS: usize = 1000;
 const EVENTS: usize = 50;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: run explicitly with --ignored"]
 async fn bench_delivery_latency_for_1000_subscribers() {
-    let app = spawn_app().await;
-    let alice = app.responder();
-    let incident: Uuid = app
-        .create_incident(&alice, json!({ "title": "bench" }))
-        .await["id"]
+    let (db, url) = TestDb::create().await;
+    let mut config = incidentd_test_support::config(&url, SECRET);
+    config.db_max_connections = 10;
+    config.db_lock_timeout = Duration::from_secs(20);
+    // The subscribers read every message; server pings would come between them.
+    config.ws_ping_interval = Duration::ZERO;
+    let server = TestServer::start(config).await;
+    let (org, user) = (Uuid::new_v4(), Uuid::new_v4());
+    let token = server
+        .state
+        .graphql
+        .auth
+        .mint(org, user, Role::Responder, Duration::from_secs(3600))
+        .unwrap();
+    let writer = writer(org, user);
+    let created = Gql::new(&server.http(), &token)
+        .unwrap()
+        .run(
+            "mutation { createIncident(input: { title: \"bench\" }) { id } }",
+            &json!({}),
+        )
+        .await
+        .expect("the incident is declared");
+    let incident: Uuid = created["createIncident"]["id"]
         .as_str()
         .unwrap()
         .parse()
         .unwrap();
-    write_event(&app, &alice, incident, "warm-up").await;
+    write_event(&server.state, &writer, incident, "warm-up").await;
 
     // Connect everyone; each is live once it has received the warm-up event (replay).
     let received: Arc<Mutex<Vec<(i64, Instant)>>> =
@@ -36,14 +57,14 @@ async fn bench_delivery_latency_for_1000_subscribers() {
     let mut sockets = Vec::with_capacity(SUBSCRIBERS);
     for chunk in 0..(SUBSCRIBERS / 100) {
         let batch = join_all((0..100).map(|i| {
-            let token = alice.token.clone();
-            let addr = app.addr;
+            let token = token.clone();
+            let addr = server.addr;
             async move {
                 let mut ws = Ws::ready(addr, &token).await;
                 let id = format!("s{}", chunk * 100 + i);
                 ws.subscribe(&id, EVENTS_SUBSCRIPTION, json!({ "id": incident }))
                     .await;
-                assert_eq!(receive_sequences(&mut ws, &id, 1).await, [1]);
+                assert_eq!(ws.sequences(&id, 1).await, [1]);
                 (ws, id)
             }
         }))
@@ -56,7 +77,7 @@ async fn bench_delivery_latency_for_1000_subscribers() {
             let received = received.clone();
             tokio::spawn(async move {
                 for _ in 0..EVENTS {
-                    let seq = receive_sequences(&mut ws, &id, 1).await[0];
+                    let seq = ws.sequences(&id, 1).await[0];
                     received.lock().unwrap().push((seq, Instant::now()));
                 }
             })
@@ -66,15 +87,15 @@ async fn bench_delivery_latency_for_1000_subscribers() {
     // One event at a time, so each latency is one commit's fan-out.
     let mut committed = Vec::with_capacity(EVENTS);
     for i in 0..EVENTS {
-        let seq = write_event(&app, &alice, incident, &format!("event {i}")).await;
-        committed.push((seq as i64, Instant::now()));
+        let seq = write_event(&server.state, &writer, incident, &format!("event {i}")).await;
+        committed.push((seq, Instant::now()));
         // Let this event's fan-out finish before the next commit.
         let deadline = Instant::now() + Duration::from_secs(30);
         while received
             .lock()
             .unwrap()
             .iter()
-            .filter(|(s, _)| *s == seq as i64)
+            .filter(|(s, _)| *s == seq)
             .count()
             < SUBSCRIBERS
         {
@@ -100,7 +121,7 @@ async fn bench_delivery_latency_for_1000_subscribers() {
     let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
     println!(
         "delivery latency, {SUBSCRIBERS} subscribers × {EVENTS} events on {}: p50 {:?}, p99 {:?}, max {:?} ({} deliveries)",
-        if app.db.is_postgres() {
+        if db.is_postgres() {
             "PostgreSQL"
         } else {
             "SQLite"
@@ -111,4 +132,5 @@ async fn bench_delivery_latency_for_1000_subscribers() {
         latencies.len()
     );
     assert_eq!(latencies.len(), SUBSCRIBERS * EVENTS);
+    server.stop().await;
 }
