@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use super::context::{domain, principal};
 use crate::entity::{Severity, Status};
 use crate::graphql::error::GqlResult;
-use crate::incident::input::{Date, IncidentFilter};
+use crate::incident::input::{Date, IncidentFilterInput};
 use crate::incident::metrics::{self, Window};
 
 #[derive(Default)]
@@ -22,7 +22,7 @@ impl MetricsQuery {
         ctx: &Context<'_>,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-        filter: Option<IncidentFilter>,
+        filter: Option<IncidentFilterInput>,
     ) -> GqlResult<IncidentMetrics> {
         let scope = principal(ctx)?.scope();
         let window = Window::parse(from, to)?;
