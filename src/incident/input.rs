@@ -350,9 +350,10 @@ pub struct CreateIncident {
     #[serde(default = "default_severity")]
     #[schema(schema_with = openapi::severity_ref)]
     pub severity: Severity,
+    /// At most 50 (repeats count once), each at most 100 characters.
     pub linked_ticket_ids: Option<Vec<String>>,
     pub linked_problem_id: Option<Uuid>,
-    /// Defaults to now; never in the future.
+    /// Defaults to now; never in the future; within the years 1 to 9999.
     pub started_at: Option<DateTime<Utc>>,
 }
 
@@ -393,8 +394,10 @@ pub struct NewIncident {
 pub struct UpdateIncident {
     pub title: Option<String>,
     pub severity: Option<Severity>,
+    /// At most 50 (repeats count once), each at most 100 characters.
     pub linked_ticket_ids: Option<Vec<String>>,
     pub linked_problem_id: MaybeUndefined<Uuid>,
+    /// Never in the future; within the years 1 to 9999.
     pub started_at: Option<DateTime<Utc>>,
 }
 
@@ -538,6 +541,7 @@ pub struct PostmortemInput {
     pub timeline: Option<String>,
     pub what_went_well: Option<String>,
     pub what_went_wrong: Option<String>,
+    /// At most 100.
     pub action_items: Option<Vec<ActionItem>>,
     pub public_summary: Option<String>,
     pub internal_notes: Option<String>,
@@ -587,7 +591,9 @@ pub struct IncidentFilterInput {
     pub severity: Option<Vec<Severity>>,
     /// Case-insensitive substring of the title.
     pub search: Option<String>,
+    /// Started after this time (years 1 to 9999).
     pub started_after: Option<DateTime<Utc>>,
+    /// Started before this time (years 1 to 9999).
     pub started_before: Option<DateTime<Utc>>,
     pub linked_ticket_id: Option<String>,
     pub linked_problem_id: Option<Uuid>,

@@ -15,8 +15,9 @@ pub struct MetricsQuery;
 #[Object]
 impl MetricsQuery {
     /// Metrics of the caller's organization over the incidents that match `filter` and started
-    /// in `[from, to)` (at most 731 days). `openNow` and the action-item counts describe the
-    /// present instead: every incident matching `filter`, whenever it started.
+    /// in `[from, to)` (at most 731 days, within the years 1 to 9999). `openNow` and the
+    /// action-item counts describe the present instead: every incident matching `filter`,
+    /// whenever it started.
     async fn incident_metrics(
         &self,
         ctx: &Context<'_>,

@@ -131,7 +131,7 @@ impl<'a> IncidentResolvers<'a> {
         Ok(workflow::allowed_now(self.0, has_postmortem))
     }
 
-    /// The timeline, oldest first.
+    /// The timeline, oldest first. `types` selects events of these types (at most 50).
     #[graphql(
         complexity = "crate::graphql::schema::limits::page_complexity(first, last, child_complexity)"
     )]
