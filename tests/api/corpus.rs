@@ -867,6 +867,7 @@ async fn malformed_requests_are_refused_never_a_5xx() {
         data,
         json!({ "incidents": { "totalCount": 1 }, "incident": { "events": { "totalCount": 0 }, "postmortem": null } })
     );
+    crate::helpers::assert_no_panic(&app).await;
 }
 
 #[tokio::test]

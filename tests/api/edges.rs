@@ -13,7 +13,7 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{Caller, TestApp, code, spawn_app};
+use crate::helpers::{Caller, TestApp, assert_no_panic, code, spawn_app};
 
 const CREATE: &str =
     "mutation($i: CreateIncidentInput!) { createIncident(input: $i) { id startedAt } }";
@@ -22,28 +22,6 @@ const LIST: &str =
     "query($f: IncidentFilter) { incidents(filter: $f, first: 5) { totalCount nodes { id } } }";
 const METRICS: &str = "query($from: DateTime!, $to: DateTime!, $f: IncidentFilter) { incidentMetrics(from: $from, to: $to, filter: $f) { total openNow weekly { weekStart total } } }";
 const POSTMORTEM: &str = "mutation($id: UUID!, $i: PostmortemInput!) { updatePostmortem(incidentId: $id, input: $i) { id actionItems { dueDate } } }";
-
-/// `incidentd_panics_total` as this process's server reports it on `/metrics`.
-async fn panics(app: &TestApp) -> u64 {
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("/metrics answers")
-        .text()
-        .await
-        .unwrap();
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("incidentd_panics_total"))
-        .unwrap_or_else(|| panic!("/metrics shows incidentd_panics_total:\n{text}"));
-    line.rsplit(' ').next().unwrap().trim().parse().unwrap()
-}
-
-async fn assert_no_panic(app: &TestApp) {
-    assert_eq!(panics(app).await, 0, "a request panicked during the test");
-}
 
 /// Posts an operation; returns the HTTP status and the body (a dropped connection fails here).
 async fn post(app: &TestApp, caller: &Caller, query: &str, variables: Value) -> (u16, Value) {
