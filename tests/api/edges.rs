@@ -13,7 +13,7 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{Caller, TestApp, assert_no_panic, code, spawn_app};
+use crate::helpers::{Caller, TestApp, Ws, assert_no_panic, code, spawn_app};
 
 const CREATE: &str =
     "mutation($i: CreateIncidentInput!) { createIncident(input: $i) { id startedAt } }";
@@ -204,6 +204,58 @@ async fn times_and_dates_outside_years_1_to_9999_are_bad_user_input_naming_the_f
     assert_eq!(ids, vec![&early["id"]], "{data}");
     let data = app.ok(&alice, LIST, json!({})).await;
     assert_eq!(data["incidents"]["totalCount"], 3, "{data}");
+
+    assert_no_panic(&app).await;
+}
+
+/// The change feed's filter parses as the list's does: a far time is refused by name, and a
+/// huge status list is one status.
+#[tokio::test]
+async fn the_change_feed_filter_is_parsed_like_the_list_filter() {
+    let app = spawn_app().await;
+    let alice = app.responder();
+    let mut ws = Ws::ready(app.addr, &alice.token).await;
+    let feed = "subscription($f: IncidentFilter) { incidentChanged(filter: $f) { kind incident { title } } }";
+    ws.subscribe(
+        "far",
+        feed,
+        json!({ "f": { "startedBefore": "+262142-01-01T00:00:00Z" } }),
+    )
+    .await;
+    let message = ws.next_message().await;
+    assert_eq!(message["id"], "far", "{message}");
+    let errors = if message["type"] == "error" {
+        &message["payload"]
+    } else {
+        &message["payload"]["errors"]
+    };
+    assert_eq!(
+        errors[0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{message}"
+    );
+    assert_eq!(
+        errors[0]["extensions"]["field"], "filter.startedBefore",
+        "{message}"
+    );
+
+    ws.subscribe(
+        "many",
+        feed,
+        json!({ "f": { "status": vec!["OPEN"; 5_000] } }),
+    )
+    .await;
+    app.create_incident(&alice, json!({ "title": "seen" }))
+        .await;
+    let mut message = ws.next_message().await;
+    while message["id"] == "far" {
+        assert_eq!(message["type"], "complete", "{message}");
+        message = ws.next_message().await;
+    }
+    assert_eq!(message["id"], "many", "{message}");
+    assert_eq!(
+        message["payload"]["data"]["incidentChanged"]["incident"]["title"], "seen",
+        "{message}"
+    );
 
     assert_no_panic(&app).await;
 }
