@@ -32,6 +32,8 @@ pub const SSE_CONNECTIONS: &str = "incidentd_sse_connections";
 pub const SSE_OPERATIONS: &str = "incidentd_sse_operations";
 pub const CHANGES_PUBLISHED: &str = "incidentd_changes_published_total";
 pub const CHANGES_DELIVERED: &str = "incidentd_changes_delivered_total";
+/// Requests that panicked (answered `INTERNAL`); any rise is a bug to chase in the log.
+pub const PANICS: &str = "incidentd_panics_total";
 
 const LATENCY_BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
@@ -49,6 +51,8 @@ pub fn install() -> &'static PrometheusHandle {
         if metrics::set_global_recorder(recorder).is_err() {
             tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
         }
+        // Shown from the start: a scrape reads 0, not an absent series, until a panic happens.
+        counter!(PANICS).absolute(0);
         // Histograms buffer samples until drained; without the exporter's HTTP listener
         // nothing else drains them when nobody scrapes.
         let upkeep = handle.clone();
@@ -266,6 +270,11 @@ impl Drop for GaugeGuard {
     fn drop(&mut self) {
         gauge!(self.0).decrement(1.0);
     }
+}
+
+/// A request panicked (see the router's panic layer).
+pub fn panicked() {
+    counter!(PANICS).increment(1);
 }
 
 pub fn change_delivered() {

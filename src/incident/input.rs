@@ -3,13 +3,23 @@
 //!
 //! Each command type carries what its transports need to read it: `async_graphql::InputObject`
 //! (camelCase, as GraphQL names fields) and `serde::Deserialize` + `utoipa::ToSchema` (snake_case,
-//! as REST does). Transports convert into these and add nothing. Every failure names the field at
-//! fault as GraphQL spells it; REST shows the same name in snake_case.
+//! as REST does). That is the price of one definition per input: the domain names GraphQL and
+//! OpenAPI traits, but a field added here reaches both APIs at once and no transport can keep a
+//! second, drifting copy of an input. Transports convert into these and add nothing; each one's
+//! `parse` gives a distinct domain value (`NewIncident`, `StatusChange`, `IncidentFilter`…), so
+//! code past this module holds only values that passed. Every failure names the field at fault
+//! as GraphQL spells it; REST shows the same name in snake_case.
+//!
+//! Bounds every input keeps (beyond them `BAD_USER_INPUT`):
+//! - times and dates: years 1 to 9999 (see [`instant`]);
+//! - lists: enum lists (statuses, severities) collapse to their distinct values; linked ticket
+//!   ids at most [`MAX_TICKET_IDS`], action items at most [`MAX_ACTION_ITEMS`], event types of a
+//!   timeline filter at most [`MAX_EVENT_TYPES`].
 
 use async_graphql::{
     InputObject, InputValueError, InputValueResult, MaybeUndefined, Scalar, ScalarType, Value,
 };
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -23,6 +33,14 @@ pub const MAX_TICKET_IDS: usize = 50;
 pub const MAX_TICKET_ID_CHARS: usize = 100;
 pub const MAX_ACTION_ITEMS: usize = 100;
 pub const MAX_OWNER_CHARS: usize = 200;
+/// Most event types one timeline filter (`Incident.events(types:)`) may name.
+pub const MAX_EVENT_TYPES: usize = 50;
+/// The first and last year a time or date input may name. PostgreSQL stores years from 4713 BC
+/// to 294276 AD, SQLite stores times as text (compared as text: a negative or five-digit year
+/// sorts wrongly), and the calendar arithmetic of the statistics must not overflow; four-digit
+/// years of our era are what both databases keep and compare alike, and what RFC 3339 writes.
+pub const MIN_YEAR: i32 = 1;
+pub const MAX_YEAR: i32 = 9999;
 /// What an incident is declared as when the caller does not say.
 pub const DEFAULT_SEVERITY: Severity = Severity::Sev3;
 /// The event type of a timeline entry when the caller does not say.
@@ -160,8 +178,37 @@ impl TicketIds {
     }
 }
 
+/// Whether a year is one an input may name ([`MIN_YEAR`] to [`MAX_YEAR`]).
+pub fn year_in_range(year: i32) -> bool {
+    (MIN_YEAR..=MAX_YEAR).contains(&year)
+}
+
+/// The one check of every time an input carries (GraphQL `DateTime` arguments and input
+/// fields, REST bodies and parameters, the times inside cursors): within years 1 to 9999.
+pub fn instant(field: &str, value: DateTime<Utc>) -> AppResult<DateTime<Utc>> {
+    if !year_in_range(value.year()) {
+        return Err(AppError::bad_input(
+            field,
+            format!("{field} must be within the years {MIN_YEAR} to {MAX_YEAR}"),
+        ));
+    }
+    Ok(value)
+}
+
+/// The same check for a calendar date.
+pub fn date(field: &str, value: NaiveDate) -> AppResult<NaiveDate> {
+    if !year_in_range(value.year()) {
+        return Err(AppError::bad_input(
+            field,
+            format!("{field} must be within the years {MIN_YEAR} to {MAX_YEAR}"),
+        ));
+    }
+    Ok(value)
+}
+
 /// A start time that is not in the future.
 fn started_at(field: &str, value: DateTime<Utc>, now: DateTime<Utc>) -> AppResult<DateTime<Utc>> {
+    let value = instant(field, value)?;
     if value > now + chrono::TimeDelta::seconds(CLOCK_SKEW_SECS) {
         return Err(AppError::bad_input(
             field,
@@ -223,7 +270,10 @@ impl ActionItem {
                 .owner
                 .map(|o| short_text(&field("owner"), &o, MAX_OWNER_CHARS))
                 .transpose()?,
-            due_date: raw.due_date,
+            due_date: raw
+                .due_date
+                .map(|d| date(&field("dueDate"), d.0).map(Date))
+                .transpose()?,
             done: raw.done,
             ticket_id: raw
                 .ticket_id
@@ -300,9 +350,10 @@ pub struct CreateIncident {
     #[serde(default = "default_severity")]
     #[schema(schema_with = openapi::severity_ref)]
     pub severity: Severity,
+    /// At most 50 (repeats count once), each at most 100 characters.
     pub linked_ticket_ids: Option<Vec<String>>,
     pub linked_problem_id: Option<Uuid>,
-    /// Defaults to now; never in the future.
+    /// Defaults to now; never in the future; within the years 1 to 9999.
     pub started_at: Option<DateTime<Utc>>,
 }
 
@@ -343,8 +394,10 @@ pub struct NewIncident {
 pub struct UpdateIncident {
     pub title: Option<String>,
     pub severity: Option<Severity>,
+    /// At most 50 (repeats count once), each at most 100 characters.
     pub linked_ticket_ids: Option<Vec<String>>,
     pub linked_problem_id: MaybeUndefined<Uuid>,
+    /// Never in the future; within the years 1 to 9999.
     pub started_at: Option<DateTime<Utc>>,
 }
 
@@ -426,13 +479,55 @@ pub struct Transition {
 }
 
 impl Transition {
-    pub fn parse(self) -> AppResult<(Status, Option<String>)> {
-        let note = self
-            .note
-            .map(|v| Content::parse("note", &v).map(Content::into_inner))
-            .transpose()?;
-        Ok((self.to, note))
+    pub fn parse(self) -> AppResult<StatusChange> {
+        Ok(StatusChange {
+            to: self.to,
+            note: self.note.map(|v| Content::parse("note", &v)).transpose()?,
+        })
     }
+}
+
+/// A transition, parsed: where to, and the note (when given: 1 byte to 64 KiB, no NUL).
+#[derive(Debug, Clone)]
+pub struct StatusChange {
+    pub to: Status,
+    pub note: Option<Content>,
+}
+
+/// `incidentEvents(afterSequence:)`: where a timeline replay starts (0 when absent: from the
+/// first event); never negative.
+pub fn after_sequence(field: &str, value: Option<i64>) -> AppResult<i64> {
+    match value {
+        Some(n) if n < 0 => Err(AppError::bad_input(
+            field,
+            format!("{field} must not be negative"),
+        )),
+        Some(n) => Ok(n),
+        None => Ok(0),
+    }
+}
+
+/// The event types a timeline filter names (`Incident.events(types:)`): at most
+/// [`MAX_EVENT_TYPES`], each distinct (repeats collapse), no NUL characters. Any name may be
+/// asked for, the server's own types included; one that no event has selects nothing.
+pub fn event_types(field: &str, values: Option<Vec<String>>) -> AppResult<Option<Vec<String>>> {
+    let Some(values) = values else {
+        return Ok(None);
+    };
+    if values.len() > MAX_EVENT_TYPES {
+        return Err(AppError::bad_input(
+            field,
+            format!("at most {MAX_EVENT_TYPES} event types"),
+        ));
+    }
+    let mut types: Vec<String> = Vec::with_capacity(values.len());
+    for value in values {
+        let value = text(field, &value, MAX_CONTENT_BYTES)?;
+        if !types.contains(&value) {
+            types.push(value);
+        }
+    }
+    Ok(Some(types))
 }
 
 // `createPostmortem` / `updatePostmortem(input:)` and `POST /api/v1/incidents/{id}/postmortem`.
@@ -446,6 +541,7 @@ pub struct PostmortemInput {
     pub timeline: Option<String>,
     pub what_went_well: Option<String>,
     pub what_went_wrong: Option<String>,
+    /// At most 100.
     pub action_items: Option<Vec<ActionItem>>,
     pub public_summary: Option<String>,
     pub internal_notes: Option<String>,
@@ -483,13 +579,75 @@ impl PostmortemPatch {
     }
 }
 
+// `incidents(filter:)`, `incidentMetrics(filter:)`, `incidentChanged(filter:)`; REST's list
+// parameters build one too.
 /// Which incidents to select; every field given narrows the selection.
 #[derive(Debug, Clone, Default, InputObject)]
 #[graphql(name = "IncidentFilter")]
+pub struct IncidentFilterInput {
+    /// Any of these statuses (repeats count once).
+    pub status: Option<Vec<Status>>,
+    /// Any of these severities (repeats count once).
+    pub severity: Option<Vec<Severity>>,
+    /// Case-insensitive substring of the title.
+    pub search: Option<String>,
+    /// Started after this time (years 1 to 9999).
+    pub started_after: Option<DateTime<Utc>>,
+    /// Started before this time (years 1 to 9999).
+    pub started_before: Option<DateTime<Utc>>,
+    pub linked_ticket_id: Option<String>,
+    pub linked_problem_id: Option<Uuid>,
+}
+
+/// The distinct values of an enum list, in the order first given: a list of any length selects
+/// what its distinct values select, and never becomes more than four bind parameters.
+fn distinct<T: PartialEq + Copy>(values: Option<Vec<T>>) -> Option<Vec<T>> {
+    values.map(|values| {
+        let mut out: Vec<T> = Vec::with_capacity(4);
+        for value in values {
+            if !out.contains(&value) {
+                out.push(value);
+            }
+        }
+        out
+    })
+}
+
+impl IncidentFilterInput {
+    pub fn parse(self) -> AppResult<IncidentFilter> {
+        let search = self
+            .search
+            .map(|s| text("filter.search", &s, 500).map(|s| s.to_lowercase()))
+            .transpose()?;
+        let linked_ticket_id = self
+            .linked_ticket_id
+            .map(|t| text("filter.linkedTicketId", &t, 400))
+            .transpose()?;
+        Ok(IncidentFilter {
+            status: distinct(self.status),
+            severity: distinct(self.severity),
+            search,
+            started_after: self
+                .started_after
+                .map(|t| instant("filter.startedAfter", t))
+                .transpose()?,
+            started_before: self
+                .started_before
+                .map(|t| instant("filter.startedBefore", t))
+                .transpose()?,
+            linked_ticket_id,
+            linked_problem_id: self.linked_problem_id,
+        })
+    }
+}
+
+/// An incident filter, parsed: enum lists distinct, `search` already lowercased, times within
+/// the years an input may name. `None` selects everything for that field.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct IncidentFilter {
     pub status: Option<Vec<Status>>,
     pub severity: Option<Vec<Severity>>,
-    /// Case-insensitive substring of the title.
+    /// Lowercased: the title, lowercased, must contain it.
     pub search: Option<String>,
     pub started_after: Option<DateTime<Utc>>,
     pub started_before: Option<DateTime<Utc>>,
@@ -510,7 +668,7 @@ impl IncidentFilter {
             && self
                 .search
                 .as_ref()
-                .is_none_or(|q| incident.title.to_lowercase().contains(&q.to_lowercase()))
+                .is_none_or(|q| incident.title.to_lowercase().contains(q.as_str()))
             && self.started_after.is_none_or(|t| incident.started_at > t)
             && self.started_before.is_none_or(|t| incident.started_at < t)
             && self
@@ -520,15 +678,5 @@ impl IncidentFilter {
             && self
                 .linked_problem_id
                 .is_none_or(|p| incident.linked_problem_id == Some(p))
-    }
-
-    pub fn parse(self) -> AppResult<IncidentFilter> {
-        if let Some(search) = &self.search {
-            text("filter.search", search, 500)?;
-        }
-        if let Some(ticket) = &self.linked_ticket_id {
-            text("filter.linkedTicketId", ticket, 400)?;
-        }
-        Ok(self)
     }
 }

@@ -35,7 +35,8 @@ pub struct Window {
 
 impl Window {
     pub fn parse(from: DateTime<Utc>, to: DateTime<Utc>) -> AppResult<Window> {
-        let (from, to) = (super::truncate(from), super::truncate(to));
+        let from = super::truncate(super::input::instant("from", from)?);
+        let to = super::truncate(super::input::instant("to", to)?);
         if from >= to {
             return Err(AppError::bad_input("to", "to must be later than from"));
         }
@@ -454,13 +455,21 @@ fn durations_statement(
 }
 
 /// Every week from the one holding `from` to the one holding the window's last instant, with
-/// the database's counts filled in and zeros elsewhere.
+/// the database's counts filled in and zeros elsewhere. The arithmetic is checked: at the ends
+/// of the calendar the series stops instead of overflowing.
 fn weeks(window: Window, rows: &[(String, Severity, i64)]) -> Vec<Week> {
     let monday = |t: DateTime<Utc>| {
         let day = t.date_naive();
-        day - TimeDelta::days(i64::from(day.weekday().num_days_from_monday()))
+        day.checked_sub_signed(TimeDelta::days(i64::from(
+            day.weekday().num_days_from_monday(),
+        )))
+        .unwrap_or(NaiveDate::MIN)
     };
-    let last = monday(window.to - TimeDelta::microseconds(1));
+    let last_instant = window
+        .to
+        .checked_sub_signed(TimeDelta::microseconds(1))
+        .unwrap_or(window.to);
+    let last = monday(last_instant);
     let mut out = vec![];
     let mut start = monday(window.from);
     while start <= last {
@@ -479,7 +488,10 @@ fn weeks(window: Window, rows: &[(String, Severity, i64)]) -> Vec<Week> {
                 })
                 .collect(),
         });
-        start += TimeDelta::days(7);
+        match start.checked_add_signed(TimeDelta::days(7)) {
+            Some(next) => start = next,
+            None => break,
+        }
     }
     out
 }

@@ -6,6 +6,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::input;
 use crate::error::{AppError, AppResult};
 
 pub const MAX_PAGE: u64 = 100;
@@ -27,14 +28,19 @@ impl Cursor for TimeCursor {
     fn encode(&self) -> String {
         URL_SAFE_NO_PAD.encode(format!("t:{}:{}", self.at.timestamp_micros(), self.id))
     }
+    /// Only what `encode` could have written: a time within the years an input may name (the
+    /// server stores no other), and the exact text `encode` gives for it (no other spelling of
+    /// the number or the id, no padding), so a forged cursor never reaches a query.
     fn decode(raw: &str) -> Option<Self> {
         let text = String::from_utf8(URL_SAFE_NO_PAD.decode(raw).ok()?).ok()?;
         let rest = text.strip_prefix("t:")?;
         let (micros, id) = rest.split_once(':')?;
-        Some(TimeCursor {
-            at: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+        let at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+        let cursor = TimeCursor {
+            at: input::instant("cursor", at).ok()?,
             id: id.parse().ok()?,
-        })
+        };
+        (cursor.encode() == raw).then_some(cursor)
     }
 }
 
@@ -46,10 +52,12 @@ impl Cursor for SeqCursor {
     fn encode(&self) -> String {
         URL_SAFE_NO_PAD.encode(format!("s:{}", self.0))
     }
+    /// Only what `encode` could have written: a sequence of 0 or more, spelled as `encode` does.
     fn decode(raw: &str) -> Option<Self> {
         let text = String::from_utf8(URL_SAFE_NO_PAD.decode(raw).ok()?).ok()?;
         let seq: i64 = text.strip_prefix("s:")?.parse().ok()?;
-        (seq >= 0).then_some(SeqCursor(seq))
+        let cursor = SeqCursor(seq);
+        (seq >= 0 && cursor.encode() == raw).then_some(cursor)
     }
 }
 
@@ -165,6 +173,40 @@ mod tests {
         );
         assert_eq!(TimeCursor::decode("not a cursor"), None);
         assert_eq!(SeqCursor::decode(&c.encode()), None);
+    }
+
+    #[test]
+    fn cursors_the_server_did_not_write_are_refused() {
+        let id = Uuid::now_v7();
+        let forged = |text: String| URL_SAFE_NO_PAD.encode(text);
+        // Out of the years an input may name (PostgreSQL refused this one as out of range).
+        assert_eq!(
+            TimeCursor::decode(&forged(format!("t:-8000000000000000000:{id}"))),
+            None
+        );
+        assert_eq!(
+            TimeCursor::decode(&forged(format!("t:253402300800000000:{id}"))),
+            None
+        );
+        // Other spellings of a valid position.
+        assert_eq!(TimeCursor::decode(&forged(format!("t:+1:{id}"))), None);
+        assert_eq!(
+            TimeCursor::decode(&forged(format!("t:1:{}", id.simple()))),
+            None
+        );
+        assert_eq!(SeqCursor::decode(&forged("s:+1".into())), None);
+        assert_eq!(SeqCursor::decode(&forged("s:01".into())), None);
+        assert_eq!(SeqCursor::decode(&forged("s:-1".into())), None);
+        let valid = SeqCursor(7).encode();
+        assert_eq!(SeqCursor::decode(&format!("{valid}=")), None);
+        // The edges of the range still decode.
+        for micros in [-62_135_596_800_000_000, 253_402_300_799_999_999] {
+            let c = TimeCursor {
+                at: DateTime::from_timestamp_micros(micros).unwrap(),
+                id,
+            };
+            assert_eq!(TimeCursor::decode(&c.encode()), Some(c));
+        }
     }
 
     #[test]

@@ -46,7 +46,8 @@ pub(crate) fn filtered(
         q = q.filter(C::Severity.is_in(severities.iter().copied()));
     }
     if let Some(search) = &filter.search {
-        let pattern = format!("%{}%", escape_like(&search.to_lowercase()));
+        // Lowercased by the filter's parse, as the title is here.
+        let pattern = format!("%{}%", escape_like(search));
         q = q.filter(
             Expr::expr(Func::lower(Expr::col((incident::Entity, C::Title))))
                 .like(LikeExpr::new(pattern).escape('\\')),

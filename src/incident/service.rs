@@ -11,7 +11,7 @@ use super::changes::{Announcement, ChangeKind, ChangeSink};
 use super::identity::Writer;
 use super::input::{
     ActionItem, IncidentPatch, NewEvent, NewIncident, PostmortemPatch, SEVERITY_CHANGED,
-    STATUS_CHANGED,
+    STATUS_CHANGED, StatusChange,
 };
 use super::{now, workflow};
 use crate::db::{Db, WriteTxn};
@@ -369,14 +369,15 @@ impl Domain {
         Ok(next)
     }
 
-    #[tracing::instrument(skip_all, fields(org = %writer.scope.org_id(), %id, to = %to))]
+    #[tracing::instrument(skip_all, fields(org = %writer.scope.org_id(), %id, to = %change.to))]
     pub async fn transition(
         &self,
         writer: &Writer,
         id: Uuid,
-        to: Status,
-        note: Option<String>,
+        change: StatusChange,
     ) -> AppResult<incident::Model> {
+        let to = change.to;
+        let note = change.note.map(|n| n.into_inner());
         let (mut unit, current) = Unit::begin_on(self, writer, id).await?;
         let has_postmortem = to == Status::Closed && self.has_postmortem(&unit, id).await?;
         let Some(plan) =

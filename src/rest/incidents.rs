@@ -181,7 +181,6 @@ pub async fn transition_incident(
     Path(id): Path<Uuid>,
     Json(body): Json<Transition>,
 ) -> ApiResult<axum::Json<Incident>> {
-    let (to, note) = body.parse()?;
-    let incident = app.domain.transition(&writer, id, to, note).await?;
+    let incident = app.domain.transition(&writer, id, body.parse()?).await?;
     Ok(axum::Json(incident.into()))
 }

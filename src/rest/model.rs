@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::entity::openapi::{severity_ref, status_ref};
 use crate::entity::{Severity, Status, incident, incident_event, postmortem};
 use crate::error::{AppError, AppResult};
-use crate::incident::input::{ActionItem, IncidentFilter};
+use crate::incident::input::{ActionItem, IncidentFilter, IncidentFilterInput};
 use crate::incident::page::{Cursor, DEFAULT_PAGE, MAX_PAGE, Page, PageOf, TimeCursor};
 
 // ---------------------------------------------------------------------------------------------
@@ -249,7 +249,7 @@ pub struct ListParams {
 
 impl ListParams {
     pub fn parse(self) -> AppResult<(IncidentFilter, Page<TimeCursor>)> {
-        let filter = IncidentFilter {
+        let filter = IncidentFilterInput {
             status: list("status", self.status.as_deref(), Status::iter(), |s| {
                 s.as_str()
             })?,
@@ -259,7 +259,7 @@ impl ListParams {
                 Severity::iter(),
                 |s| s.as_str(),
             )?,
-            ..IncidentFilter::default()
+            ..IncidentFilterInput::default()
         }
         .parse()?;
         let limit = match self.limit.as_deref() {

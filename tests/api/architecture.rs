@@ -408,7 +408,7 @@ fn every_command_input_is_defined_once() {
                 "AddEvent",
                 "Transition",
                 "PostmortemInput",
-                "IncidentFilter",
+                "IncidentFilterInput",
                 "ActionItem",
             ]
             .contains(&name.as_str())

@@ -320,11 +320,15 @@ fn corpus(own: &str) -> Vec<Case> {
             json!({ "input": { "title": "t", "linkedTicketIds": vec!["t"; 100_000] } }),
             Code("BAD_USER_INPUT"),
         ),
+        // (A 100k-element status filter is no refusal: enum lists collapse to their distinct
+        // values; see edges.rs.)
         op(
-            "a 100k-element status filter",
-            "query($s: [IncidentStatus!]) { incidents(filter: { status: $s }) { totalCount } }",
-            json!({ "s": vec!["OPEN"; 100_000] }),
-            Refused,
+            "a 100k-element event type list",
+            &format!(
+                "query($t: [String!]) {{ incident(id: \"{own}\") {{ events(types: $t) {{ totalCount }} }} }}"
+            ),
+            json!({ "t": vec!["note"; 100_000] }),
+            Code("BAD_USER_INPUT"),
         ),
         op(
             "a 100k-element list for a scalar",
@@ -863,6 +867,7 @@ async fn malformed_requests_are_refused_never_a_5xx() {
         data,
         json!({ "incidents": { "totalCount": 1 }, "incident": { "events": { "totalCount": 0 }, "postmortem": null } })
     );
+    crate::helpers::assert_no_panic(&app).await;
 }
 
 #[tokio::test]

@@ -701,4 +701,5 @@ fn fuzz_graphql_documents_never_break_the_server() {
     let data = rt.block_on(app.ok(&responder, "{ viewer { role } }", json!({})));
     assert_eq!(data["viewer"]["role"], "responder");
     assert!(ran > skipped);
+    rt.block_on(crate::helpers::assert_no_panic(&app));
 }

@@ -262,3 +262,27 @@ pub async fn gql(
     let body = response.json::<Value>().await?;
     Ok((status, body))
 }
+
+/// `incidentd_panics_total` as the server reports it on `/metrics` (the recorder is the
+/// process's, so this counts the panics of every server in this test binary).
+pub async fn panics(app: &TestApp) -> u64 {
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("/metrics answers")
+        .text()
+        .await
+        .unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("incidentd_panics_total"))
+        .unwrap_or_else(|| panic!("/metrics shows incidentd_panics_total:\n{text}"));
+    line.rsplit(' ').next().unwrap().trim().parse().unwrap()
+}
+
+/// No request panicked (hostile-input tests end with this).
+pub async fn assert_no_panic(app: &TestApp) {
+    assert_eq!(panics(app).await, 0, "a request panicked during the test");
+}

@@ -13,6 +13,7 @@ mod concurrency;
 mod corpus;
 mod desk;
 mod drills;
+mod edges;
 mod fuzz;
 mod hardening;
 mod http;

@@ -48,10 +48,8 @@ impl IncidentMutation {
         note: Option<String>,
     ) -> GqlResult<Incident> {
         let writer = principal(ctx)?.writer()?;
-        let (to, note) = Transition { to, note }.parse()?;
-        Ok(Incident(
-            domain(ctx).transition(&writer, id, to, note).await?,
-        ))
+        let change = Transition { to, note }.parse()?;
+        Ok(Incident(domain(ctx).transition(&writer, id, change).await?))
     }
 
     async fn add_incident_event(

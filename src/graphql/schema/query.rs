@@ -8,7 +8,7 @@ use super::fast::FastConnection;
 use super::loaders::PageBatches;
 use super::types::{AuditEvent, Incident, ListTotal, Postmortem, Viewer, time_connection};
 use crate::graphql::error::GqlResult;
-use crate::incident::input::IncidentFilter;
+use crate::incident::input::IncidentFilterInput;
 use crate::incident::page::{Page, TimeCursor};
 use crate::incident::read;
 
@@ -31,7 +31,7 @@ impl IncidentQuery {
     async fn incidents(
         &self,
         ctx: &Context<'_>,
-        filter: Option<IncidentFilter>,
+        filter: Option<IncidentFilterInput>,
         first: Option<i32>,
         after: Option<String>,
         last: Option<i32>,

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use super::context::{domain, principal};
 use crate::entity::{Severity, Status};
 use crate::graphql::error::GqlResult;
-use crate::incident::input::{Date, IncidentFilter};
+use crate::incident::input::{Date, IncidentFilterInput};
 use crate::incident::metrics::{self, Window};
 
 #[derive(Default)]
@@ -15,14 +15,15 @@ pub struct MetricsQuery;
 #[Object]
 impl MetricsQuery {
     /// Metrics of the caller's organization over the incidents that match `filter` and started
-    /// in `[from, to)` (at most 731 days). `openNow` and the action-item counts describe the
-    /// present instead: every incident matching `filter`, whenever it started.
+    /// in `[from, to)` (at most 731 days, within the years 1 to 9999). `openNow` and the
+    /// action-item counts describe the present instead: every incident matching `filter`,
+    /// whenever it started.
     async fn incident_metrics(
         &self,
         ctx: &Context<'_>,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-        filter: Option<IncidentFilter>,
+        filter: Option<IncidentFilterInput>,
     ) -> GqlResult<IncidentMetrics> {
         let scope = principal(ctx)?.scope();
         let window = Window::parse(from, to)?;

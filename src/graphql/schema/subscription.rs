@@ -6,10 +6,9 @@ use uuid::Uuid;
 
 use super::context::{hub, principal};
 use super::types::{Incident, IncidentEvent};
-use crate::error::AppError;
 use crate::graphql::error::{GqlError, GqlResult};
 use crate::incident::changes::ChangeKind;
-use crate::incident::input::IncidentFilter;
+use crate::incident::input::{self, IncidentFilterInput};
 
 #[derive(async_graphql::SimpleObject)]
 pub struct IncidentChange {
@@ -37,15 +36,8 @@ impl IncidentSubscription {
         after_sequence: Option<i32>,
     ) -> Result<impl Stream<Item = GqlResult<IncidentEvent>> + use<>, GqlError> {
         let scope = principal(ctx)?.scope();
-        let after = after_sequence.unwrap_or(0);
-        if after < 0 {
-            return Err(
-                AppError::bad_input("afterSequence", "afterSequence must not be negative").into(),
-            );
-        }
-        let events = hub(ctx)
-            .timeline(scope, incident_id, i64::from(after))
-            .await?;
+        let after = input::after_sequence("afterSequence", after_sequence.map(i64::from))?;
+        let events = hub(ctx).timeline(scope, incident_id, after).await?;
         Ok(events.map(|e| e.map(IncidentEvent::from).map_err(GqlError::from)))
     }
 
@@ -59,7 +51,7 @@ impl IncidentSubscription {
     async fn incident_changed(
         &self,
         ctx: &Context<'_>,
-        filter: Option<IncidentFilter>,
+        filter: Option<IncidentFilterInput>,
     ) -> Result<impl Stream<Item = GqlResult<IncidentChange>> + use<>, GqlError> {
         let scope = principal(ctx)?.scope();
         let filter = filter.unwrap_or_default().parse()?;

@@ -21,7 +21,7 @@ use crate::entity::{Severity, Status, audit_event, incident, incident_event, pos
 use crate::error::AppError;
 use crate::graphql::error::GqlResult;
 use crate::incident::identity::Role;
-use crate::incident::input::IncidentFilter;
+use crate::incident::input::{self, IncidentFilter};
 use crate::incident::input::{ActionItem as DomainActionItem, Date};
 use crate::incident::page::{Cursor, Page, PageOf, SeqCursor, TimeCursor};
 use crate::incident::{read, workflow};
@@ -131,7 +131,7 @@ impl<'a> IncidentResolvers<'a> {
         Ok(workflow::allowed_now(self.0, has_postmortem))
     }
 
-    /// The timeline, oldest first.
+    /// The timeline, oldest first. `types` selects events of these types (at most 50).
     #[graphql(
         complexity = "crate::graphql::schema::limits::page_complexity(first, last, child_complexity)"
     )]
@@ -145,11 +145,7 @@ impl<'a> IncidentResolvers<'a> {
         types: Option<Vec<String>>,
     ) -> GqlResult<FastConnection<IncidentEvent, EventsTotal>> {
         let page = Page::<SeqCursor>::parse(first, after.as_deref(), last, before.as_deref())?;
-        if let Some(types) = &types
-            && types.len() > 50
-        {
-            return Err(AppError::bad_input("types", "at most 50 event types").into());
-        }
+        let types = input::event_types("types", types)?;
         let window = read::EventWindow {
             after: page.after.map(|c| c.0),
             before: page.before.map(|c| c.0),
