@@ -251,7 +251,7 @@ impl ActionItem {
     }
 
     /// The list as `action_items` stores it: camelCase keys, as since the first migration (and
-    /// as SQL over the column, such as the metrics, reads them).
+    /// as SQL over the column, such as the statistics, reads them).
     pub fn list_to_json(items: &[ActionItem]) -> serde_json::Value {
         #[derive(Serialize)]
         #[serde(rename_all = "camelCase")]

@@ -67,7 +67,7 @@ fn stats_match(stats: &Value, count: u64, mean: f64, p50: f64, p90: f64) {
 }
 
 #[tokio::test]
-async fn metrics_match_a_hand_computed_history() {
+async fn statistics_match_a_hand_computed_history() {
     let app = spawn_app().await;
     let alice = app.responder();
     let day = |d: i64| (Utc::now().date_naive() + Span::days(d)).to_string();
@@ -268,7 +268,7 @@ async fn metrics_match_a_hand_computed_history() {
 }
 
 #[tokio::test]
-async fn metrics_refuse_a_backwards_or_huge_window() {
+async fn statistics_refuse_a_backwards_or_huge_window() {
     let app = spawn_app().await;
     let alice = app.responder();
     let now = Utc::now();

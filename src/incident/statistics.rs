@@ -1,4 +1,4 @@
-//! Incident metrics for one organization, computed in the database: counts, reopenings, time to
+//! Incident statistics for one organization, computed in the database: counts, reopenings, time to
 //! mitigate and to resolve (mean and nearest-rank percentiles), a weekly series and action items.
 //!
 //! Every statement starts from `OrgScope`'s builders (the filtered incidents, the scoped events
@@ -59,7 +59,7 @@ pub struct DurationStats {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct SeverityMetrics {
+pub struct SeverityStatistics {
     pub severity: Severity,
     pub count: u64,
     pub time_to_mitigate: DurationStats,
@@ -74,10 +74,10 @@ pub struct Week {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Metrics {
+pub struct IncidentStatistics {
     pub window: Window,
     pub total: u64,
-    pub by_severity: Vec<SeverityMetrics>,
+    pub by_severity: Vec<SeverityStatistics>,
     pub by_status: Vec<(Status, u64)>,
     pub open_now: u64,
     pub reopen_count: u64,
@@ -108,17 +108,17 @@ fn status_change_prefix(from: Status, to: Status) -> String {
     format!("{from} → {to}%")
 }
 
-/// The caller's metrics for incidents matching `filter`. Incidents started in the window count
+/// The caller's statistics for incidents matching `filter`. Incidents started in the window count
 /// everywhere except in `open_now` and the action items, which describe now: every incident
 /// matching `filter`, whenever it started.
 #[tracing::instrument(skip(db, filter))]
-pub async fn incident_metrics(
+pub async fn incident_statistics(
     db: &Db,
     scope: OrgScope,
     filter: &IncidentFilter,
     window: Window,
     today: NaiveDate,
-) -> AppResult<Metrics> {
+) -> AppResult<IncidentStatistics> {
     let backend = db.backend();
     let in_window = || {
         filtered(db, scope, filter)
@@ -221,12 +221,12 @@ pub async fn incident_metrics(
             .map(|(_, _, n)| non_negative(*n))
             .sum()
     };
-    Ok(Metrics {
+    Ok(IncidentStatistics {
         window,
         total: count_of(&|_, _| true),
         by_severity: SEVERITIES
             .iter()
-            .map(|&severity| SeverityMetrics {
+            .map(|&severity| SeverityStatistics {
                 severity,
                 count: count_of(&|sev, _| sev == severity),
                 time_to_mitigate: stats("ttm", severity.as_str()),
