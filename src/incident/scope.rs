@@ -270,7 +270,8 @@ impl OrgScope {
         let limit = param(i64::try_from(window.fetch).unwrap_or(i64::MAX).into());
         let sql = format!(
             "SELECT \"e\".\"id\", \"e\".\"organization_id\", \"e\".\"incident_id\", \"e\".\"sequence\", \
-             \"e\".\"event_type\", \"e\".\"content\", \"e\".\"created_by\", \"e\".\"created_at\" \
+             \"e\".\"event_type\", \"e\".\"content\", \"e\".\"created_by\", \"e\".\"created_at\", \
+             \"e\".\"from_status\", \"e\".\"to_status\" \
              FROM (VALUES {ids}) AS \"p\"(\"incident_id\") CROSS JOIN LATERAL (\
              SELECT * FROM \"incident_events\" WHERE \"organization_id\" = $1 \
              AND \"incident_id\" = \"p\".\"incident_id\"{filter} \

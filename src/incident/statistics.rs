@@ -4,7 +4,9 @@
 //! Every statement starts from `OrgScope`'s builders (the filtered incidents, the scoped events
 //! and postmortems); the SQL written here only combines those scoped sets, it names no table.
 //! The dialect differences (seconds between two times, the week of a time, JSON action items)
-//! are the only per-backend text, and both databases give the same numbers.
+//! are the only per-backend text, and both databases give the same numbers. Status changes are
+//! read from the statuses each `status_changed` event records (`from_status`, `to_status`),
+//! never from the sentence in its content, which is written for people.
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, Utc};
 use sea_orm::sea_query::{
@@ -12,8 +14,8 @@ use sea_orm::sea_query::{
     WithClause,
 };
 use sea_orm::{
-    ColumnTrait, Condition, DatabaseBackend, FromQueryResult, PaginatorTrait, QueryFilter,
-    QuerySelect, QueryTrait, Select,
+    ColumnTrait, DatabaseBackend, FromQueryResult, PaginatorTrait, QueryFilter, QuerySelect,
+    QueryTrait, Select,
 };
 
 use super::OrgScope;
@@ -102,12 +104,6 @@ const STATUSES: [Status; 4] = [
     Status::Closed,
 ];
 
-/// The start of a `status_changed` event's content for a move from `from` to `to`: the service
-/// writes `"{from} → {to}"`, then the note after a blank line.
-fn status_change_prefix(from: Status, to: Status) -> String {
-    format!("{from} → {to}%")
-}
-
 /// The caller's statistics for incidents matching `filter`. Incidents started in the window count
 /// everywhere except in `open_now` and the action items, which describe now: every incident
 /// matching `filter`, whenever it started.
@@ -145,7 +141,8 @@ pub async fn incident_statistics(
         .count(db.conn())
         .await?;
 
-    // Reopenings: RESOLVED → OPEN or RESOLVED → MITIGATING on the timeline.
+    // Reopenings: RESOLVED → OPEN or RESOLVED → MITIGATING on the timeline, from the statuses
+    // each status change records (never from its wording).
     let reopened: Option<(i64, i64)> = scope
         .events()
         .select_only()
@@ -155,17 +152,8 @@ pub async fn incident_statistics(
             "incidents",
         )
         .filter(incident_event::Column::EventType.eq(STATUS_CHANGED))
-        .filter(
-            Condition::any()
-                .add(
-                    incident_event::Column::Content
-                        .like(status_change_prefix(Status::Resolved, Status::Open)),
-                )
-                .add(
-                    incident_event::Column::Content
-                        .like(status_change_prefix(Status::Resolved, Status::Mitigating)),
-                ),
-        )
+        .filter(incident_event::Column::FromStatus.eq(Status::Resolved))
+        .filter(incident_event::Column::ToStatus.is_in([Status::Open, Status::Mitigating]))
         .filter(incident_event::Column::IncidentId.in_subquery(ids(in_window())))
         .into_tuple()
         .one(db.conn())
@@ -322,7 +310,7 @@ fn action_item_sql(backend: DatabaseBackend) -> (String, String) {
     }
 }
 
-/// Time to mitigate (start → first move to MITIGATING on the timeline) and time to resolve
+/// Time to mitigate (start → first status change into MITIGATING on the timeline) and time to resolve
 /// (start → `resolved_at`) of the incidents in `incidents`, overall and per severity: count,
 /// mean, and the nearest-rank p50 and p90 (the smallest value with at least p % of the values
 /// at or below it: rank ⌈p·n/100⌉, computed as (p·n + 99) / 100 in integers).
@@ -337,17 +325,7 @@ fn durations_statement(
         .column(incident_event::Column::IncidentId)
         .column_as(incident_event::Column::CreatedAt.min(), "first_at")
         .filter(incident_event::Column::EventType.eq(STATUS_CHANGED))
-        .filter(
-            Condition::any()
-                .add(
-                    incident_event::Column::Content
-                        .like(status_change_prefix(Status::Open, Status::Mitigating)),
-                )
-                .add(
-                    incident_event::Column::Content
-                        .like(status_change_prefix(Status::Resolved, Status::Mitigating)),
-                ),
-        )
+        .filter(incident_event::Column::ToStatus.eq(Status::Mitigating))
         .group_by(incident_event::Column::IncidentId)
         .into_query();
 

@@ -553,6 +553,8 @@ mod tests {
                 content: (n != 2).then(|| format!("line {n}\nwith \"quotes\"")),
                 created_by: (n == 1).then(|| Uuid::from_u128(4)),
                 created_at: at(10 + n),
+                from_status: (n == 3).then_some(Status::Open),
+                to_status: (n == 3).then_some(Status::Mitigating),
             })
             .collect()
     }
