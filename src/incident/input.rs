@@ -495,11 +495,19 @@ pub struct IncidentFilter {
     pub started_before: Option<DateTime<Utc>>,
     pub linked_ticket_id: Option<String>,
     pub linked_problem_id: Option<Uuid>,
+    /// `true`: resolved incidents whose closing waits for a required postmortem not written
+    /// yet (they are or were SEV1 or SEV2); `false`: every other incident.
+    pub awaiting_postmortem: Option<bool>,
 }
 
 impl IncidentFilter {
-    /// Whether `incident` passes the filter, for feeds that test incidents one by one.
-    pub fn matches(&self, incident: &crate::entity::incident::Model) -> bool {
+    /// Whether `incident` passes the filter, for feeds that test incidents one by one;
+    /// `awaiting_postmortem` is `workflow::awaiting_postmortem` of it.
+    pub fn matches(
+        &self,
+        incident: &crate::entity::incident::Model,
+        awaiting_postmortem: bool,
+    ) -> bool {
         self.status
             .as_ref()
             .is_none_or(|s| s.contains(&incident.status))
@@ -520,6 +528,9 @@ impl IncidentFilter {
             && self
                 .linked_problem_id
                 .is_none_or(|p| incident.linked_problem_id == Some(p))
+            && self
+                .awaiting_postmortem
+                .is_none_or(|want| want == awaiting_postmortem)
     }
 
     pub fn parse(self) -> AppResult<IncidentFilter> {
