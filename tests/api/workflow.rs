@@ -509,7 +509,7 @@ async fn the_workflow_is_told_by_the_highest_severity_ever() {
             json!({ "filter": { "awaitingPostmortem": true } }),
         )
         .await;
-    assert_eq!(ids(&waiting), [lowered.clone()]);
+    assert_eq!(ids(&waiting), [lowered.as_str()]);
     assert_eq!(waiting["incidents"]["totalCount"], 1);
     assert_eq!(
         waiting["incidents"]["nodes"][0]["closeBlocker"]["severity"],
