@@ -196,6 +196,8 @@ struct EventRow {
     content: Option<String>,
     created_by: Option<Uuid>,
     created_at: DateTime<Utc>,
+    /// A status change's (from, to), as the server records it beside the sentence.
+    status_change: Option<(&'static str, &'static str)>,
 }
 
 struct PostmortemRow {
@@ -451,6 +453,7 @@ fn generate_incident(
                     content: Some(format!("{from} → {to}")),
                     created_by: Some(actor),
                     created_at: at,
+                    status_change: Some((from, to)),
                 });
                 let mut diff = Diff::default();
                 diff.field("status", json!(from), json!(to));
@@ -491,6 +494,7 @@ fn generate_incident(
                     content: Some(content),
                     created_by: Some(actor),
                     created_at: at,
+                    status_change: None,
                 });
                 rows.audits.push(AuditRow {
                     id: v7(rng, at),
@@ -630,7 +634,7 @@ impl Rows {
             }
             for chunk in self.events.chunks(BATCH) {
                 let mut q = QueryBuilder::<D>::new(
-                    "INSERT INTO incident_events (id, organization_id, incident_id, sequence, event_type, content, created_by, created_at) ",
+                    "INSERT INTO incident_events (id, organization_id, incident_id, sequence, event_type, content, created_by, created_at, from_status, to_status) ",
                 );
                 q.push_values(chunk, |mut b, r| {
                     b.push_bind(r.id)
@@ -641,6 +645,17 @@ impl Rows {
                         .push_bind(r.content.clone())
                         .push_bind(r.created_by)
                         .push_bind(r.created_at);
+                    let (from, to) = r.status_change.unzip();
+                    if pg {
+                        b.push("CAST(")
+                            .push_bind_unseparated(from)
+                            .push_unseparated(" AS incident_status)");
+                        b.push("CAST(")
+                            .push_bind_unseparated(to)
+                            .push_unseparated(" AS incident_status)");
+                    } else {
+                        b.push_bind(from).push_bind(to);
+                    }
                 });
                 q.build().execute(&mut *tx).await?;
             }

@@ -8,6 +8,7 @@ mod m20261126_000002_create_audit_events;
 mod m20261127_000001_harden_schema;
 mod m20261201_000001_create_persisted_queries;
 mod m20261203_000002_bound_persisted_queries;
+mod m20261203_000003_structured_status_changes;
 
 pub struct Migrator;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000001_harden_schema::Migration),
             Box::new(m20261201_000001_create_persisted_queries::Migration),
             Box::new(m20261203_000002_bound_persisted_queries::Migration),
+            Box::new(m20261203_000003_structured_status_changes::Migration),
         ]
     }
 }

@@ -14,6 +14,10 @@ pub struct Model {
     pub content: Option<String>,
     pub created_by: Option<Uuid>,
     pub created_at: DateTimeUtc,
+    /// On a `status_changed` event, the status it left and the one it entered (what statistics
+    /// read); `None` on every other event.
+    pub from_status: Option<super::Status>,
+    pub to_status: Option<super::Status>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

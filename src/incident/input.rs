@@ -301,7 +301,7 @@ impl ActionItem {
     }
 
     /// The list as `action_items` stores it: camelCase keys, as since the first migration (and
-    /// as SQL over the column, such as the metrics, reads them).
+    /// as SQL over the column, such as the statistics, reads them).
     pub fn list_to_json(items: &[ActionItem]) -> serde_json::Value {
         #[derive(Serialize)]
         #[serde(rename_all = "camelCase")]
@@ -597,6 +597,9 @@ pub struct IncidentFilterInput {
     pub started_before: Option<DateTime<Utc>>,
     pub linked_ticket_id: Option<String>,
     pub linked_problem_id: Option<Uuid>,
+    /// `true`: resolved incidents whose closing waits for a required postmortem not written
+    /// yet (they are or were SEV1 or SEV2); `false`: every other incident.
+    pub awaiting_postmortem: Option<bool>,
 }
 
 /// The distinct values of an enum list, in the order first given: a list of any length selects
@@ -637,6 +640,7 @@ impl IncidentFilterInput {
                 .transpose()?,
             linked_ticket_id,
             linked_problem_id: self.linked_problem_id,
+            awaiting_postmortem: self.awaiting_postmortem,
         })
     }
 }
@@ -653,11 +657,19 @@ pub struct IncidentFilter {
     pub started_before: Option<DateTime<Utc>>,
     pub linked_ticket_id: Option<String>,
     pub linked_problem_id: Option<Uuid>,
+    /// `true`: resolved incidents whose closing waits for a required postmortem not written
+    /// yet (they are or were SEV1 or SEV2); `false`: every other incident.
+    pub awaiting_postmortem: Option<bool>,
 }
 
 impl IncidentFilter {
-    /// Whether `incident` passes the filter, for feeds that test incidents one by one.
-    pub fn matches(&self, incident: &crate::entity::incident::Model) -> bool {
+    /// Whether `incident` passes the filter, for feeds that test incidents one by one;
+    /// `awaiting_postmortem` is `workflow::awaiting_postmortem` of it.
+    pub fn matches(
+        &self,
+        incident: &crate::entity::incident::Model,
+        awaiting_postmortem: bool,
+    ) -> bool {
         self.status
             .as_ref()
             .is_none_or(|s| s.contains(&incident.status))
@@ -678,5 +690,8 @@ impl IncidentFilter {
             && self
                 .linked_problem_id
                 .is_none_or(|p| incident.linked_problem_id == Some(p))
+            && self
+                .awaiting_postmortem
+                .is_none_or(|want| want == awaiting_postmortem)
     }
 }

@@ -6,11 +6,11 @@ pub mod budget;
 pub mod changes;
 pub mod identity;
 pub mod input;
-pub mod metrics;
 pub mod page;
 pub mod read;
 mod scope;
 pub mod service;
+pub mod statistics;
 pub mod workflow;
 
 pub use input::ActionItem;

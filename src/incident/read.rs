@@ -17,8 +17,9 @@ use super::OrgScope;
 use super::budget::{ResponseBudget, event_bytes};
 use super::input::IncidentFilter;
 use super::page::{Page, PageOf, TimeCursor};
+use super::workflow;
 use crate::db::Db;
-use crate::entity::{audit_event, incident, incident_event, postmortem};
+use crate::entity::{Status, audit_event, incident, incident_event, postmortem};
 use crate::error::{AppError, AppResult};
 
 pub use super::scope::EventWindow;
@@ -64,6 +65,24 @@ pub(crate) fn filtered(
     }
     if let Some(ticket) = &filter.linked_ticket_id {
         q = q.filter(OrgScope::links_ticket(db.backend(), ticket));
+    }
+    if let Some(awaiting) = filter.awaiting_postmortem {
+        // `workflow::awaiting_postmortem` in SQL: resolved, the highest severity ever (the
+        // larger of the two columns; a row from before `highest_severity` has NULL there)
+        // needs a postmortem, and none exists. No term is NULL, so `NOT` is its complement.
+        let severities = workflow::POSTMORTEM_SEVERITIES;
+        let needs = Condition::any()
+            .add(
+                Condition::all()
+                    .add(C::HighestSeverity.is_not_null())
+                    .add(C::HighestSeverity.is_in(severities)),
+            )
+            .add(C::Severity.is_in(severities));
+        let waiting = Condition::all()
+            .add(C::Status.eq(Status::Resolved))
+            .add(needs)
+            .add(scope.postmortem_exists().not());
+        q = q.filter(if awaiting { waiting } else { waiting.not() });
     }
     q
 }
@@ -349,4 +368,23 @@ pub async fn announced(
         events,
         audits,
     })
+}
+
+/// Which of these incidents (several organizations' at once, each key with its organization)
+/// have a postmortem: the change feed asks for the ones whose filter answer depends on it.
+pub async fn with_postmortem(
+    db: &Db,
+    incidents: &[(OrgScope, Uuid)],
+) -> AppResult<std::collections::HashSet<(Uuid, Uuid)>> {
+    if incidents.is_empty() {
+        return Ok(Default::default());
+    }
+    let rows: Vec<(Uuid, Uuid)> = OrgScope::postmortems_of(incidents)
+        .select_only()
+        .column(postmortem::Column::OrganizationId)
+        .column(postmortem::Column::IncidentId)
+        .into_tuple()
+        .all(db.conn())
+        .await?;
+    Ok(rows.into_iter().collect())
 }

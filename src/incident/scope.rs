@@ -91,6 +91,39 @@ impl OrgScope {
         audit_event::Entity::find().filter(any)
     }
 
+    /// Postmortems of several organizations' incidents, each named with its organization.
+    pub fn postmortems_of(keys: &[(OrgScope, Uuid)]) -> Select<postmortem::Entity> {
+        use postmortem::Column as C;
+        let any = keys
+            .iter()
+            .fold(sea_orm::Condition::any(), |any, (scope, incident_id)| {
+                any.add(
+                    C::OrganizationId
+                        .eq(scope.org_id)
+                        .and(C::IncidentId.eq(*incident_id)),
+                )
+            });
+        postmortem::Entity::find().filter(any)
+    }
+
+    /// The condition "the incident (a row of `incidents()`) has a postmortem", in the scope.
+    pub fn postmortem_exists(&self) -> SimpleExpr {
+        Expr::exists(
+            Query::select()
+                .expr(Expr::val(1))
+                .from(postmortem::Entity)
+                .and_where(
+                    Expr::col((postmortem::Entity, postmortem::Column::OrganizationId))
+                        .eq(self.org_id),
+                )
+                .and_where(
+                    Expr::col((postmortem::Entity, postmortem::Column::IncidentId))
+                        .equals((incident::Entity, incident::Column::Id)),
+                )
+                .to_owned(),
+        )
+    }
+
     /// The condition "the incident links `ticket`", on the JSON array each database stores.
     pub fn links_ticket(backend: DatabaseBackend, ticket: &str) -> SimpleExpr {
         match backend {
@@ -270,7 +303,8 @@ impl OrgScope {
         let limit = param(i64::try_from(window.fetch).unwrap_or(i64::MAX).into());
         let sql = format!(
             "SELECT \"e\".\"id\", \"e\".\"organization_id\", \"e\".\"incident_id\", \"e\".\"sequence\", \
-             \"e\".\"event_type\", \"e\".\"content\", \"e\".\"created_by\", \"e\".\"created_at\" \
+             \"e\".\"event_type\", \"e\".\"content\", \"e\".\"created_by\", \"e\".\"created_at\", \
+             \"e\".\"from_status\", \"e\".\"to_status\" \
              FROM (VALUES {ids}) AS \"p\"(\"incident_id\") CROSS JOIN LATERAL (\
              SELECT * FROM \"incident_events\" WHERE \"organization_id\" = $1 \
              AND \"incident_id\" = \"p\".\"incident_id\"{filter} \

@@ -198,13 +198,16 @@ impl<'w> Unit<'w> {
     }
 
     /// Appends an event at the next sequence. The unit holds the incident's lock, so the
-    /// sequence is gapless and follows commit order.
+    /// sequence is gapless and follows commit order. `status_change` is the (from, to) of a
+    /// `status_changed` event, stored in columns of its own: statistics read those, never the
+    /// sentence in `content`.
     async fn append_event(
         &mut self,
         incident_id: Uuid,
         id: Uuid,
         event_type: &str,
         content: Option<String>,
+        status_change: Option<(Status, Status)>,
         audited: bool,
     ) -> AppResult<Option<incident_event::Model>> {
         let sequence = self.next_sequence;
@@ -217,6 +220,8 @@ impl<'w> Unit<'w> {
             content,
             created_by: Some(self.writer.user_id),
             created_at: self.at,
+            from_status: status_change.map(|(from, _)| from),
+            to_status: status_change.map(|(_, to)| to),
         };
         let row: incident_event::ActiveModel = event.clone().into();
         if !self.writer.scope.try_insert_event(&*self.txn, row).await? {
@@ -359,8 +364,15 @@ impl Domain {
         writer.scope.update_incident(&*unit.txn, id, row).await?;
         if current.severity != next.severity {
             let content = format!("{} → {}", current.severity, next.severity);
-            unit.append_event(id, Uuid::now_v7(), SEVERITY_CHANGED, Some(content), false)
-                .await?;
+            unit.append_event(
+                id,
+                Uuid::now_v7(),
+                SEVERITY_CHANGED,
+                Some(content),
+                None,
+                false,
+            )
+            .await?;
         }
         unit.audit(audit::INCIDENT_UPDATED, ("incident", id), id, diff)
             .await?;
@@ -400,8 +412,15 @@ impl Domain {
             Some(note) => format!("{} → {}\n\n{note}", plan.from, plan.to),
             None => format!("{} → {}", plan.from, plan.to),
         };
-        unit.append_event(id, Uuid::now_v7(), STATUS_CHANGED, Some(content), false)
-            .await?;
+        unit.append_event(
+            id,
+            Uuid::now_v7(),
+            STATUS_CHANGED,
+            Some(content),
+            Some((plan.from, plan.to)),
+            false,
+        )
+        .await?;
         let mut diff = Diff::default();
         diff.field("status", &current.status, &next.status);
         diff.field("resolvedAt", &current.resolved_at, &next.resolved_at);
@@ -428,6 +447,7 @@ impl Domain {
                 id,
                 input.event_type.as_str(),
                 content.clone(),
+                None,
                 true,
             )
             .await?

@@ -26,10 +26,80 @@ pub fn is_reopen(from: Status, to: Status) -> bool {
     from == Status::Resolved && matches!(to, Status::Open | Status::Mitigating)
 }
 
+/// The severities at which closing needs a postmortem (also read by the SQL of the
+/// `awaitingPostmortem` filter, so the list is written once).
+pub const POSTMORTEM_SEVERITIES: [Severity; 2] = [Severity::Sev1, Severity::Sev2];
+
 /// Closing needs a postmortem when the incident is, or ever was, SEV1 or SEV2: lowering the
 /// severity before closing does not get around it.
 pub fn needs_postmortem(incident: &incident::Model) -> bool {
-    matches!(incident.highest_severity(), Severity::Sev1 | Severity::Sev2)
+    POSTMORTEM_SEVERITIES.contains(&incident.highest_severity())
+}
+
+/// Resolved, and closing it waits for a postmortem that is required and not written yet.
+pub fn awaiting_postmortem(incident: &incident::Model, has_postmortem: bool) -> bool {
+    incident.status == Status::Resolved && needs_postmortem(incident) && !has_postmortem
+}
+
+/// Whether the answer of [`awaiting_postmortem`] (and so of [`close_blocker`] and of CLOSED in
+/// [`allowed_now`]) depends on a postmortem existing: callers look one up only then.
+pub fn depends_on_postmortem(incident: &incident::Model) -> bool {
+    incident.status == Status::Resolved && needs_postmortem(incident)
+}
+
+/// Why closing is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseBlockReason {
+    /// The incident is or was SEV1 or SEV2 and has no postmortem yet.
+    PostmortemRequired,
+}
+
+/// What stands between a resolved incident and CLOSED, told to clients so none re-implements it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CloseBlocker {
+    pub reason: CloseBlockReason,
+    /// The severity that makes the postmortem required: the highest the incident ever had.
+    pub severity: Severity,
+}
+
+impl CloseBlocker {
+    /// The reason in words, for people.
+    pub fn message(&self) -> String {
+        match self.reason {
+            CloseBlockReason::PostmortemRequired => format!(
+                "Closing a {} incident needs a postmortem first",
+                self.severity
+            ),
+        }
+    }
+}
+
+/// Why CLOSED is not among the transitions allowed now although the workflow leads there from
+/// the incident's status; `None` when nothing blocks it (or when the status does not lead to
+/// CLOSED at all).
+pub fn close_blocker(incident: &incident::Model, has_postmortem: bool) -> Option<CloseBlocker> {
+    awaiting_postmortem(incident, has_postmortem).then(|| CloseBlocker {
+        reason: CloseBlockReason::PostmortemRequired,
+        severity: incident.highest_severity(),
+    })
+}
+
+/// A transition allowed now, and whether it needs a note (a reopen does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transition {
+    pub to: Status,
+    pub needs_note: bool,
+}
+
+/// The transitions allowed from here, now ([`allowed_now`]), each with what it needs.
+pub fn transitions_now(incident: &incident::Model, has_postmortem: bool) -> Vec<Transition> {
+    allowed_now(incident, has_postmortem)
+        .into_iter()
+        .map(|to| Transition {
+            to,
+            needs_note: is_reopen(incident.status, to),
+        })
+        .collect()
 }
 
 /// What an incident remembers as its highest severity once its severity becomes `next`.
@@ -42,7 +112,7 @@ pub fn allowed_now(incident: &incident::Model, has_postmortem: bool) -> Vec<Stat
     allowed_from(incident.status)
         .iter()
         .copied()
-        .filter(|to| *to != Status::Closed || has_postmortem || !needs_postmortem(incident))
+        .filter(|to| *to != Status::Closed || close_blocker(incident, has_postmortem).is_none())
         .collect()
 }
 
@@ -247,6 +317,46 @@ mod tests {
             allowed_now(&incident(Status::Resolved, Severity::Sev3), false),
             [Status::Closed, Status::Open, Status::Mitigating]
         );
+    }
+
+    #[test]
+    fn what_the_desk_is_told_follows_the_highest_severity_ever() {
+        let mut lowered = incident(Status::Resolved, Severity::Sev1);
+        lowered.severity = Severity::Sev3;
+        assert!(awaiting_postmortem(&lowered, false));
+        assert!(!awaiting_postmortem(&lowered, true));
+        assert_eq!(
+            close_blocker(&lowered, false),
+            Some(CloseBlocker {
+                reason: CloseBlockReason::PostmortemRequired,
+                severity: Severity::Sev1,
+            })
+        );
+        assert_eq!(close_blocker(&lowered, true), None);
+        assert_eq!(
+            transitions_now(&lowered, false),
+            [
+                Transition {
+                    to: Status::Open,
+                    needs_note: true
+                },
+                Transition {
+                    to: Status::Mitigating,
+                    needs_note: true
+                },
+            ]
+        );
+        assert_eq!(transitions_now(&lowered, true)[0].to, Status::Closed);
+        assert!(!transitions_now(&lowered, true)[0].needs_note);
+        // Only a resolved incident waits; an open SEV1 has other steps before closing.
+        let open = incident(Status::Open, Severity::Sev1);
+        assert!(!awaiting_postmortem(&open, false));
+        assert_eq!(close_blocker(&open, false), None);
+        assert!(transitions_now(&open, false).iter().all(|t| !t.needs_note));
+        assert!(!awaiting_postmortem(
+            &incident(Status::Resolved, Severity::Sev3),
+            false
+        ));
     }
 
     #[test]

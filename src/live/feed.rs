@@ -109,8 +109,9 @@ impl Hub {
                         if change.incident.organization_id != scope.org_id() {
                             continue;
                         }
-                        let matches = filter.matches(&change.incident);
-                        let matched = change.before.as_ref().map_or(matches, |b| filter.matches(b));
+                        let matches = filter.matches(&change.incident, change.awaiting_postmortem);
+                        let was = change.before.as_ref().unwrap_or(&change.incident);
+                        let matched = filter.matches(was, change.was_awaiting_postmortem);
                         if !matches && !matched {
                             continue;
                         }

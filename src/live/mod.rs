@@ -24,7 +24,7 @@ use uuid::Uuid;
 use crate::db::{DatabaseUrl, Db, DbOptions};
 use crate::entity::{incident, incident_event};
 use crate::incident::changes::{Announcement, ChangeKind, ChangeSink};
-use crate::incident::{OrgScope, audit, read};
+use crate::incident::{OrgScope, audit, read, workflow};
 
 pub const LAG_METRIC: &str = "incidentd_live_dispatch_lag_seconds";
 pub const RESYNCS_METRIC: &str = "incidentd_live_resyncs_total";
@@ -53,6 +53,11 @@ pub struct Changed {
     pub kind: ChangeKind,
     pub incident: incident::Model,
     pub before: Option<incident::Model>,
+    /// `workflow::awaiting_postmortem` of `incident`, and of the incident before the change.
+    /// A postmortem change may be its creation, so before one the incident counts as having
+    /// none: a subscriber to `awaitingPostmortem: true` sees the incident leave its filter.
+    pub awaiting_postmortem: bool,
+    pub was_awaiting_postmortem: bool,
 }
 
 /// What a subscriber's channel carries.
@@ -431,6 +436,31 @@ async fn deliver(hub: &Inner, db: &Db, batch: Vec<(Announcement, Instant)>) {
         undone.insert(key, before.clone());
         befores[i] = Some(before);
     }
+    // Whether a postmortem exists, read only for the incidents whose answer depends on it.
+    let mut asked = HashSet::new();
+    let depends: Vec<(OrgScope, Uuid)> = wanted
+        .iter()
+        .zip(&befores)
+        .filter(|((a, _, feed, _), before)| {
+            *feed
+                && incidents
+                    .get(&(a.org_id, a.incident_id))
+                    .into_iter()
+                    .chain(before.as_ref())
+                    .any(workflow::depends_on_postmortem)
+        })
+        .map(|((a, ..), _)| (OrgScope::new(a.org_id), a.incident_id))
+        .filter(|(scope, id)| asked.insert((scope.org_id(), *id)))
+        .collect();
+    let with_postmortem = match read::with_postmortem(db, &depends).await {
+        Ok(found) => found,
+        Err(e) => {
+            let orgs = wanted.iter().map(|(a, ..)| a.org_id).collect();
+            tracing::warn!(error = %e, "the change feed could not read a batch; its organizations re-read");
+            hub.send_resync(&Affected::Orgs(orgs));
+            return;
+        }
+    };
     let routes = hub.routes.lock().expect("the routes lock");
     for ((a, at, feed, timeline), before) in wanted.into_iter().zip(befores) {
         if feed
@@ -439,9 +469,14 @@ async fn deliver(hub: &Inner, db: &Db, batch: Vec<(Announcement, Instant)>) {
                 incidents.get(&(a.org_id, a.incident_id)),
             )
         {
+            let has_postmortem = with_postmortem.contains(&(a.org_id, a.incident_id));
+            let had_postmortem = has_postmortem && a.kind != ChangeKind::PostmortemUpdated;
+            let was = before.as_ref().unwrap_or(now);
             let _ = tx.send(Signal::Item(Arc::new(Changed {
                 kind: a.kind,
                 incident: now.clone(),
+                awaiting_postmortem: workflow::awaiting_postmortem(now, has_postmortem),
+                was_awaiting_postmortem: workflow::awaiting_postmortem(was, had_postmortem),
                 before,
             })));
         }

@@ -531,3 +531,65 @@ async fn updates_read_in_one_batch_are_each_judged_by_their_own_before() {
     );
     assert_eq!(c["incident"]["title"], "cache cold");
 }
+
+/// `awaitingPostmortem` on the change feed: resolving a SEV1 brings it in, writing its
+/// postmortem takes it out (`matchesFilter: false`), and an incident that never waited is not sent.
+#[tokio::test]
+async fn a_feed_filtered_on_awaiting_postmortem_follows_the_workflow() {
+    let app = spawn_app().await;
+    let alice = app.responder();
+    let mut ws = Ws::ready(app.addr, &alice.token).await;
+    ws.subscribe(
+        "f",
+        FEED,
+        json!({ "filter": { "awaitingPostmortem": true } }),
+    )
+    .await;
+    barrier(&mut ws).await;
+
+    let minor = app
+        .create_incident(&alice, json!({ "title": "minor", "severity": "SEV3" }))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.transition(&alice, &minor, "RESOLVED", None).await;
+    let major = app
+        .create_incident(&alice, json!({ "title": "major", "severity": "SEV1" }))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    update(&app, &alice, &major, json!({ "severity": "SEV3" })).await;
+    app.transition(&alice, &major, "RESOLVED", None).await;
+    // Each change carries the incident as it is when delivered, so its earlier changes may
+    // arrive already matching; all of them are `major`'s, up to its resolution.
+    loop {
+        let c = tokio::time::timeout(Duration::from_secs(10), next_change(&mut ws))
+            .await
+            .expect("the resolution arrives");
+        assert_eq!(c["incident"]["id"], major.as_str(), "{c}");
+        assert_eq!(c["matchesFilter"], true, "{c}");
+        if c["kind"] == "STATUS_CHANGED" {
+            break;
+        }
+    }
+
+    app.ok(
+        &alice,
+        "mutation($id: UUID!) { createPostmortem(incidentId: $id, input: { rootCause: \"x\" }) { id } }",
+        json!({ "id": major }),
+    )
+    .await;
+    let c = tokio::time::timeout(Duration::from_secs(10), next_change(&mut ws))
+        .await
+        .expect("the postmortem arrives");
+    assert_eq!(
+        (c["kind"].as_str(), c["matchesFilter"].as_bool()),
+        (Some("POSTMORTEM_UPDATED"), Some(false)),
+        "{c}"
+    );
+    assert_eq!(c["incident"]["id"], major.as_str());
+    // Nothing about `minor` came before or after: the next thing on the socket is the pong.
+    barrier(&mut ws).await;
+}

@@ -1,5 +1,5 @@
-//! The schema-hardening migration runs on a database that already holds data from the earlier
-//! migrations, and undoes cleanly.
+//! The migrations that change existing data run on a database that already holds data from the
+//! earlier migrations, and undo cleanly.
 
 use sea_orm::{ConnectionTrait, Database, DatabaseBackend, DatabaseConnection, Statement};
 use sea_orm_migration::MigratorTrait;
@@ -192,4 +192,91 @@ async fn lowering_the_severity_does_not_skip_the_postmortem() {
         data["incident"],
         json!({ "severity": "SEV3", "allowedTransitions": ["OPEN", "MITIGATING"] })
     );
+}
+
+/// Status changes stored before the structured columns existed get them from their sentence,
+/// note or not; other events keep none.
+#[tokio::test]
+async fn status_changes_are_backfilled_into_their_columns() {
+    let (test_db, url) = TestDb::create().await;
+    let url = if test_db.is_postgres() {
+        url
+    } else {
+        format!("{url}?mode=rwc")
+    };
+    let db = Database::connect(&url).await.unwrap();
+    let postgres = db.get_database_backend() == DatabaseBackend::Postgres;
+    let before_columns = migration::Migrator::migrations().len() as u32 - 1;
+    migration::Migrator::up(&db, Some(before_columns))
+        .await
+        .unwrap();
+    let (org, incident) = (Uuid::new_v4(), Uuid::new_v4());
+    let now = "2026-11-01T10:00:00Z";
+    let (status, json) = if postgres {
+        ("'RESOLVED'::incident_status", "'[]'::jsonb")
+    } else {
+        ("'RESOLVED'", "'[]'")
+    };
+    exec(&db, &format!(
+        "INSERT INTO incident_records (id, organization_id, title, status, severity, linked_ticket_ids, started_at, created_at, updated_at) \
+         VALUES ('{incident}', '{org}', 't', {status}, 'SEV3', {json}, '{now}', '{now}', '{now}')"
+    ))
+    .await
+    .unwrap();
+    let events = [
+        ("status_changed", "OPEN → MITIGATING"),
+        ("status_changed", "MITIGATING → RESOLVED"),
+        (
+            "status_changed",
+            "RESOLVED → OPEN\n\nit came back → MITIGATING",
+        ),
+        ("note", "OPEN → CLOSED"),
+        ("status_changed", "OPEN → RESOLVED"),
+    ];
+    for (i, (event_type, content)) in events.iter().enumerate() {
+        exec(&db, &format!(
+            "INSERT INTO incident_events (id, organization_id, incident_id, sequence, event_type, content, created_at) \
+             VALUES ('{}', '{org}', '{incident}', {}, '{event_type}', '{content}', '{now}')",
+            Uuid::new_v4(),
+            i + 1
+        ))
+        .await
+        .unwrap();
+    }
+
+    migration::Migrator::up(&db, None).await.unwrap();
+    let columns = |sequence: usize| {
+        let db = &db;
+        async move {
+            let sql = format!(
+                "SELECT CAST(from_status AS TEXT), CAST(to_status AS TEXT) FROM incident_events \
+                 WHERE incident_id = '{incident}' AND sequence = {sequence}"
+            );
+            let row = db
+                .query_one_raw(Statement::from_string(db.get_database_backend(), sql))
+                .await
+                .unwrap()
+                .unwrap();
+            (
+                row.try_get_by_index::<Option<String>>(0).unwrap(),
+                row.try_get_by_index::<Option<String>>(1).unwrap(),
+            )
+        }
+    };
+    let pair = |from: &str, to: &str| (Some(from.to_string()), Some(to.to_string()));
+    assert_eq!(columns(1).await, pair("OPEN", "MITIGATING"));
+    assert_eq!(columns(2).await, pair("MITIGATING", "RESOLVED"));
+    assert_eq!(
+        columns(3).await,
+        pair("RESOLVED", "OPEN"),
+        "the note is not read"
+    );
+    assert_eq!(columns(4).await, (None, None), "only status changes");
+    assert_eq!(columns(5).await, pair("OPEN", "RESOLVED"));
+
+    // It undoes, and applies again.
+    migration::Migrator::down(&db, Some(1)).await.unwrap();
+    migration::Migrator::up(&db, None).await.unwrap();
+    assert_eq!(columns(3).await, pair("RESOLVED", "OPEN"));
+    db.close().await.ok();
 }

@@ -402,6 +402,8 @@ async fn rolled_back_writes_announce_nothing() {
         content: Set(Some("rolled back".into())),
         created_by: Set(None),
         created_at: Set(chrono::Utc::now()),
+        from_status: Set(None),
+        to_status: Set(None),
     };
     assert!(writer.scope.try_insert_event(&*txn, row).await.unwrap());
     // The sink's in-transaction step (a NOTIFY on PostgreSQL): it must die with the rollback.

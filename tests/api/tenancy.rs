@@ -102,7 +102,7 @@ fn tenancy_is_structural() {
         "Statement::from",
     ];
     // scope.rs is the scoped query builder itself; read.rs runs statements scope.rs built;
-    // live/pg.rs sends NOTIFY, which touches no table; incident/metrics.rs runs an aggregate
+    // live/pg.rs sends NOTIFY, which touches no table; incident/statistics.rs runs an aggregate
     // composed only of OrgScope's builders (it names no table); the persisted-document store
     // (graphql/transport/persisted/store.rs) owns the one table that is not tenant data
     // (persisted queries: document text by hash, no organization).
@@ -118,7 +118,7 @@ fn tenancy_is_structural() {
                 ]
                 .contains(&pattern))
             || (file == "incident/read.rs" && pattern == "find_by_statement")
-            || (file == "incident/metrics.rs" && pattern == "find_by_statement")
+            || (file == "incident/statistics.rs" && pattern == "find_by_statement")
             || (file == "live/pg.rs" && pattern == "Statement::from")
     };
     let mut offenders = vec![];

@@ -416,3 +416,153 @@ async fn a_constraint_violation_says_which_rule_it_broke() {
     );
     assert_ne!(second, reused);
 }
+
+const TOLD: &str = "query($id: UUID!) { incident(id: $id) { status severity allowedTransitions transitions { to needsNote } closeBlocker { reason message severity } } }";
+const AWAITING: &str = "query($filter: IncidentFilter) { incidents(filter: $filter, first: 50) { totalCount nodes { id closeBlocker { severity } } } }";
+
+fn ids(data: &serde_json::Value) -> Vec<String> {
+    let mut ids: Vec<String> = data["incidents"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// The server tells what the desk needs: which transitions are open and which need a note,
+/// what blocks closing (by the highest severity ever, not the current one), and which
+/// incidents wait for a postmortem, in a list as in one incident.
+#[tokio::test]
+async fn the_workflow_is_told_by_the_highest_severity_ever() {
+    let app = spawn_app().await;
+    let alice = app.responder();
+    let declare = |title: &'static str, severity: &'static str| {
+        let (app, alice) = (&app, &alice);
+        async move {
+            app.create_incident(alice, json!({ "title": title, "severity": severity }))
+                .await["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    // Declared SEV1, lowered to SEV3, resolved.
+    let lowered = declare("lowered", "SEV1").await;
+    app.ok(
+        &alice,
+        "mutation($id: UUID!) { updateIncident(id: $id, input: { severity: SEV3 }) { id } }",
+        json!({ "id": lowered }),
+    )
+    .await;
+    let open = app.ok(&alice, TOLD, json!({ "id": lowered })).await["incident"].clone();
+    assert_eq!(
+        open["transitions"],
+        json!([{ "to": "MITIGATING", "needsNote": false }, { "to": "RESOLVED", "needsNote": false }])
+    );
+    assert_eq!(
+        open["closeBlocker"],
+        json!(null),
+        "not resolved: nothing to block yet"
+    );
+    app.transition(&alice, &lowered, "RESOLVED", None).await;
+    let told = app.ok(&alice, TOLD, json!({ "id": lowered })).await["incident"].clone();
+    assert_eq!(told["severity"], "SEV3");
+    assert_eq!(told["allowedTransitions"], json!(["OPEN", "MITIGATING"]));
+    assert_eq!(
+        told["transitions"],
+        json!([{ "to": "OPEN", "needsNote": true }, { "to": "MITIGATING", "needsNote": true }])
+    );
+    assert_eq!(told["closeBlocker"]["reason"], "POSTMORTEM_REQUIRED");
+    assert_eq!(told["closeBlocker"]["severity"], "SEV1", "{told}");
+    assert!(
+        told["closeBlocker"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("SEV1"),
+        "{told}"
+    );
+
+    // Others: a resolved SEV3 (no postmortem needed), an open SEV1 (not resolved), a resolved
+    // SEV2 with its postmortem, and another organization's resolved SEV1.
+    let minor = declare("minor", "SEV3").await;
+    app.transition(&alice, &minor, "RESOLVED", None).await;
+    let open_sev1 = declare("open", "SEV1").await;
+    let written = declare("written", "SEV2").await;
+    app.transition(&alice, &written, "RESOLVED", None).await;
+    let postmortem = "mutation($id: UUID!) { createPostmortem(incidentId: $id, input: { rootCause: \"x\" }) { id } }";
+    app.ok(&alice, postmortem, json!({ "id": written })).await;
+    let bob = app.responder();
+    let theirs = app
+        .create_incident(&bob, json!({ "title": "theirs", "severity": "SEV1" }))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.transition(&bob, &theirs, "RESOLVED", None).await;
+
+    let waiting = app
+        .ok(
+            &alice,
+            AWAITING,
+            json!({ "filter": { "awaitingPostmortem": true } }),
+        )
+        .await;
+    assert_eq!(ids(&waiting), [lowered.as_str()]);
+    assert_eq!(waiting["incidents"]["totalCount"], 1);
+    assert_eq!(
+        waiting["incidents"]["nodes"][0]["closeBlocker"]["severity"],
+        "SEV1"
+    );
+    let rest = app
+        .ok(
+            &alice,
+            AWAITING,
+            json!({ "filter": { "awaitingPostmortem": false } }),
+        )
+        .await;
+    let mut others = vec![minor.clone(), open_sev1.clone(), written.clone()];
+    others.sort();
+    assert_eq!(ids(&rest), others);
+    let combined = app
+        .ok(
+            &alice,
+            AWAITING,
+            json!({ "filter": { "awaitingPostmortem": true, "severity": ["SEV1"] } }),
+        )
+        .await;
+    assert_eq!(
+        ids(&combined),
+        Vec::<String>::new(),
+        "its severity now is SEV3"
+    );
+    let told = app.ok(&alice, TOLD, json!({ "id": written })).await["incident"].clone();
+    assert_eq!(told["closeBlocker"], json!(null));
+    assert_eq!(
+        told["transitions"][0],
+        json!({ "to": "CLOSED", "needsNote": false })
+    );
+
+    // Once written, it no longer waits and may close.
+    app.ok(&alice, postmortem, json!({ "id": lowered })).await;
+    let told = app.ok(&alice, TOLD, json!({ "id": lowered })).await["incident"].clone();
+    assert_eq!(told["closeBlocker"], json!(null));
+    assert_eq!(
+        told["allowedTransitions"],
+        json!(["CLOSED", "OPEN", "MITIGATING"])
+    );
+    let waiting = app
+        .ok(
+            &alice,
+            AWAITING,
+            json!({ "filter": { "awaitingPostmortem": true } }),
+        )
+        .await;
+    assert_eq!(waiting["incidents"]["totalCount"], 0);
+    let (_, body) = app.transition(&alice, &lowered, "CLOSED", None).await;
+    assert_eq!(
+        body["data"]["transitionIncident"]["status"], "CLOSED",
+        "{body}"
+    );
+}

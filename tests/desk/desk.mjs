@@ -1,6 +1,7 @@
 // Drives the desk in two headless Chromium windows against a running incidentd (started by
 // tests/api/desk.rs): live list, live timeline, the whole workflow, the postmortem editor and
-// its conflict warning, the metrics panel, filters in the address, XSS, other origins, axe-core,
+// its conflict warning, the metrics panel, filters in the address, what the workflow tells (a
+// lowered SEV1 still waits for its postmortem), XSS, other origins, axe-core,
 // keyboard, and screenshots at 1280 and 390 px.
 //
 // node desk.mjs <base url> <token one> <token two> <screenshot dir>
@@ -262,6 +263,30 @@ try {
   await p2.goto(`${base}/desk/postmortems`);
   await p2.locator('.pm-table').waitFor();
   await axe(p2, 'postmortems at 390 px');
+
+  step('declared SEV1, lowered to SEV3, resolved: no Close, the hint, and waiting for a postmortem');
+  const api = async (query, variables) => {
+    const response = await fetch(`${base}/graphql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${tokenOne}` },
+      body: JSON.stringify({ query, variables }),
+    });
+    const body = await response.json();
+    if (body.errors) fail(`${query}: ${JSON.stringify(body.errors)}`);
+    return body.data;
+  };
+  const lowered = (await api('mutation { createIncident(input: { title: "Lowered before resolving", severity: SEV1 }) { id } }')).createIncident.id;
+  await api('mutation($id: UUID!) { updateIncident(id: $id, input: { severity: SEV3 }) { id } }', { id: lowered });
+  await api('mutation($id: UUID!) { transitionIncident(id: $id, to: RESOLVED) { id } }', { id: lowered });
+  await p1.goto(`${base}/desk/incidents/${lowered}`);
+  await p1.locator('.detail-head .badge.status').filter({ hasText: 'Resolved' }).waitFor();
+  await p1.locator('.detail-head').filter({ hasText: 'SEV3' }).waitFor();
+  await p1.locator('button.transition[data-to="OPEN"]').waitFor();
+  if (await p1.locator('button.transition[data-to="CLOSED"]').count()) fail('Close offered for an incident that was SEV1');
+  await p1.locator('.controls p.hint:not([hidden])').filter({ hasText: 'Closing a SEV1 incident needs a postmortem' }).waitFor();
+  await p1.goto(`${base}/desk/postmortems`);
+  await p1.locator(`#waiting-list li[data-id="${lowered}"]`).filter({ hasText: 'Lowered before resolving' }).waitFor();
+  if (await p1.locator(`#waiting-list li[data-id="${id}"]`).count()) fail('a closed incident with its postmortem is listed as waiting');
 
   step('no request left the origin, no script or CSP error');
   if (problems.length) fail(problems.join('\n'));

@@ -1,5 +1,7 @@
 // /desk/incidents: the live list with its filters (kept in the address), the incident view with
-// its live timeline, and the metrics panel.
+// its live timeline, and the metrics panel. Workflow and filter rules are the server's: the
+// buttons come from `transitions`, the hint from `closeBlocker`, and the live list keeps what
+// the change feed says `matchesFilter`.
 
 import {
   h, replace, clear, ago, formatDateTime, formatTime, formatDuration, severityBadge, statusBadge,
@@ -13,7 +15,7 @@ const DEFAULT_STATUSES = ['OPEN', 'MITIGATING'];
 const AUTOMATIC = new Set(['status_changed', 'severity_changed']);
 const PAGE = 50;
 
-const FIELDS = 'id title status severity startedAt resolvedAt createdAt linkedTicketIds allowedTransitions postmortem { id }';
+const FIELDS = 'id title status severity startedAt resolvedAt createdAt linkedTicketIds transitions { to needsNote } closeBlocker { message } postmortem { id }';
 
 const LIST = `query($filter: IncidentFilter, $first: Int, $after: String) {
   incidents(filter: $filter, first: $first, after: $after) {
@@ -28,7 +30,13 @@ const COUNTS = `query($o: IncidentFilter, $m: IncidentFilter, $r: IncidentFilter
   CLOSED: incidents(filter: $c, first: 1) { totalCount }
 }`;
 
+// Every change: the status counts, the metrics and the open incident follow it.
 const CHANGES = `subscription { incidentChanged { kind incident { ${FIELDS} } } }`;
+
+// The list's changes, under its filter: the server says whether each incident still matches.
+const LIST_CHANGES = `subscription($filter: IncidentFilter) {
+  incidentChanged(filter: $filter) { matchesFilter incident { ${FIELDS} } }
+}`;
 
 const ONE = `query($id: UUID!) { incident(id: $id) { ${FIELDS} } }`;
 
@@ -63,12 +71,6 @@ function apiFilter(f, { withStatus = true } = {}) {
   return filter;
 }
 
-function matches(f, incident) {
-  return (!f.status.length || f.status.includes(incident.status))
-    && (!f.severity.length || f.severity.includes(incident.severity))
-    && (!f.search || incident.title.toLowerCase().includes(f.search.toLowerCase()));
-}
-
 export function mount(main, params) {
   return new IncidentsView(main, params);
 }
@@ -88,7 +90,9 @@ class IncidentsView {
     this.cleanup = [
       live.subscribe(CHANGES, () => ({}), { next: (payload) => this.onChange(payload) }),
       on('reconnected', () => this.refetch()),
+      () => this.stopListChanges(),
     ];
+    this.subscribeList();
     this.refetch();
     this.select(params.id);
   }
@@ -161,7 +165,22 @@ class IncidentsView {
     if (change.status && !change.status.length) this.filters.status = [];
     history.replaceState(null, '', location.pathname + writeFilters(this.filters));
     this.syncControls();
+    this.subscribeList();
     this.refetch({ metrics: false });
+  }
+
+  /** (Re)subscribes the list's feed under the current filters. */
+  subscribeList() {
+    this.stopListChanges();
+    const filter = apiFilter(this.filters);
+    this.unsubscribeList = live.subscribe(LIST_CHANGES, () => ({ filter }), {
+      next: (payload) => this.onListChange(payload),
+    });
+  }
+
+  stopListChanges() {
+    if (this.unsubscribeList) this.unsubscribeList();
+    this.unsubscribeList = null;
   }
 
   get queryString() {
@@ -173,6 +192,7 @@ class IncidentsView {
     if (JSON.stringify(filters) !== JSON.stringify(this.filters)) {
       this.filters = filters;
       this.syncControls();
+      this.subscribeList();
       this.refetch({ metrics: false });
     }
     this.select(params.id);
@@ -284,8 +304,18 @@ class IncidentsView {
     const change = payload && payload.data && payload.data.incidentChanged;
     if (!change) return;
     const { incident, kind } = change;
+    this.countsSoon();
+    this.metrics.soon();
+    if (this.detail && this.detail.id === incident.id) this.detail.changed(incident, kind);
+  }
+
+  /** A change under the list's filter: the server's `matchesFilter` says whether it stays. */
+  onListChange(payload) {
+    const change = payload && payload.data && payload.data.incidentChanged;
+    if (!change) return;
+    const { incident, matchesFilter } = change;
     const had = this.rows.has(incident.id);
-    if (matches(this.filters, incident)) {
+    if (matchesFilter) {
       this.upsert(incident, { fresh: !had });
       if (!had && this.total !== undefined) this.total += 1;
     } else if (had) {
@@ -293,9 +323,6 @@ class IncidentsView {
       if (this.total !== undefined) this.total -= 1;
     }
     this.updateListStatus();
-    this.countsSoon();
-    this.metrics.soon();
-    if (this.detail && this.detail.id === incident.id) this.detail.changed(incident, kind);
   }
 
   select(id) {
@@ -411,8 +438,9 @@ class IncidentDetail {
     this.elapsed = h('span.elapsed');
     this.tickets = h('ul.tickets', { 'aria-label': 'Linked tickets' });
     this.note = h('input#transition-note', { id: 'transition-note', autocomplete: 'off', maxlength: 65536 });
+    this.noteNeeded = h('span.hint', {}, '');
     this.noteField = h('div.field', {},
-      h('label', { for: 'transition-note' }, 'Note for the status change ', h('span.hint', {}, '(needed to reopen)')),
+      h('label', { for: 'transition-note' }, 'Note for the status change ', this.noteNeeded),
       this.note);
     this.buttons = h('div.transition-buttons', { role: 'group', 'aria-label': 'Change the status' });
     this.needsPostmortem = h('p.hint', { hidden: true });
@@ -498,18 +526,19 @@ class IncidentDetail {
   }
 
   renderTransitions() {
-    const { status, severity, allowedTransitions, postmortem } = this.incident;
-    replace(this.buttons, allowedTransitions.map((to) => h(`button.transition.to-${to.toLowerCase()}`, {
+    const { status, transitions, closeBlocker } = this.incident;
+    replace(this.buttons, transitions.map(({ to, needsNote }) => h(`button.transition.to-${to.toLowerCase()}`, {
       type: 'button',
-      dataset: { to },
-      onclick: () => this.transition(to),
+      dataset: { to, needsNote: String(needsNote) },
+      onclick: () => this.transition(to, needsNote),
     }, TRANSITION_WORDS[to](status))));
     // A closed incident is final: no note to write, no button to press.
-    this.noteField.hidden = allowedTransitions.length === 0;
-    const blocked = status === 'RESOLVED' && !postmortem && (severity === 'SEV1' || severity === 'SEV2');
-    this.needsPostmortem.hidden = !blocked;
-    if (blocked) {
-      replace(this.needsPostmortem, `Closing a ${severity} incident needs a postmortem first. `,
+    this.noteField.hidden = transitions.length === 0;
+    const needing = transitions.filter((t) => t.needsNote).map((t) => TRANSITION_WORDS[t.to](status).toLowerCase());
+    this.noteNeeded.textContent = needing.length ? `(needed to ${needing.join(' or ')})` : '';
+    this.needsPostmortem.hidden = !closeBlocker;
+    if (closeBlocker) {
+      replace(this.needsPostmortem, `${closeBlocker.message}. `,
         h('a', { href: `/desk/postmortems/${this.id}` }, 'Write the postmortem'));
     }
   }
@@ -519,14 +548,12 @@ class IncidentDetail {
     replace(this.error, message, link ? [' ', link] : null);
   }
 
-  async transition(to) {
+  async transition(to, needsNote) {
     const note = this.note.value.trim();
-    if (to === 'OPEN' || (to === 'MITIGATING' && this.incident.status === 'RESOLVED')) {
-      if (!note) {
-        this.showError('Reopening needs a note: say why it is back.');
-        this.note.focus();
-        return;
-      }
+    if (needsNote && !note) {
+      this.showError('This change needs a note: say why.');
+      this.note.focus();
+      return;
     }
     this.error.hidden = true;
     for (const b of this.buttons.querySelectorAll('button')) b.disabled = true;

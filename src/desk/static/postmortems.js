@@ -9,8 +9,8 @@ const LIST = `{
     totalCount
     nodes { id incidentId updatedAt actionItems { done } incident { id title severity status } }
   }
-  waiting: incidents(filter: { status: [RESOLVED], severity: [SEV1, SEV2] }, first: 100) {
-    nodes { id title severity status postmortem { id } }
+  waiting: incidents(filter: { awaitingPostmortem: true }, first: 100) {
+    nodes { id title severity closeBlocker { severity } }
   }
 }`;
 
@@ -67,9 +67,11 @@ class PostmortemsView {
 
   onChange(payload) {
     const change = payload && payload.data && payload.data.incidentChanged;
-    if (!change || change.kind !== 'POSTMORTEM_UPDATED') return;
+    if (!change) return;
+    // A resolution or a severity change can add to the waiting list; a postmortem takes away.
     clearTimeout(this.listTimer);
     this.listTimer = setTimeout(() => this.loadList(), 300);
+    if (change.kind !== 'POSTMORTEM_UPDATED') return;
     if (this.editor && this.editor.incidentId === change.incident.id) {
       this.editor.remoteSaved(change.incident.postmortem);
     }
@@ -93,7 +95,7 @@ class PostmortemsView {
         h('td.num', { 'aria-label': `${done} of ${pm.actionItems.length} action items done` }, `${done} / ${pm.actionItems.length}`),
         h('td', {}, h('time', { datetime: pm.updatedAt }, ago(pm.updatedAt))));
     });
-    const waiting = data.waiting.nodes.filter((i) => !i.postmortem);
+    const waiting = data.waiting.nodes;
     replace(this.listBody,
       rows.length
         ? h('table.pm-table', {},
@@ -108,8 +110,8 @@ class PostmortemsView {
       waiting.length
         ? h('section.waiting', { 'aria-labelledby': 'waiting-title' },
           h('h2#waiting-title', { id: 'waiting-title' }, 'Waiting for a postmortem'),
-          h('ul', {}, waiting.map((i) => h('li', {},
-            severityBadge(i.severity), ' ',
+          h('ul', { id: 'waiting-list' }, waiting.map((i) => h('li', { dataset: { id: i.id } },
+            severityBadge(i.closeBlocker ? i.closeBlocker.severity : i.severity), ' ',
             h('a', { href: `/desk/postmortems/${i.id}` }, i.title)))))
         : null);
   }

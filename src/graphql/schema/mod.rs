@@ -26,7 +26,7 @@ use extensions::{Checked, Gate, Limiter};
 pub use limits::Limits;
 
 #[derive(MergedObject, Default)]
-pub struct Query(query::IncidentQuery, statistics::MetricsQuery);
+pub struct Query(query::IncidentQuery, statistics::StatisticsQuery);
 
 #[derive(MergedObject, Default)]
 pub struct Mutation(mutation::IncidentMutation);

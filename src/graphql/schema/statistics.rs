@@ -1,4 +1,5 @@
-//! `Query.incidentMetrics`: the GraphQL shape of `incident::metrics`, for dashboards and the desk.
+//! `Query.incidentMetrics`: the GraphQL shape of `incident::statistics`, for dashboards and the
+//! desk. The GraphQL names say "metrics", as published; the Rust names say what they are.
 
 use async_graphql::{Context, Object, SimpleObject};
 use chrono::{DateTime, Utc};
@@ -7,13 +8,13 @@ use super::context::{domain, principal};
 use crate::entity::{Severity, Status};
 use crate::graphql::error::GqlResult;
 use crate::incident::input::{Date, IncidentFilterInput};
-use crate::incident::metrics::{self, Window};
+use crate::incident::statistics::{self, Window};
 
 #[derive(Default)]
-pub struct MetricsQuery;
+pub struct StatisticsQuery;
 
 #[Object]
-impl MetricsQuery {
+impl StatisticsQuery {
     /// Metrics of the caller's organization over the incidents that match `filter` and started
     /// in `[from, to)` (at most 731 days, within the years 1 to 9999). `openNow` and the
     /// action-item counts describe the present instead: every incident matching `filter`,
@@ -24,20 +25,21 @@ impl MetricsQuery {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         filter: Option<IncidentFilterInput>,
-    ) -> GqlResult<IncidentMetrics> {
+    ) -> GqlResult<IncidentStatistics> {
         let scope = principal(ctx)?.scope();
         let window = Window::parse(from, to)?;
         let filter = filter.unwrap_or_default().parse()?;
         let today = crate::incident::now().date_naive();
-        let m = metrics::incident_metrics(&domain(ctx).db, scope, &filter, window, today).await?;
-        Ok(IncidentMetrics(m))
+        let s =
+            statistics::incident_statistics(&domain(ctx).db, scope, &filter, window, today).await?;
+        Ok(IncidentStatistics(s))
     }
 }
 
-pub struct IncidentMetrics(metrics::Metrics);
+pub struct IncidentStatistics(statistics::IncidentStatistics);
 
-#[Object]
-impl IncidentMetrics {
+#[Object(name = "IncidentMetrics")]
+impl IncidentStatistics {
     async fn from(&self) -> DateTime<Utc> {
         self.0.window.from
     }
@@ -49,11 +51,11 @@ impl IncidentMetrics {
         self.0.total
     }
     /// Per severity (the incident's current one), all four, most severe first.
-    async fn by_severity(&self) -> Vec<SeverityMetrics> {
+    async fn by_severity(&self) -> Vec<SeverityStatistics> {
         self.0
             .by_severity
             .iter()
-            .map(|s| SeverityMetrics {
+            .map(|s| SeverityStatistics {
                 severity: s.severity,
                 count: s.count,
                 time_to_mitigate: (&s.time_to_mitigate).into(),
@@ -127,8 +129,8 @@ pub struct DurationStats {
     pub p90_seconds: Option<f64>,
 }
 
-impl From<&metrics::DurationStats> for DurationStats {
-    fn from(s: &metrics::DurationStats) -> Self {
+impl From<&statistics::DurationStats> for DurationStats {
+    fn from(s: &statistics::DurationStats) -> Self {
         DurationStats {
             count: s.count,
             mean_seconds: s.mean,
@@ -139,7 +141,8 @@ impl From<&metrics::DurationStats> for DurationStats {
 }
 
 #[derive(SimpleObject)]
-pub struct SeverityMetrics {
+#[graphql(name = "SeverityMetrics")]
+pub struct SeverityStatistics {
     pub severity: Severity,
     /// Incidents of this severity started in the window.
     pub count: u64,

@@ -69,17 +69,83 @@ impl Fields for Incident {
             "createdBy" => value(&m.created_by),
             "createdAt" => value(&m.created_at),
             "updatedAt" => value(&m.updated_at),
-            "allowedTransitions" if !needs_postmortem_check(m) => {
+            // Without a postmortem to look up, the workflow answers from the row alone.
+            "allowedTransitions" if !workflow::depends_on_postmortem(m) => {
                 value(&workflow::allowed_now(m, false))
             }
+            "transitions" if !workflow::depends_on_postmortem(m) => {
+                Slot::Ready(plain_list(&ctx, &transitions(m, false)))
+            }
+            "closeBlocker" if !workflow::depends_on_postmortem(m) => Slot::Ready(Ok(Value::Null)),
             _ => later(ctx, IncidentResolvers(m)),
         }
     }
 }
 
-/// Whether the statuses allowed from here depend on a postmortem existing.
-fn needs_postmortem_check(m: &incident::Model) -> bool {
-    m.status == Status::Resolved && workflow::needs_postmortem(m)
+/// Whether the incident has a postmortem, looked up only when the workflow's answer depends on it.
+async fn has_postmortem_if_asked(ctx: &Context<'_>, m: &incident::Model) -> GqlResult<bool> {
+    Ok(workflow::depends_on_postmortem(m) && postmortem_of(ctx, m.id).await?.is_some())
+}
+
+fn transitions(m: &incident::Model, has_postmortem: bool) -> Vec<IncidentTransition> {
+    workflow::transitions_now(m, has_postmortem)
+        .into_iter()
+        .map(IncidentTransition)
+        .collect()
+}
+
+/// A transition the workflow allows from the incident's status now.
+pub struct IncidentTransition(workflow::Transition);
+
+impl PlainFields for IncidentTransition {
+    const TYPE_NAME: &'static str = "IncidentTransition";
+
+    fn field(&self, ctx: &Context<'_>) -> ServerResult<Value> {
+        Ok(match ctx.item.node.name.node.as_str() {
+            "to" => async_graphql::InputType::to_value(&self.0.to),
+            "needsNote" => Value::Boolean(self.0.needs_note),
+            other => return Err(unknown(ctx, other)),
+        })
+    }
+}
+
+#[Object]
+impl IncidentTransition {
+    async fn to(&self) -> Status {
+        self.0.to
+    }
+    /// Whether `transitionIncident` refuses it without a `note` (reopening does).
+    async fn needs_note(&self) -> bool {
+        self.0.needs_note
+    }
+}
+
+/// Why closing is refused.
+#[derive(async_graphql::Enum, Clone, Copy, PartialEq, Eq)]
+pub enum CloseBlockReason {
+    /// A postmortem is required (the incident is or was SEV1 or SEV2) and none exists yet.
+    PostmortemRequired,
+}
+
+/// What stands between a resolved incident and CLOSED.
+pub struct CloseBlocker(workflow::CloseBlocker);
+
+#[Object]
+impl CloseBlocker {
+    async fn reason(&self) -> CloseBlockReason {
+        match self.0.reason {
+            workflow::CloseBlockReason::PostmortemRequired => CloseBlockReason::PostmortemRequired,
+        }
+    }
+    /// The reason in words, for people.
+    async fn message(&self) -> String {
+        self.0.message()
+    }
+    /// The severity that makes the postmortem required: the highest the incident ever had,
+    /// which may be above its current one.
+    async fn severity(&self) -> Severity {
+        self.0.severity
+    }
 }
 
 /// `Incident`'s GraphQL type and the resolvers of the fields that wait for a relation.
@@ -126,9 +192,22 @@ impl<'a> IncidentResolvers<'a> {
 
     /// The statuses the workflow allows from here, now (CLOSED only once a required postmortem exists).
     async fn allowed_transitions(&self, ctx: &Context<'_>) -> GqlResult<Vec<Status>> {
-        let needs_check = needs_postmortem_check(self.0);
-        let has_postmortem = needs_check && postmortem_of(ctx, self.0.id).await?.is_some();
+        let has_postmortem = has_postmortem_if_asked(ctx, self.0).await?;
         Ok(workflow::allowed_now(self.0, has_postmortem))
+    }
+
+    /// The transitions the workflow allows from here, now (as `allowedTransitions`), each with
+    /// whether it needs a note.
+    async fn transitions(&self, ctx: &Context<'_>) -> GqlResult<Vec<IncidentTransition>> {
+        let has_postmortem = has_postmortem_if_asked(ctx, self.0).await?;
+        Ok(transitions(self.0, has_postmortem))
+    }
+
+    /// Why CLOSED is missing from `transitions` although the incident is resolved: null when
+    /// nothing blocks closing (or the incident is not resolved).
+    async fn close_blocker(&self, ctx: &Context<'_>) -> GqlResult<Option<CloseBlocker>> {
+        let has_postmortem = has_postmortem_if_asked(ctx, self.0).await?;
+        Ok(workflow::close_blocker(self.0, has_postmortem).map(CloseBlocker))
     }
 
     /// The timeline, oldest first. `types` selects events of these types (at most 50).
@@ -549,6 +628,8 @@ mod tests {
                 content: (n != 2).then(|| format!("line {n}\nwith \"quotes\"")),
                 created_by: (n == 1).then(|| Uuid::from_u128(4)),
                 created_at: at(10 + n),
+                from_status: (n == 3).then_some(Status::Open),
+                to_status: (n == 3).then_some(Status::Mitigating),
             })
             .collect()
     }
@@ -698,6 +779,24 @@ mod tests {
             )
             .await;
         }
+    }
+
+    #[tokio::test]
+    async fn the_fast_path_answers_the_workflow_fields_as_the_resolvers_do() {
+        same(
+            "fastIncident",
+            "slowIncident",
+            "{ transitions { __typename to needsNote n: needsNote } closeBlocker { reason } \
+               ... on Incident { transitions { to } } allowedTransitions }",
+            "",
+        )
+        .await;
+        let data =
+            run("{ fastIncident { transitions { to needsNote } closeBlocker { reason } } }").await;
+        assert_eq!(
+            data["fastIncident"],
+            json!({ "transitions": [{ "to": "RESOLVED", "needsNote": false }], "closeBlocker": null })
+        );
     }
 
     #[tokio::test]

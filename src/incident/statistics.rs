@@ -1,10 +1,12 @@
-//! Incident metrics for one organization, computed in the database: counts, reopenings, time to
+//! Incident statistics for one organization, computed in the database: counts, reopenings, time to
 //! mitigate and to resolve (mean and nearest-rank percentiles), a weekly series and action items.
 //!
 //! Every statement starts from `OrgScope`'s builders (the filtered incidents, the scoped events
 //! and postmortems); the SQL written here only combines those scoped sets, it names no table.
 //! The dialect differences (seconds between two times, the week of a time, JSON action items)
-//! are the only per-backend text, and both databases give the same numbers.
+//! are the only per-backend text, and both databases give the same numbers. Status changes are
+//! read from the statuses each `status_changed` event records (`from_status`, `to_status`),
+//! never from the sentence in its content, which is written for people.
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, Utc};
 use sea_orm::sea_query::{
@@ -12,8 +14,8 @@ use sea_orm::sea_query::{
     WithClause,
 };
 use sea_orm::{
-    ColumnTrait, Condition, DatabaseBackend, FromQueryResult, PaginatorTrait, QueryFilter,
-    QuerySelect, QueryTrait, Select,
+    ColumnTrait, DatabaseBackend, FromQueryResult, PaginatorTrait, QueryFilter, QuerySelect,
+    QueryTrait, Select,
 };
 
 use super::OrgScope;
@@ -60,7 +62,7 @@ pub struct DurationStats {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct SeverityMetrics {
+pub struct SeverityStatistics {
     pub severity: Severity,
     pub count: u64,
     pub time_to_mitigate: DurationStats,
@@ -75,10 +77,10 @@ pub struct Week {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Metrics {
+pub struct IncidentStatistics {
     pub window: Window,
     pub total: u64,
-    pub by_severity: Vec<SeverityMetrics>,
+    pub by_severity: Vec<SeverityStatistics>,
     pub by_status: Vec<(Status, u64)>,
     pub open_now: u64,
     pub reopen_count: u64,
@@ -103,23 +105,17 @@ const STATUSES: [Status; 4] = [
     Status::Closed,
 ];
 
-/// The start of a `status_changed` event's content for a move from `from` to `to`: the service
-/// writes `"{from} → {to}"`, then the note after a blank line.
-fn status_change_prefix(from: Status, to: Status) -> String {
-    format!("{from} → {to}%")
-}
-
-/// The caller's metrics for incidents matching `filter`. Incidents started in the window count
+/// The caller's statistics for incidents matching `filter`. Incidents started in the window count
 /// everywhere except in `open_now` and the action items, which describe now: every incident
 /// matching `filter`, whenever it started.
 #[tracing::instrument(skip(db, filter))]
-pub async fn incident_metrics(
+pub async fn incident_statistics(
     db: &Db,
     scope: OrgScope,
     filter: &IncidentFilter,
     window: Window,
     today: NaiveDate,
-) -> AppResult<Metrics> {
+) -> AppResult<IncidentStatistics> {
     let backend = db.backend();
     let in_window = || {
         filtered(db, scope, filter)
@@ -146,7 +142,8 @@ pub async fn incident_metrics(
         .count(db.conn())
         .await?;
 
-    // Reopenings: RESOLVED → OPEN or RESOLVED → MITIGATING on the timeline.
+    // Reopenings: RESOLVED → OPEN or RESOLVED → MITIGATING on the timeline, from the statuses
+    // each status change records (never from its wording).
     let reopened: Option<(i64, i64)> = scope
         .events()
         .select_only()
@@ -156,17 +153,8 @@ pub async fn incident_metrics(
             "incidents",
         )
         .filter(incident_event::Column::EventType.eq(STATUS_CHANGED))
-        .filter(
-            Condition::any()
-                .add(
-                    incident_event::Column::Content
-                        .like(status_change_prefix(Status::Resolved, Status::Open)),
-                )
-                .add(
-                    incident_event::Column::Content
-                        .like(status_change_prefix(Status::Resolved, Status::Mitigating)),
-                ),
-        )
+        .filter(incident_event::Column::FromStatus.eq(Status::Resolved))
+        .filter(incident_event::Column::ToStatus.is_in([Status::Open, Status::Mitigating]))
         .filter(incident_event::Column::IncidentId.in_subquery(ids(in_window())))
         .into_tuple()
         .one(db.conn())
@@ -222,12 +210,12 @@ pub async fn incident_metrics(
             .map(|(_, _, n)| non_negative(*n))
             .sum()
     };
-    Ok(Metrics {
+    Ok(IncidentStatistics {
         window,
         total: count_of(&|_, _| true),
         by_severity: SEVERITIES
             .iter()
-            .map(|&severity| SeverityMetrics {
+            .map(|&severity| SeverityStatistics {
                 severity,
                 count: count_of(&|sev, _| sev == severity),
                 time_to_mitigate: stats("ttm", severity.as_str()),
@@ -323,7 +311,7 @@ fn action_item_sql(backend: DatabaseBackend) -> (String, String) {
     }
 }
 
-/// Time to mitigate (start → first move to MITIGATING on the timeline) and time to resolve
+/// Time to mitigate (start → first status change into MITIGATING on the timeline) and time to resolve
 /// (start → `resolved_at`) of the incidents in `incidents`, overall and per severity: count,
 /// mean, and the nearest-rank p50 and p90 (the smallest value with at least p % of the values
 /// at or below it: rank ⌈p·n/100⌉, computed as (p·n + 99) / 100 in integers).
@@ -338,17 +326,7 @@ fn durations_statement(
         .column(incident_event::Column::IncidentId)
         .column_as(incident_event::Column::CreatedAt.min(), "first_at")
         .filter(incident_event::Column::EventType.eq(STATUS_CHANGED))
-        .filter(
-            Condition::any()
-                .add(
-                    incident_event::Column::Content
-                        .like(status_change_prefix(Status::Open, Status::Mitigating)),
-                )
-                .add(
-                    incident_event::Column::Content
-                        .like(status_change_prefix(Status::Resolved, Status::Mitigating)),
-                ),
-        )
+        .filter(incident_event::Column::ToStatus.eq(Status::Mitigating))
         .group_by(incident_event::Column::IncidentId)
         .into_query();
 

@@ -67,7 +67,7 @@ fn stats_match(stats: &Value, count: u64, mean: f64, p50: f64, p90: f64) {
 }
 
 #[tokio::test]
-async fn metrics_match_a_hand_computed_history() {
+async fn statistics_match_a_hand_computed_history() {
     let app = spawn_app().await;
     let alice = app.responder();
     let day = |d: i64| (Utc::now().date_naive() + Span::days(d)).to_string();
@@ -268,7 +268,7 @@ async fn metrics_match_a_hand_computed_history() {
 }
 
 #[tokio::test]
-async fn metrics_refuse_a_backwards_or_huge_window() {
+async fn statistics_refuse_a_backwards_or_huge_window() {
     let app = spawn_app().await;
     let alice = app.responder();
     let now = Utc::now();
@@ -295,4 +295,54 @@ async fn metrics_refuse_a_backwards_or_huge_window() {
         )
         .await;
     assert_eq!(code(&body["errors"][0]), "UNAUTHENTICATED", "{body}");
+}
+
+/// Statistics read the statuses a status change records, not the sentence written for people:
+/// rewording every stored status change leaves every number as it was.
+#[tokio::test]
+async fn statistics_do_not_depend_on_the_wording_of_status_changes() {
+    let app = spawn_app().await;
+    let alice = app.responder();
+    let a = declare(&app, &alice, "a", "SEV2", Span::hours(3)).await;
+    walk(
+        &app,
+        &alice,
+        &a,
+        &[
+            ("MITIGATING", None),
+            ("RESOLVED", None),
+            ("OPEN", Some("came back")),
+            ("RESOLVED", None),
+            ("MITIGATING", Some("again")),
+        ],
+    )
+    .await;
+    let b = declare(&app, &alice, "b", "SEV3", Span::hours(1)).await;
+    walk(&app, &alice, &b, &[("RESOLVED", None)]).await;
+
+    let now = Utc::now();
+    let vars = json!({
+        "from": (now - Span::days(1)).to_rfc3339(),
+        "to": (now + Span::minutes(5)).to_rfc3339(),
+    });
+    let before = app.ok(&alice, METRICS, vars.clone()).await["incidentMetrics"].clone();
+    assert_eq!(before["reopenCount"], 2, "{before}");
+    assert_eq!(before["reopenedIncidents"], 1, "{before}");
+    assert_eq!(before["timeToMitigate"]["count"], 1, "{before}");
+
+    use sea_orm::ConnectionTrait;
+    let db = sea_orm::Database::connect(&app.database_url).await.unwrap();
+    let reworded = db
+        .execute_unprepared(
+            "UPDATE incident_events SET content = 'The status moved on.' \
+             WHERE event_type = 'status_changed'",
+        )
+        .await
+        .unwrap()
+        .rows_affected();
+    assert_eq!(reworded, 6);
+    db.close().await.ok();
+
+    let after = app.ok(&alice, METRICS, vars).await["incidentMetrics"].clone();
+    assert_eq!(after, before);
 }
