@@ -15,6 +15,7 @@ mod corpus;
 mod desk;
 mod drills;
 mod fuzz;
+mod graphiql;
 mod hardening;
 mod http;
 mod limits;
