@@ -30,7 +30,7 @@ try {
     }
   });
   page.on('console', (message) => {
-    if (message.type() === 'error') problems.push(`console error: ${message.text()}`);
+    if (message.type() === 'error') problems.push(`console error: ${message.text()} (${message.location().url})`);
   });
   page.on('response', (response) => {
     if (response.status() >= 400) problems.push(`${response.status()} for ${response.url()}`);
@@ -69,6 +69,18 @@ try {
   step('docs explorer shows the schema');
 
   if (problems.length) throw new Error(problems.join('\n'));
+
+  // The policy is in force: a script injected into the page is refused, and says so.
+  const refused = await page.evaluate(() => new Promise((resolve) => {
+    document.addEventListener('securitypolicyviolation', (e) => resolve(e.effectiveDirective), { once: true });
+    const script = document.createElement('script');
+    script.textContent = 'window.injected = true;';
+    document.body.append(script);
+  }));
+  if (refused !== 'script-src-elem' || (await page.evaluate(() => window.injected))) {
+    throw new Error(`an injected script was not refused (${refused})`);
+  }
+  step('an injected inline script is refused by the policy');
   console.log('ok');
 } catch (error) {
   console.log(`failed: ${error.message}`);

@@ -179,7 +179,8 @@ impl Graphiql {
             "<!DOCTYPE html>\n<html lang=\"en\">\n  <head>\n    <meta charset=\"utf-8\">\n    \
              <meta name=\"robots\" content=\"noindex\">\n    \
              <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n    \
-             <title>incidentd · GraphiQL</title>\n    <style>{STYLE}</style>\n{tags}  </head>\n  \
+             <title>incidentd · GraphiQL</title>\n    \
+             <link rel=\"icon\" href=\"/desk/static/favicon.svg\">\n    <style>{STYLE}</style>\n{tags}  </head>\n  \
              <body>\n    <div id=\"graphiql\">Loading…</div>\n    \
              <script type=\"application/json\" id=\"graphiql-config\">{}</script>\n    \
              <script>{BOOT}</script>\n  </body>\n</html>\n",
