@@ -321,7 +321,12 @@ pub struct Config {
     pub get_max_age: Duration,
     /// Serve GraphiQL's files (the pinned React, ReactDOM and GraphiQL builds) from this
     /// directory under `/graphql/assets/` instead of loading them from the public CDN.
-    #[arg(long, env = "INCIDENTD_GRAPHIQL_ASSETS", value_name = "DIR", global = true)]
+    #[arg(
+        long,
+        env = "INCIDENTD_GRAPHIQL_ASSETS",
+        value_name = "DIR",
+        global = true
+    )]
     pub graphiql_assets: Option<PathBuf>,
     /// Interval of the keep-alive comments on Server-Sent Events streams.
     #[arg(long, env = "INCIDENTD_SSE_KEEP_ALIVE", default_value = "12s", value_parser = humantime::parse_duration, global = true)]

@@ -154,7 +154,12 @@ async fn the_page_carries_the_desks_headers_and_a_policy_of_exactly_its_pinned_f
     assert!(!text.contains("Bearer"), "{text}");
 
     // The desk's pages carry the same browser headers (each with a policy of its own).
-    let desk = app.client.get(app.url("/desk/incidents")).send().await.unwrap();
+    let desk = app
+        .client
+        .get(app.url("/desk/incidents"))
+        .send()
+        .await
+        .unwrap();
     assert_browser_headers(desk.headers(), "the desk");
 
     // Without `--graphiql-assets` nothing is served under /graphql/assets.
@@ -260,7 +265,11 @@ async fn with_graphiql_assets_the_files_come_from_the_directory_under_the_same_h
         assert_eq!(h["content-type"], asset.content_type, "{path}");
         assert_eq!(h["cache-control"], "no-cache", "{path}");
         let bytes = file.bytes().await.unwrap();
-        assert_eq!(bytes, std::fs::read(dir.join(asset.file)).unwrap(), "{path}");
+        assert_eq!(
+            bytes,
+            std::fs::read(dir.join(asset.file)).unwrap(),
+            "{path}"
+        );
         assert_eq!(sri(&bytes), asset.integrity, "{path}");
         let again = app
             .client
@@ -384,10 +393,7 @@ async fn the_standard_introspection_query_passes_the_default_limits() {
     let alice = app.caller(uuid::Uuid::new_v4(), Role::Viewer);
     let data = app.ok(&alice, &standard_introspection(), json!({})).await;
     let types = data["__schema"]["types"].as_array().unwrap();
-    assert!(
-        types.iter().any(|t| t["name"] == "Incident"),
-        "{types:?}"
-    );
+    assert!(types.iter().any(|t| t["name"] == "Incident"), "{types:?}");
     assert_eq!(data["__schema"]["queryType"]["name"], "Query");
 }
 
@@ -461,15 +467,22 @@ async fn only_schema_reads_of_linear_cost_get_past_the_depth_limit() {
 
 #[tokio::test]
 async fn graphiql_loads_and_runs_in_a_real_browser_with_no_policy_violation() {
-    let chromium = std::env::var("INCIDENTD_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let chromium =
+        std::env::var("INCIDENTD_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     let required = std::env::var("INCIDENTD_REQUIRE_BROWSER").as_deref() == Ok("1");
     if !Path::new(&chromium).exists() {
-        assert!(!required, "INCIDENTD_REQUIRE_BROWSER=1 but no Chromium at {chromium}");
+        assert!(
+            !required,
+            "INCIDENTD_REQUIRE_BROWSER=1 but no Chromium at {chromium}"
+        );
         eprintln!("skipping the browser test: no Chromium at {chromium}");
         return;
     }
     let Some(node_modules) = node_modules() else {
-        assert!(!required, "INCIDENTD_REQUIRE_BROWSER=1 but tests/graphiql has no node_modules");
+        assert!(
+            !required,
+            "INCIDENTD_REQUIRE_BROWSER=1 but tests/graphiql has no node_modules"
+        );
         return;
     };
     // No internet here: the files come from a local directory, under the same policy.

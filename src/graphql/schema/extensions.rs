@@ -254,7 +254,12 @@ impl Shape {
 }
 
 /// Most type member lists on one path below `set` (fragments followed, up to `cap` levels).
-fn type_lists(document: &ExecutableDocument, set: &SelectionSet, depth: usize, cap: usize) -> usize {
+fn type_lists(
+    document: &ExecutableDocument,
+    set: &SelectionSet,
+    depth: usize,
+    cap: usize,
+) -> usize {
     if depth >= cap {
         return 0;
     }

@@ -113,12 +113,15 @@ ReactDOM.createRoot(document.getElementById('graphiql')).render(
 const STYLE: &str = "body { height: 100%; margin: 0; width: 100%; overflow: hidden; } \
     #graphiql { height: 100vh; }";
 
+/// A pinned file read from `--graphiql-assets`, with its bytes.
+type LocalFile = (&'static Asset, Arc<[u8]>);
+
 /// The page, its policy, and the files when they are served from here; built once at start-up.
 pub struct Graphiql {
     page: String,
     csp: HeaderValue,
     /// With `--graphiql-assets`: each pinned file's bytes, read and checked at start-up.
-    local: Option<Vec<(&'static Asset, Arc<[u8]>)>>,
+    local: Option<Vec<LocalFile>>,
 }
 
 impl Graphiql {
@@ -256,7 +259,7 @@ impl Graphiql {
 }
 
 /// Reads the pinned files from `dir` and checks each against its hash.
-fn read_assets(dir: &Path) -> anyhow::Result<Vec<(&'static Asset, Arc<[u8]>)>> {
+fn read_assets(dir: &Path) -> anyhow::Result<Vec<LocalFile>> {
     ASSETS
         .iter()
         .map(|asset| {
