@@ -68,6 +68,12 @@ try {
   await page.locator('.graphiql-doc-explorer').getByText('Query').first().waitFor();
   step('docs explorer shows the schema');
 
+  // A dialog: its scroll lock adds a style element, which the policy allows by hash.
+  await page.locator('[aria-label="Open settings dialog"]').click();
+  await page.getByRole('dialog').waitFor();
+  await page.keyboard.press('Escape');
+  step('settings dialog opened and closed');
+
   if (problems.length) throw new Error(problems.join('\n'));
 
   // The policy is in force: a script injected into the page is refused, and says so.

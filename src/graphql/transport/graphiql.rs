@@ -113,6 +113,12 @@ ReactDOM.createRoot(document.getElementById('graphiql')).render(
 const STYLE: &str = "body { height: 100%; margin: 0; width: 100%; overflow: hidden; } \
     #graphiql { height: 100vh; }";
 
+/// The style element the scroll lock of GraphiQL's dialogs adds (react-remove-scroll-bar,
+/// bundled in graphiql.min.js). Its text carries the page's scrollbar width and body margins,
+/// which the page's own style fixes at zero, so it is constant and allowed by hash; were it to
+/// differ somewhere, the browser would refuse only that style (the lock) and report it.
+const SCROLL_LOCK_STYLE: &str = "\n  .with-scroll-bars-hidden {\n   overflow: hidden !important;\n   padding-right: 0px !important;\n  }\n  body[data-scroll-locked] {\n    overflow: hidden !important;\n    overscroll-behavior: contain;\n    position: relative !important;\n    padding-left: 0px;\n    padding-top: 0px;\n    padding-right: 0px;\n    margin-left:0;\n    margin-top:0;\n    margin-right: 0px !important;\n    \n  }\n  \n  .right-scroll-bar-position {\n    right: 0px !important;\n  }\n  \n  .width-before-scroll-bar {\n    margin-right: 0px !important;\n  }\n  \n  .right-scroll-bar-position .right-scroll-bar-position {\n    right: 0 !important;\n  }\n  \n  .width-before-scroll-bar .width-before-scroll-bar {\n    margin-right: 0 !important;\n  }\n  \n  body[data-scroll-locked] {\n    --removed-body-scroll-bar-size: 0px;\n  }\n";
+
 /// A pinned file read from `--graphiql-assets`, with its bytes.
 type LocalFile = (&'static Asset, Arc<[u8]>);
 
@@ -148,6 +154,7 @@ impl Graphiql {
         scripts.push(format!("'sha256-{}'", sha256(BOOT)));
         let mut styles = sources(AssetKind::Style);
         styles.push(format!("'sha256-{}'", sha256(STYLE)));
+        styles.push(format!("'sha256-{}'", sha256(SCROLL_LOCK_STYLE)));
         // GraphiQL's stylesheet carries its fonts and icons as data: URLs; the API and its
         // WebSocket are on this origin.
         let csp = format!(
