@@ -63,6 +63,31 @@ try {
   await page.locator('.graphiql-response').getByText('"admin"').waitFor();
   step('query ran with the dev token');
 
+  // A subscription over the WebSocket: an incident created elsewhere shows up in the response.
+  await page.evaluate(() => {
+    document.querySelector('.graphiql-query-editor .CodeMirror').CodeMirror
+      .setValue('subscription { incidentChanged { kind incident { title } } }');
+  });
+  await page.locator('.graphiql-execute-button').click();
+  const token = JSON.parse(await page.locator('#graphiql-config').textContent()).headers.Authorization;
+  const title = 'seen through GraphiQL';
+  for (let tries = 0; tries < 50; tries += 1) {
+    const created = await fetch(address, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: token },
+      body: JSON.stringify({ query: `mutation { createIncident(input: { title: "${title}" }) { id } }` }),
+    });
+    if (!created.ok) throw new Error(`createIncident answered ${created.status}`);
+    try {
+      await page.locator('.graphiql-response').getByText(title).waitFor({ timeout: 500 });
+      break;
+    } catch {
+      // The subscription may not be open yet: create another until one arrives.
+    }
+  }
+  await page.locator('.graphiql-response').getByText(title).waitFor();
+  step('subscription over the WebSocket received a change');
+
   // The docs explorer shows the schema it learned.
   await page.locator('[aria-label="Show Documentation Explorer"]').click();
   await page.locator('.graphiql-doc-explorer').getByText('Query').first().waitFor();
