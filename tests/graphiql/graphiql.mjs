@@ -68,10 +68,16 @@ try {
     document.querySelector('.graphiql-query-editor .CodeMirror').CodeMirror
       .setValue('subscription { incidentChanged { kind incident { title } } }');
   });
+  const subscribed = new Promise((resolve) => {
+    page.on('websocket', (ws) => ws.on('framesent', (frame) => {
+      if (String(frame.payload).includes('"subscribe"')) resolve();
+    }));
+  });
   await page.locator('.graphiql-execute-button').click();
+  await subscribed;
   const token = JSON.parse(await page.locator('#graphiql-config').textContent()).headers.Authorization;
   const title = 'seen through GraphiQL';
-  for (let tries = 0; tries < 50; tries += 1) {
+  for (let tries = 0; tries < 10; tries += 1) {
     const created = await fetch(address, {
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: token },
@@ -79,10 +85,10 @@ try {
     });
     if (!created.ok) throw new Error(`createIncident answered ${created.status}`);
     try {
-      await page.locator('.graphiql-response').getByText(title).waitFor({ timeout: 500 });
+      await page.locator('.graphiql-response').getByText(title).waitFor({ timeout: 2000 });
       break;
     } catch {
-      // The subscription may not be open yet: create another until one arrives.
+      // Sent, but the server may not have opened the stream yet: create another.
     }
   }
   await page.locator('.graphiql-response').getByText(title).waitFor();
