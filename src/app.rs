@@ -256,6 +256,10 @@ impl Application {
             config.max_query_bytes,
             config.apq_bounds(),
         );
+        let graphiql = graphql::transport::graphiql::Graphiql::new(
+            dev_token.as_deref(),
+            config.graphiql_assets.as_deref(),
+        )?;
         let hub = Hub::start(db.clone(), &config.db_options(), config.live_options()).await;
         let domain = Domain::new(db.clone(), Arc::new(hub.clone()));
         let auth = Arc::new(auth);
@@ -279,6 +283,7 @@ impl Application {
                 documents,
                 trusted_introspection: config.persisted_operations_introspection,
                 get_max_age: config.get_max_age,
+                graphiql: Arc::new(graphiql),
             },
             rest: RestState { domain, auth },
             db,

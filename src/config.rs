@@ -319,6 +319,15 @@ pub struct Config {
     /// `Cache-Control: max-age` of a successful query sent with GET (`Vary: Accept, Authorization`).
     #[arg(long, env = "INCIDENTD_GET_MAX_AGE", default_value = "0s", value_parser = humantime::parse_duration, global = true)]
     pub get_max_age: Duration,
+    /// Serve GraphiQL's files (the pinned React, ReactDOM and GraphiQL builds) from this
+    /// directory under `/graphql/assets/` instead of loading them from the public CDN.
+    #[arg(
+        long,
+        env = "INCIDENTD_GRAPHIQL_ASSETS",
+        value_name = "DIR",
+        global = true
+    )]
+    pub graphiql_assets: Option<PathBuf>,
     /// Interval of the keep-alive comments on Server-Sent Events streams.
     #[arg(long, env = "INCIDENTD_SSE_KEEP_ALIVE", default_value = "12s", value_parser = humantime::parse_duration, global = true)]
     pub sse_keep_alive: Duration,

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 /// modules of one layer (the two transports, the change feed and auth) do not import each other.
 const LAYERS: &[&[&str]] = &[
     &["entity", "db", "telemetry"],
-    &["error", "monitoring"],
+    &["error", "monitoring", "browser"],
     &["incident"],
     &["live", "auth"],
     &["graphql", "rest", "desk"],

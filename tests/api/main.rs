@@ -15,6 +15,7 @@ mod desk;
 mod drills;
 mod edges;
 mod fuzz;
+mod graphiql;
 mod hardening;
 mod http;
 mod limits;

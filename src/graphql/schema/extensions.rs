@@ -3,6 +3,7 @@
 //! (HTTP and WebSocket alike are covered), and `Gate`, which keeps the parsed document and names
 //! the operation for the metrics, and runs nothing.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_graphql::extensions::{
@@ -28,13 +29,26 @@ pub struct Limiter {
 
 impl ExtensionFactory for Limiter {
     fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(Limiter {
+        Arc::new(LimiterRun {
+            depth: AtomicUsize::new(self.limits.depth),
             limits: self.limits.clone(),
         })
     }
 }
 
-impl Limiter {
+/// The depth of graphql-js's standard introspection query (`getIntrospectionQuery()`, 16.x),
+/// which GraphiQL and most tools send to learn the schema: `__schema { types { fields { args {
+/// type { ofType ×9 { kind } } } } } }` is 15 fields deep, past the default `--max-depth` 12.
+pub const INTROSPECTION_DEPTH: usize = 15;
+
+/// `Limiter` for one request: what it learned when parsing, for the validation step.
+struct LimiterRun {
+    limits: Limits,
+    /// The depth this document may reach: `limits.depth`, or more for schema-only reads.
+    depth: AtomicUsize,
+}
+
+impl LimiterRun {
     /// The limits a parsed document must keep before it is validated.
     fn check(&self, document: &ExecutableDocument) -> ServerResult<()> {
         let limits = &self.limits;
@@ -64,12 +78,22 @@ impl Limiter {
                 shape.directives, limits.directives
             )));
         }
+        // A document that reads only the schema (no data field at all) may be as deep as the
+        // standard introspection query, so GraphiQL's docs and completion work under the
+        // default limits. Its cost then grows with the schema, not with the data, as long as
+        // no path lists a type's members twice (`fields { type { fields … } }` multiplies at
+        // every turn): such a document keeps the ordinary depth limit. Complexity, aliases and
+        // the rest apply as to any document.
+        if shape.schema_only && shape.type_lists <= 1 {
+            self.depth
+                .store(limits.depth.max(INTROSPECTION_DEPTH), Ordering::Relaxed);
+        }
         Ok(())
     }
 }
 
 #[async_graphql::async_trait::async_trait]
-impl Extension for Limiter {
+impl Extension for LimiterRun {
     async fn parse_query(
         &self,
         ctx: &ExtensionContext<'_>,
@@ -114,10 +138,11 @@ impl Extension for Limiter {
                 result.complexity, self.limits.complexity
             ))]);
         }
-        if result.depth > self.limits.depth {
+        let depth = self.depth.load(Ordering::Relaxed);
+        if result.depth > depth {
             return Err(vec![too_complex(format!(
                 "Query is nested too deep: {} levels; at most {} are allowed",
-                result.depth, self.limits.depth
+                result.depth, depth
             ))]);
         }
         Ok(result)
@@ -135,14 +160,40 @@ struct Shape {
     depth: usize,
     /// Most directives on one field.
     directives: usize,
+    /// Every operation selects only `__schema`, `__type` and `__typename` at its root.
+    schema_only: bool,
+    /// Most of a type's member lists (`fields`, `inputFields`, `interfaces`, `possibleTypes`,
+    /// `enumValues`) on one path; counted only when `schema_only`.
+    type_lists: usize,
 }
+
+/// The introspection fields that list a type's members (or related types).
+const TYPE_LISTS: &[&str] = &[
+    "fields",
+    "inputFields",
+    "interfaces",
+    "possibleTypes",
+    "enumValues",
+];
 
 impl Shape {
     fn of(document: &ExecutableDocument, max_depth: usize) -> Shape {
         let mut shape = Shape::default();
+        let mut roots = document.operations.iter().map(|(_, op)| op).peekable();
+        shape.schema_only = roots.peek().is_some()
+            && roots.all(|op| {
+                op.node.selection_set.node.items.iter().all(|item| {
+                    matches!(&item.node, Selection::Field(field)
+                        if matches!(field.node.name.node.as_str(), "__schema" | "__type" | "__typename"))
+                })
+            });
         for (_, op) in document.operations.iter() {
             shape.walk(&op.node.selection_set.node);
             shape.nest(document, &op.node.selection_set.node, 0, max_depth + 1);
+            if shape.schema_only {
+                let lists = type_lists(document, &op.node.selection_set.node, 0, max_depth + 1);
+                shape.type_lists = shape.type_lists.max(lists);
+            }
         }
         for fragment in document.fragments.values() {
             shape.walk(&fragment.node.selection_set.node);
@@ -200,6 +251,37 @@ impl Shape {
             }
         }
     }
+}
+
+/// Most type member lists on one path below `set` (fragments followed, up to `cap` levels).
+fn type_lists(
+    document: &ExecutableDocument,
+    set: &SelectionSet,
+    depth: usize,
+    cap: usize,
+) -> usize {
+    if depth >= cap {
+        return 0;
+    }
+    set.items
+        .iter()
+        .map(|item| match &item.node {
+            Selection::Field(field) => {
+                let here = usize::from(TYPE_LISTS.contains(&field.node.name.node.as_str()));
+                here + type_lists(document, &field.node.selection_set.node, depth + 1, cap)
+            }
+            Selection::InlineFragment(fragment) => {
+                type_lists(document, &fragment.node.selection_set.node, depth + 1, cap)
+            }
+            Selection::FragmentSpread(spread) => document
+                .fragments
+                .get(&spread.node.fragment_name.node)
+                .map_or(0, |fragment| {
+                    type_lists(document, &fragment.node.selection_set.node, depth + 1, cap)
+                }),
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// What the checking schema learned of a request that passed: the parsed document (so the

@@ -4,11 +4,10 @@
 
 use std::sync::Arc;
 
-use async_graphql::http::GraphiQLSource;
 use async_graphql_axum::GraphQLRequest;
 use async_graphql_axum::rejection::GraphQLRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::operation::{self, Credentials, Method};
@@ -163,24 +162,24 @@ fn no_store(mut response: Response) -> Response {
 }
 
 fn graphiql(app: &GraphqlState) -> Response {
-    // GraphiQL sends documents of its own, which trusted-documents mode refuses.
-    if app.documents.trusted_only() && !app.trusted_introspection {
-        return (
-            StatusCode::NOT_FOUND,
-            "GraphiQL is off: this server runs only its persisted operations \
-             (see --persisted-operations-introspection)",
-        )
-            .into_response();
+    if !graphiql_enabled(app) {
+        return app.graphiql.off(GRAPHIQL_OFF);
     }
-    let bearer = app.dev_token.as_ref().map(|t| format!("Bearer {t}"));
-    let mut source = GraphiQLSource::build()
-        .endpoint("/graphql")
-        .subscription_endpoint("/graphql")
-        .title("incidentd");
-    if let Some(bearer) = &bearer {
-        source = source
-            .header("Authorization", bearer)
-            .ws_connection_param("Authorization", bearer);
+    app.graphiql.page()
+}
+
+/// `GET /graphql/assets/{file}`: GraphiQL's files, when they are served from here.
+pub fn graphiql_asset(app: &GraphqlState, file: &str, headers: &HeaderMap) -> Response {
+    if !graphiql_enabled(app) {
+        return app.graphiql.off(GRAPHIQL_OFF);
     }
-    Html(source.finish()).into_response()
+    app.graphiql.asset(file, headers)
+}
+
+const GRAPHIQL_OFF: &str = "GraphiQL is off: this server runs only its persisted operations \
+                            (see --persisted-operations-introspection)";
+
+/// GraphiQL sends documents of its own, which trusted-documents mode refuses unless told.
+fn graphiql_enabled(app: &GraphqlState) -> bool {
+    !app.documents.trusted_only() || app.trusted_introspection
 }

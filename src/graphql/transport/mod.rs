@@ -3,6 +3,7 @@
 //! Persisted documents (APQ, trusted documents) live here, with the path that resolves them.
 
 mod connections;
+pub mod graphiql;
 pub mod http;
 mod operation;
 pub mod persisted;
@@ -20,7 +21,7 @@ use axum::Extension;
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{ConnectInfo, FromRef, RawQuery, State};
+use axum::extract::{ConnectInfo, FromRef, Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::get;
@@ -30,19 +31,22 @@ pub use reservations::SseState;
 pub use state::GraphqlState;
 
 /// `/graphql`: POST and GET over HTTP, GraphiQL for browsers, the WebSocket upgrade, and the
-/// SSE requests (`Accept: text/event-stream`, PUT reservations, DELETE of an operation).
+/// SSE requests (`Accept: text/event-stream`, PUT reservations, DELETE of an operation); and
+/// GraphiQL's files under `/graphql/assets/` when they are served from here.
 pub fn router<S>() -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
     GraphqlState: FromRef<S>,
 {
-    Router::new().route(
-        "/graphql",
-        get(on_get)
-            .post(on_post)
-            .put(sse::reserve)
-            .delete(sse::stop),
-    )
+    Router::new()
+        .route(
+            "/graphql",
+            get(on_get)
+                .post(on_post)
+                .put(sse::reserve)
+                .delete(sse::stop),
+        )
+        .route("/graphql/assets/{file}", get(graphiql_asset))
 }
 
 /// A POST is an SSE operation (for a reserved stream, or on a stream of its own) or a plain one.
@@ -76,4 +80,12 @@ async fn on_get(
         return sse::get(state, headers, query).await;
     }
     http::get(state, headers, query).await
+}
+
+async fn graphiql_asset(
+    State(state): State<GraphqlState>,
+    Path(file): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    http::graphiql_asset(&state, &file, &headers)
 }

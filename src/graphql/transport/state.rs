@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::connections::WsState;
+use super::graphiql::Graphiql;
 use super::persisted::Documents;
 use super::reservations::SseState;
 use crate::auth::Authenticator;
@@ -33,4 +34,6 @@ pub struct GraphqlState {
     pub trusted_introspection: bool,
     /// `Cache-Control: max-age` of a successful query over GET.
     pub get_max_age: Duration,
+    /// The GraphiQL page, its policy, and its files when they are served from here.
+    pub graphiql: Arc<Graphiql>,
 }
