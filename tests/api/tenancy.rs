@@ -102,10 +102,11 @@ fn tenancy_is_structural() {
         "Statement::from",
     ];
     // scope.rs is the scoped query builder itself; read.rs runs statements scope.rs built;
-    // live/pg.rs sends NOTIFY, which touches no table; incident/statistics.rs runs an aggregate
-    // composed only of OrgScope's builders (it names no table); the persisted-document store
-    // (graphql/transport/persisted/store.rs) owns the one table that is not tenant data
-    // (persisted queries: document text by hash, no organization).
+    // live/pg.rs sends NOTIFY, which touches no table; incident/statistics.rs runs aggregates
+    // over OrgScope's builders (it names tables only to qualify their columns); the
+    // persisted-document store (graphql/transport/persisted/store.rs) owns the one table that is
+    // not tenant data (document text by hash; the organization it names registered the
+    // document and is charged for it, it does not limit who may read it).
     let exempt = |file: &str, pattern: &str| {
         file == "incident/scope.rs"
             || (file == "graphql/transport/persisted/store.rs"
