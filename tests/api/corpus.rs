@@ -40,6 +40,19 @@ fn gql(name: &str, body: impl Into<Vec<u8>>, expect: Expect) -> Case {
 }
 
 /// A well-formed request body around a (possibly malformed) query and variables.
+/// `{ ...F0 }` where each fragment `Fi` spreads `Fi+1` twice, `n` times over.
+fn doubling_fragments(n: usize) -> String {
+    let mut text = String::from("{ ...F0 }");
+    for i in 0..n {
+        let next = i + 1;
+        text.push_str(&format!(
+            " fragment F{i} on Query {{ viewer {{ role }} ...F{next} ...F{next} }}"
+        ));
+    }
+    text.push_str(&format!(" fragment F{n} on Query {{ viewer {{ role }} }}"));
+    text
+}
+
 fn op(name: &str, query: &str, variables: Value, expect: Expect) -> Case {
     gql(
         name,
@@ -476,6 +489,20 @@ fn corpus(own: &str) -> Vec<Case> {
             "fragment A on Query { ...B } fragment B on Query { ...A } { ...A }",
             json!({}),
             Refused,
+        ),
+        // 31 fragments, each spreading the next twice: 500 bytes that stand for 2^30
+        // selections. A walk that follows spreads without remembering them takes hours.
+        op(
+            "fragments that double at every spread",
+            &doubling_fragments(30),
+            json!({}),
+            Code("QUERY_TOO_COMPLEX"),
+        ),
+        op(
+            "a fragment cycle that doubles at every turn",
+            "fragment A on Query { ...B ...B } fragment B on Query { ...A ...A viewer { role } } { ...A }",
+            json!({}),
+            Code("BAD_USER_INPUT"),
         ),
         op(
             "@include without if",

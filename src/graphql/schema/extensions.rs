@@ -3,6 +3,7 @@
 //! (HTTP and WebSocket alike are covered), and `Gate`, which keeps the parsed document and names
 //! the operation for the metrics, and runs nothing.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -146,6 +147,103 @@ impl Extension for LimiterRun {
             ))]);
         }
         Ok(result)
+    }
+}
+
+/// Most selections a document may hold once every fragment is spread where it is used, and
+/// the floor of that bound: far above any document within the complexity limit (every field
+/// costs at least 1 there), far below what makes a walk of the spread document slow.
+fn max_spread_selections(limits: &Limits) -> usize {
+    limits.complexity.saturating_mul(2).max(100_000)
+}
+
+/// Checks the size of `document` with its fragments spread, computing each fragment's size
+/// once. A few hundred bytes of fragments that each spread the next one twice stand for
+/// billions of selections, and every walk that follows spreads (async-graphql's recursion
+/// check, its validation, the limits here) would take that long: such a document, or one whose
+/// fragments spread themselves, is refused before any of them runs.
+pub(super) fn spread_size(document: &ExecutableDocument, limits: &Limits) -> ServerResult<()> {
+    let max = max_spread_selections(limits);
+    let mut sizes = Sizes {
+        document,
+        known: HashMap::new(),
+        open: Vec::new(),
+        max_nesting: limits.recursive_depth,
+    };
+    let mut total = 0usize;
+    for (_, op) in document.operations.iter() {
+        total = total.saturating_add(sizes.of_set(&op.node.selection_set.node, 0)?);
+    }
+    if total > max {
+        return Err(too_complex(format!(
+            "Query holds more than {max} selections once its fragments are spread"
+        )));
+    }
+    Ok(())
+}
+
+/// `spread_size`'s walk: each fragment's size, computed once.
+struct Sizes<'a> {
+    document: &'a ExecutableDocument,
+    known: HashMap<&'a str, usize>,
+    /// The fragments being sized, outermost first.
+    open: Vec<&'a str>,
+    max_nesting: usize,
+}
+
+impl<'a> Sizes<'a> {
+    fn of_set(&mut self, set: &'a SelectionSet, nesting: usize) -> ServerResult<usize> {
+        // As async-graphql's recursion check counts nesting; past its limit the document is
+        // refused (here or there) whatever its size, and this walk stops.
+        if nesting > self.max_nesting {
+            return Err(too_complex(format!(
+                "The recursion depth of the query is greater than {}",
+                self.max_nesting
+            )));
+        }
+        let mut size = 0usize;
+        for item in &set.items {
+            let here = match &item.node {
+                Selection::Field(field) => {
+                    let inner = &field.node.selection_set.node;
+                    1 + if inner.items.is_empty() {
+                        0
+                    } else {
+                        self.of_set(inner, nesting + 1)?
+                    }
+                }
+                Selection::InlineFragment(fragment) => {
+                    1 + self.of_set(&fragment.node.selection_set.node, nesting + 1)?
+                }
+                Selection::FragmentSpread(spread) => {
+                    1 + self.of_fragment(spread.node.fragment_name.node.as_str(), nesting + 1)?
+                }
+            };
+            size = size.saturating_add(here);
+        }
+        Ok(size)
+    }
+
+    fn of_fragment(&mut self, name: &'a str, nesting: usize) -> ServerResult<usize> {
+        if let Some(size) = self.known.get(name) {
+            return Ok(*size);
+        }
+        if self.open.contains(&name) {
+            let error = AppError::BadInput {
+                field: None,
+                message: format!("Cannot spread fragment \"{name}\" within itself"),
+            };
+            return Err(request_error(&error, &current_request_id()));
+        }
+        // An unknown fragment is validation's to refuse.
+        let Some((key, fragment)) = self.document.fragments.get_key_value(name) else {
+            return Ok(0);
+        };
+        self.open.push(key.as_str());
+        let size = self.of_set(&fragment.node.selection_set.node, nesting)?;
+        self.open.pop();
+        self.known.insert(key.as_str(), size);
+        Ok(size)
     }
 }
 

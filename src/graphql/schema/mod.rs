@@ -49,6 +49,7 @@ pub struct AppSchema {
     checker: GqlSchema,
     runner: GqlSchema,
     parsed: Arc<ParsedDocuments>,
+    limits: Arc<Limits>,
 }
 
 /// The parsed documents of recent operations, by their text. A frontend sends the same few
@@ -158,6 +159,16 @@ impl AppSchema {
         let was_cached = cached.is_some();
         if let Some(document) = cached {
             probe.set_parsed_query(document);
+        } else if request.query.len() <= self.limits.query_bytes
+            && let Ok(document) = async_graphql::parser::parse_query(&request.query)
+        {
+            // Parsed here rather than by async-graphql, so that the document's size with its
+            // fragments spread is known before anything walks it that way (async-graphql's
+            // recursion check does, once per spread). A text that does not parse, or is too
+            // long, is left to the checker, which answers it as it always has.
+            extensions::spread_size(&document, &self.limits)
+                .map_err(|error| async_graphql::Response::from_errors(vec![error]))?;
+            probe.set_parsed_query(document);
         }
         let response = self.checker.execute(probe).await;
         if !response.errors.is_empty() {
@@ -208,6 +219,7 @@ pub fn build_schema(limits: &Limits) -> AppSchema {
         checker,
         runner,
         parsed: Arc::new(ParsedDocuments::new()),
+        limits: Arc::new(limits.clone()),
     }
 }
 
