@@ -200,11 +200,13 @@ async fn twenty_copies_of_the_largest_queries_stay_within_memory() {
         }
     }))
     .await;
+    // 20 answers of up to 16 MiB each are more than the server's bytes in flight (256 MiB):
+    // depending on how the requests overlap, some are refused with BUSY, as that budget says.
     for (status, body) in &replies {
         assert_eq!(*status, 200);
         let refused = body["errors"]
             .as_array()
-            .is_some_and(|e| e.len() == 1 && code(&e[0]) == "RESPONSE_TOO_LARGE");
+            .is_some_and(|e| e.len() == 1 && matches!(code(&e[0]), "RESPONSE_TOO_LARGE" | "BUSY"));
         assert!(
             refused || body["errors"].is_null(),
             "data or a clear error: {}",
