@@ -13,7 +13,7 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{Caller, TestApp, Ws, assert_no_panic, code, spawn_app};
+use crate::helpers::{Caller, TestApp, Ws, assert_no_panic, code, rest, spawn_app};
 
 const CREATE: &str =
     "mutation($i: CreateIncidentInput!) { createIncident(input: $i) { id startedAt } }";
@@ -37,25 +37,6 @@ fn bad_input(status: u16, body: &Value, field: Option<&str>) {
     if let Some(field) = field {
         assert_eq!(error["extensions"]["field"], field, "{body}");
     }
-}
-
-async fn rest(
-    app: &TestApp,
-    caller: &Caller,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut req = app
-        .client
-        .request(method, app.url(path))
-        .bearer_auth(&caller.token);
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    let resp = req.send().await.expect("an answer");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
 }
 
 /// An incident with a postmortem, for the inputs that need one.

@@ -286,3 +286,23 @@ pub async fn panics(app: &TestApp) -> u64 {
 pub async fn assert_no_panic(app: &TestApp) {
     assert_eq!(panics(app).await, 0, "a request panicked during the test");
 }
+
+/// A REST call by `caller`: the status and the JSON body (`Null` when the body is not JSON).
+pub async fn rest(
+    app: &TestApp,
+    caller: &Caller,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = app
+        .client
+        .request(method, app.url(path))
+        .bearer_auth(&caller.token);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let resp = req.send().await.expect("an answer");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}

@@ -8,7 +8,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{Caller, EVENTS_SUBSCRIPTION, TestApp, Ws, code, spawn_app};
+use crate::helpers::{Caller, EVENTS_SUBSCRIPTION, TestApp, Ws, code, rest, spawn_app};
 
 /// One organization's data: an incident with an event and a postmortem.
 struct Org {
@@ -371,25 +371,6 @@ async fn subscriptions_never_carry_another_organizations_rows() {
         );
         assert_eq!(leaked(&message, &a), Vec::<String>::new(), "{message}");
     }
-}
-
-async fn rest(
-    app: &TestApp,
-    caller: &Caller,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut req = app
-        .client
-        .request(method, app.url(path))
-        .bearer_auth(&caller.token);
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    let resp = req.send().await.expect("request sent");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
 }
 
 #[tokio::test]
