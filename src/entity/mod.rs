@@ -1,4 +1,4 @@
-//! sea-orm entities for the four tenant tables, the persisted-query table, and the two workflow enums.
+//! sea-orm entities for the tenant tables (incidents, events, postmortems, audit, people), the persisted-query table, and the two workflow enums.
 //! Nothing outside `crate::incident::scope` queries these directly (see `scope.rs` for why), but
 //! `graphql::transport::persisted::store`, which owns the persisted-query table.
 
@@ -7,6 +7,7 @@ pub mod incident;
 pub mod incident_event;
 pub mod openapi;
 pub mod persisted_query;
+pub mod person;
 pub mod postmortem;
 
 use async_graphql::Enum;

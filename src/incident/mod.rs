@@ -7,6 +7,7 @@ pub mod changes;
 pub mod identity;
 pub mod input;
 pub mod page;
+pub mod people;
 pub mod read;
 mod scope;
 pub mod service;

@@ -16,7 +16,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use crate::entity::{audit_event, incident, incident_event, postmortem};
+use crate::entity::{audit_event, incident, incident_event, person, postmortem};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct OrgScope {
@@ -43,6 +43,41 @@ impl OrgScope {
 
     pub fn postmortems(&self) -> Select<postmortem::Entity> {
         postmortem::Entity::find().filter(postmortem::Column::OrganizationId.eq(self.org_id))
+    }
+
+    pub fn people(&self) -> Select<person::Entity> {
+        person::Entity::find().filter(person::Column::OrganizationId.eq(self.org_id))
+    }
+
+    /// People of several organizations by id, each named with its organization.
+    pub fn people_of(keys: &[(OrgScope, Uuid)]) -> Select<person::Entity> {
+        use person::Column as C;
+        let any = keys
+            .iter()
+            .fold(sea_orm::Condition::any(), |any, (scope, id)| {
+                any.add(C::OrganizationId.eq(scope.org_id).and(C::Id.eq(*id)))
+            });
+        person::Entity::find().filter(any)
+    }
+
+    /// Writes the person, or refreshes what the directory knows of them (issuer, subject, name,
+    /// email) when they are already in it; `created_at` stays the first sighting.
+    pub async fn upsert_person<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        mut row: person::ActiveModel,
+    ) -> Result<(), DbErr> {
+        use person::Column as C;
+        row.organization_id = Set(self.org_id);
+        person::Entity::insert(row)
+            .on_conflict(
+                sea_orm::sea_query::OnConflict::columns([C::OrganizationId, C::Id])
+                    .update_columns([C::Issuer, C::Subject, C::Name, C::Email, C::UpdatedAt])
+                    .to_owned(),
+            )
+            .exec_without_returning(db)
+            .await?;
+        Ok(())
     }
 
     pub fn audit_events(&self) -> Select<audit_event::Entity> {
