@@ -15,23 +15,16 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::helpers::{TestDb, code, spawn_app, spawn_app_with, test_config};
+use crate::ws_client::npm_ci;
 
 fn npm_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/graphiql")
 }
 
-/// The npm packages' files, or why they are not there (`npm ci` in tests/graphiql fills them).
-fn node_modules() -> Option<PathBuf> {
-    let dir = npm_dir().join("node_modules");
-    if dir.exists() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "skipping: {} is missing (run `npm ci` in tests/graphiql)",
-            dir.display()
-        );
-        None
-    }
+/// The npm packages' files, installed from the lockfile on first use.
+fn node_modules() -> PathBuf {
+    npm_ci(&npm_dir());
+    npm_dir().join("node_modules")
 }
 
 async fn html(app: &crate::helpers::TestApp, path: &str) -> reqwest::Response {
@@ -232,9 +225,7 @@ fn assets_dir(node_modules: &Path) -> (tempfile::TempDir, PathBuf) {
 
 #[tokio::test]
 async fn with_graphiql_assets_the_files_come_from_the_directory_under_the_same_headers() {
-    let Some(node_modules) = node_modules() else {
-        return;
-    };
+    let node_modules = node_modules();
     let (_root, dir) = assets_dir(&node_modules);
     let (db, url) = TestDb::create().await;
     let mut config = test_config(&url);
@@ -362,9 +353,7 @@ fn the_npm_folder_pins_the_served_versions() {
 
 #[test]
 fn the_pinned_hashes_are_the_npm_packages_files() {
-    let Some(node_modules) = node_modules() else {
-        return;
-    };
+    let node_modules = node_modules();
     for asset in ASSETS {
         let package: Value = serde_json::from_str(
             &std::fs::read_to_string(node_modules.join(asset.package).join("package.json"))
@@ -482,13 +471,7 @@ async fn graphiql_loads_and_runs_in_a_real_browser_with_no_policy_violation() {
         eprintln!("skipping the browser test: no Chromium at {chromium}");
         return;
     }
-    let Some(node_modules) = node_modules() else {
-        assert!(
-            !required,
-            "INCIDENTD_REQUIRE_BROWSER=1 but tests/graphiql has no node_modules"
-        );
-        return;
-    };
+    let node_modules = node_modules();
     // No internet here: the files come from a local directory, under the same policy.
     let (_root, dir) = assets_dir(&node_modules);
     let (db, url) = TestDb::create().await;

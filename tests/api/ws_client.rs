@@ -12,7 +12,13 @@ use crate::helpers::spawn_app;
 
 /// Installs the client's pinned packages when this checkout has none yet.
 pub fn npm_ci(dir: &Path) {
-    if dir.join("node_modules").exists() {
+    // Tests run in parallel threads (or processes, under nextest): one installs while the others
+    // wait, and the install counts as done only once npm has written its record of the tree
+    // (the last thing it writes), not when the folder first appears.
+    let lock =
+        std::fs::File::create(dir.join(".npm-ci.lock")).expect("lock file in the test folder");
+    lock.lock().expect("lock the test folder");
+    if dir.join("node_modules/.package-lock.json").exists() {
         return;
     }
     let status = std::process::Command::new("npm")
