@@ -25,6 +25,7 @@ use crate::incident::identity::Role;
 use crate::incident::service::Domain;
 use crate::live::Hub;
 use crate::rest::{self, RestState};
+use crate::webhook::{Clock, Deliveries, SystemClock};
 
 /// Every transport's state; each handler takes only its own, through `FromRef`.
 #[derive(Clone, FromRef)]
@@ -33,6 +34,8 @@ pub struct AppState {
     pub rest: RestState,
     /// For the operations endpoints (`/readyz`, `/metrics`).
     pub db: Db,
+    /// The webhook delivery worker of this replica.
+    pub webhooks: Deliveries,
 }
 
 pub fn router(state: AppState, config: &Config, dev_mode: bool) -> Router {
@@ -211,6 +214,14 @@ pub struct Application {
 impl Application {
     /// Connects, migrates (unless told not to), and binds the listen address.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
+        Application::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// As `build`, with the clock webhook deliveries are scheduled by (tests move one by hand).
+    pub async fn build_with_clock(
+        config: Config,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Application> {
         let auth = Authenticator::new(&config.auth())?;
         if auth.dev_mode && !config.listen.ip().is_loopback() {
             anyhow::bail!(
@@ -261,7 +272,11 @@ impl Application {
             config.graphiql_assets.as_deref(),
         )?;
         let hub = Hub::start(db.clone(), &config.db_options(), config.live_options()).await;
-        let domain = Domain::new(db.clone(), Arc::new(hub.clone()));
+        let webhook_settings = config.webhook_settings();
+        let domain =
+            Domain::new(db.clone(), Arc::new(hub.clone())).with_webhooks(webhook_settings.clone());
+        let webhooks =
+            crate::webhook::start(db.clone(), webhook_settings, config.webhook_worker(), clock);
         let auth = Arc::new(auth);
         let state = AppState {
             graphql: GraphqlState {
@@ -287,6 +302,7 @@ impl Application {
             },
             rest: RestState { domain, auth },
             db,
+            webhooks,
         };
         let shutdown_timeout = config.shutdown_timeout;
         let listener = TcpListener::bind(config.listen)
@@ -344,6 +360,7 @@ impl Application {
             }
         };
         let tasks = self.state.graphql.ws.tasks.clone();
+        let webhooks = self.state.webhooks.clone();
         if let Some((listener, router)) = self.metrics {
             // Scrapes are short; the listener simply ends with the process.
             tokio::spawn(async move {
@@ -370,13 +387,15 @@ impl Application {
             stopping.cancelled().await;
             tokio::time::sleep(deadline).await;
         };
-        tokio::select! {
+        let result = tokio::select! {
             served = drain => served,
             _ = expired => {
                 tracing::warn!(?deadline, "shutdown deadline passed; dropping what is still in flight");
                 Ok(())
             }
-        }
+        };
+        webhooks.stop();
+        result
     }
 }
 

@@ -15,8 +15,10 @@ use crate::graphql::Limits;
 use crate::graphql::transport::WsLimits;
 use crate::graphql::transport::persisted::{Bounds, Manifest};
 use crate::incident::identity::Role;
+use crate::incident::webhooks::{Cipher, Destinations, WebhookSettings};
 use crate::live::LiveOptions;
 use crate::telemetry::LogFormat;
+use crate::webhook::WorkerOptions;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -328,6 +330,40 @@ pub struct Config {
         global = true
     )]
     pub graphiql_assets: Option<PathBuf>,
+    /// The URL people open (links in webhook messages point into its desk). Default:
+    /// `http://<listen address>`.
+    #[arg(long, env = "INCIDENTD_PUBLIC_URL", global = true)]
+    pub public_url: Option<url::Url>,
+    /// One webhook delivery attempt's limit.
+    #[arg(long, env = "INCIDENTD_WEBHOOK_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration, global = true)]
+    pub webhook_timeout: Duration,
+    /// CIDRs that webhook endpoints may reach although private or loopback (e.g.
+    /// `127.0.0.0/8`), comma-separated; `http` is allowed only to these.
+    #[arg(
+        long,
+        env = "INCIDENTD_WEBHOOK_ALLOW_HOSTS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub webhook_allow_hosts: Vec<ipnet::IpNet>,
+    /// Key that encrypts webhook signing secrets at rest (any text; without it they are
+    /// stored as they are).
+    #[arg(
+        long,
+        env = "INCIDENTD_WEBHOOK_SECRET_KEY",
+        hide_env_values = true,
+        value_parser = secret,
+        global = true
+    )]
+    pub webhook_secret_key: Option<SecretString>,
+    /// Concurrent webhook deliveries per replica.
+    #[arg(
+        long,
+        env = "INCIDENTD_WEBHOOK_WORKERS",
+        default_value_t = 4,
+        global = true
+    )]
+    pub webhook_workers: usize,
     /// Interval of the keep-alive comments on Server-Sent Events streams.
     #[arg(long, env = "INCIDENTD_SSE_KEEP_ALIVE", default_value = "12s", value_parser = humantime::parse_duration, global = true)]
     pub sse_keep_alive: Duration,
@@ -421,6 +457,38 @@ impl Config {
             queue: self.live_queue,
             listen_url: self.listen_database_url.clone(),
             heartbeat: self.listen_heartbeat,
+        }
+    }
+
+    /// The URL people open, without a trailing slash.
+    pub fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(url) => url.as_str().trim_end_matches('/').to_string(),
+            None => format!("http://{}", self.listen),
+        }
+    }
+
+    /// What the domain's webhook half needs: links, allowed destinations, the secrets' key.
+    pub fn webhook_settings(&self) -> WebhookSettings {
+        use secrecy::ExposeSecret;
+        WebhookSettings {
+            public_url: self.public_url(),
+            destinations: Destinations {
+                allow: self.webhook_allow_hosts.clone(),
+            },
+            cipher: self
+                .webhook_secret_key
+                .as_ref()
+                .map(|key| Cipher::new(key.expose_secret())),
+            ..WebhookSettings::default()
+        }
+    }
+
+    pub fn webhook_worker(&self) -> WorkerOptions {
+        WorkerOptions {
+            workers: self.webhook_workers,
+            timeout: self.webhook_timeout,
+            poll: Duration::from_secs(1),
         }
     }
 

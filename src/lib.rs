@@ -14,3 +14,4 @@ pub mod live;
 pub mod monitoring;
 pub mod rest;
 pub mod telemetry;
+pub mod webhook;

@@ -32,6 +32,11 @@ pub const SSE_CONNECTIONS: &str = "incidentd_sse_connections";
 pub const SSE_OPERATIONS: &str = "incidentd_sse_operations";
 pub const CHANGES_PUBLISHED: &str = "incidentd_changes_published_total";
 pub const CHANGES_DELIVERED: &str = "incidentd_changes_delivered_total";
+pub const WEBHOOK_DELIVERIES: &str = "incidentd_webhook_deliveries_total";
+pub const WEBHOOK_DELIVERY_SECONDS: &str = "incidentd_webhook_delivery_seconds";
+pub const WEBHOOK_QUEUE_DEPTH: &str = "incidentd_webhook_queue_depth";
+pub const WEBHOOK_OLDEST_PENDING: &str = "incidentd_webhook_oldest_pending_seconds";
+pub const WEBHOOK_ENDPOINTS_DISABLED: &str = "incidentd_webhook_endpoints_disabled_total";
 /// Requests that panicked (answered `INTERNAL`); any rise is a bug to chase in the log.
 pub const PANICS: &str = "incidentd_panics_total";
 
@@ -279,4 +284,22 @@ pub fn panicked() {
 
 pub fn change_delivered() {
     counter!(CHANGES_DELIVERED).increment(1);
+}
+
+/// One delivery attempt ended: `delivered`, `failed` (will retry) or `dead` (gave up).
+pub fn webhook_delivery(outcome: &'static str, took: Duration) {
+    counter!(WEBHOOK_DELIVERIES, "outcome" => outcome).increment(1);
+    histogram!(WEBHOOK_DELIVERY_SECONDS).record(took.as_secs_f64());
+}
+
+/// Undelivered messages (pending or failed, over every organization) and the oldest one's age.
+pub fn webhook_queue(depth: i64, oldest: Duration) {
+    gauge!(WEBHOOK_QUEUE_DEPTH).set(depth as f64);
+    gauge!(WEBHOOK_OLDEST_PENDING).set(oldest.as_secs_f64());
+}
+
+/// The delivery worker disabled an endpoint (`gone`: it answered 410; `failing`: five days
+/// without a success).
+pub fn webhook_endpoint_disabled(reason: &'static str) {
+    counter!(WEBHOOK_ENDPOINTS_DISABLED, "reason" => reason).increment(1);
 }

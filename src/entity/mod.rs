@@ -1,6 +1,7 @@
 //! sea-orm entities for the tenant tables (incidents, events, postmortems, audit, people), the persisted-query table, and the two workflow enums.
 //! Nothing outside `crate::incident::scope` queries these directly (see `scope.rs` for why), but
-//! `graphql::transport::persisted::store`, which owns the persisted-query table.
+//! `graphql::transport::persisted::store`, which owns the persisted-query table, and
+//! `incident::webhooks::store`, which owns the three webhook tables.
 
 pub mod audit_event;
 pub mod incident;
@@ -9,6 +10,9 @@ pub mod openapi;
 pub mod persisted_query;
 pub mod person;
 pub mod postmortem;
+pub mod webhook_attempt;
+pub mod webhook_delivery;
+pub mod webhook_endpoint;
 
 use async_graphql::Enum;
 use sea_orm::entity::prelude::*;
@@ -121,5 +125,68 @@ impl std::fmt::Display for Status {
 impl std::fmt::Display for Severity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// The body an endpoint receives.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    EnumIter,
+    DeriveActiveEnum,
+    Enum,
+    Serialize,
+    Deserialize,
+)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum WebhookFormat {
+    #[sea_orm(string_value = "STANDARD")]
+    Standard,
+    #[sea_orm(string_value = "SLACK")]
+    Slack,
+    #[sea_orm(string_value = "TEAMS")]
+    Teams,
+}
+
+/// `FAILED`: will retry; `DEAD`: gave up.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    EnumIter,
+    DeriveActiveEnum,
+    Enum,
+    Serialize,
+    Deserialize,
+)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum WebhookDeliveryStatus {
+    #[sea_orm(string_value = "PENDING")]
+    Pending,
+    #[sea_orm(string_value = "DELIVERED")]
+    Delivered,
+    #[sea_orm(string_value = "FAILED")]
+    Failed,
+    #[sea_orm(string_value = "DEAD")]
+    Dead,
+}
+
+impl WebhookDeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookDeliveryStatus::Pending => "PENDING",
+            WebhookDeliveryStatus::Delivered => "DELIVERED",
+            WebhookDeliveryStatus::Failed => "FAILED",
+            WebhookDeliveryStatus::Dead => "DEAD",
+        }
     }
 }

@@ -695,3 +695,114 @@ impl IncidentFilter {
                 .is_none_or(|want| want == awaiting_postmortem)
     }
 }
+
+// `createWebhookEndpoint(input:)`.
+/// A webhook endpoint: where, which event types (none: every type) and in which format.
+#[derive(Debug, Clone, InputObject)]
+#[graphql(name = "WebhookEndpointInput")]
+pub struct WebhookEndpointInput {
+    pub url: String,
+    pub description: Option<String>,
+    pub event_types: Option<Vec<String>>,
+    #[graphql(default_with = "Some(crate::entity::WebhookFormat::Standard)")]
+    pub format: Option<crate::entity::WebhookFormat>,
+}
+
+// `updateWebhookEndpoint(input:)`.
+/// Only the fields given change; enabling an endpoint clears its disabled reason.
+#[derive(Debug, Clone, InputObject)]
+#[graphql(name = "WebhookEndpointUpdate")]
+pub struct WebhookEndpointUpdate {
+    pub url: Option<String>,
+    pub description: Option<String>,
+    pub event_types: Option<Vec<String>>,
+    pub enabled: Option<bool>,
+}
+
+/// Longest endpoint description.
+pub const MAX_WEBHOOK_DESCRIPTION_CHARS: usize = 500;
+/// Longest endpoint URL.
+pub const MAX_WEBHOOK_URL_CHARS: usize = 2_000;
+
+/// A new endpoint; its URL is checked (scheme and destination) by the service, which resolves it.
+#[derive(Debug, Clone)]
+pub struct NewWebhookEndpoint {
+    pub url: String,
+    pub description: Option<String>,
+    pub event_types: Vec<String>,
+    pub format: crate::entity::WebhookFormat,
+}
+
+/// Changes to an endpoint; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookEndpointPatch {
+    pub url: Option<String>,
+    pub description: Option<String>,
+    pub event_types: Option<Vec<String>>,
+    pub enabled: Option<bool>,
+}
+
+impl WebhookEndpointInput {
+    pub fn parse(self) -> AppResult<NewWebhookEndpoint> {
+        Ok(NewWebhookEndpoint {
+            url: webhook_url(&self.url)?,
+            description: self.description.map(webhook_description).transpose()?,
+            event_types: webhook_event_types(self.event_types.unwrap_or_default())?,
+            format: self
+                .format
+                .unwrap_or(crate::entity::WebhookFormat::Standard),
+        })
+    }
+}
+
+impl WebhookEndpointUpdate {
+    pub fn parse(self) -> AppResult<WebhookEndpointPatch> {
+        Ok(WebhookEndpointPatch {
+            url: self.url.as_deref().map(webhook_url).transpose()?,
+            description: self.description.map(webhook_description).transpose()?,
+            event_types: self.event_types.map(webhook_event_types).transpose()?,
+            enabled: self.enabled,
+        })
+    }
+}
+
+fn webhook_url(url: &str) -> AppResult<String> {
+    let url = url.trim();
+    if url.is_empty() || url.chars().count() > MAX_WEBHOOK_URL_CHARS {
+        return Err(AppError::bad_input(
+            "url",
+            format!("the URL must have 1 to {MAX_WEBHOOK_URL_CHARS} characters"),
+        ));
+    }
+    Ok(url.to_string())
+}
+
+fn webhook_description(text: String) -> AppResult<String> {
+    if text.chars().count() > MAX_WEBHOOK_DESCRIPTION_CHARS {
+        return Err(AppError::bad_input(
+            "description",
+            format!("at most {MAX_WEBHOOK_DESCRIPTION_CHARS} characters"),
+        ));
+    }
+    Ok(text)
+}
+
+/// Known event types only, each once, in the order given.
+fn webhook_event_types(types: Vec<String>) -> AppResult<Vec<String>> {
+    let mut out: Vec<String> = Vec::with_capacity(types.len());
+    for t in types {
+        if !super::webhooks::EVENT_TYPES.contains(&t.as_str()) {
+            return Err(AppError::bad_input(
+                "eventTypes",
+                format!(
+                    "unknown event type {t:?}; known: {}",
+                    super::webhooks::EVENT_TYPES.join(", ")
+                ),
+            ));
+        }
+        if !out.contains(&t) {
+            out.push(t);
+        }
+    }
+    Ok(out)
+}

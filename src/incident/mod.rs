@@ -12,6 +12,7 @@ pub mod read;
 mod scope;
 pub mod service;
 pub mod statistics;
+pub mod webhooks;
 pub mod workflow;
 
 pub use input::ActionItem;

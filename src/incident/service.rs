@@ -13,6 +13,7 @@ use super::input::{
     ActionItem, IncidentPatch, NewEvent, NewIncident, PostmortemPatch, SEVERITY_CHANGED,
     STATUS_CHANGED, StatusChange,
 };
+use super::webhooks::{self, Detail, WebhookSettings};
 use super::{now, workflow};
 use crate::db::{Db, WriteTxn};
 use crate::entity::{Status, incident, incident_event, postmortem};
@@ -25,6 +26,7 @@ pub struct Domain {
     pub db: Db,
     changes: Arc<dyn ChangeSink>,
     turns: Arc<Turns>,
+    pub(crate) webhooks: Arc<WebhookSettings>,
 }
 
 impl Domain {
@@ -33,7 +35,18 @@ impl Domain {
             db,
             changes,
             turns: Arc::new(Turns::new()),
+            webhooks: Arc::new(WebhookSettings::default()),
         }
+    }
+
+    /// The same domain, with outbound webhooks configured so.
+    pub fn with_webhooks(mut self, settings: WebhookSettings) -> Domain {
+        self.webhooks = Arc::new(settings);
+        self
+    }
+
+    pub fn webhook_settings(&self) -> &WebhookSettings {
+        &self.webhooks
     }
 }
 
@@ -82,6 +95,9 @@ struct Unit<'w> {
     at: chrono::DateTime<chrono::Utc>,
     /// The sequence the next appended event takes (under the incident's lock).
     next_sequence: i64,
+    webhooks: Arc<WebhookSettings>,
+    /// Whether the transaction queued webhook messages (the worker is woken after the commit).
+    queued: bool,
     _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
@@ -95,6 +111,8 @@ impl<'w> Unit<'w> {
             last_audit: None,
             at: now(),
             next_sequence: 1,
+            webhooks: domain.webhooks.clone(),
+            queued: false,
             _turn: None,
         })
     }
@@ -127,6 +145,8 @@ impl<'w> Unit<'w> {
             last_audit: None,
             at,
             next_sequence: last_sequence + 1,
+            webhooks: domain.webhooks.clone(),
+            queued: false,
             _turn: Some(turn),
         };
         Ok((unit, incident))
@@ -153,6 +173,8 @@ impl<'w> Unit<'w> {
         let Unit {
             txn,
             announcements,
+            webhooks,
+            queued,
             _turn,
             ..
         } = self;
@@ -170,6 +192,30 @@ impl<'w> Unit<'w> {
         finish
             .await
             .map_err(|e| AppError::Internal(anyhow::anyhow!("the commit task failed: {e}")))??;
+        if queued {
+            webhooks.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Queues this change's webhook messages, in its transaction: one per enabled endpoint of
+    /// the organization that takes `event_type`. Every kind of change calls this once.
+    async fn webhook(
+        &mut self,
+        event_type: &'static str,
+        incident: &incident::Model,
+        detail: Detail<'_>,
+    ) -> AppResult<()> {
+        let change = webhooks::Change {
+            event_type,
+            incident,
+            detail,
+            sequence: self.next_sequence - 1,
+            at: self.at,
+        };
+        let queued =
+            webhooks::enqueue(&*self.txn, self.writer.scope, &self.webhooks, change).await?;
+        self.queued |= queued > 0;
         Ok(())
     }
 
@@ -299,6 +345,8 @@ impl Domain {
         diff.created("linkedTicketIds", &model.linked_ticket_ids);
         diff.created("linkedProblemId", &model.linked_problem_id);
         diff.created("startedAt", &model.started_at);
+        unit.webhook(webhooks::INCIDENT_CREATED, &model, Detail::None)
+            .await?;
         unit.audit(audit::INCIDENT_CREATED, ("incident", id), id, diff)
             .await?;
         unit.announce(id, ChangeKind::Created, None);
@@ -376,6 +424,8 @@ impl Domain {
         }
         unit.audit(audit::INCIDENT_UPDATED, ("incident", id), id, diff)
             .await?;
+        unit.webhook(webhooks::INCIDENT_UPDATED, &next, Detail::None)
+            .await?;
         unit.announce(id, ChangeKind::Updated, None);
         unit.commit(self.changes.clone()).await?;
         Ok(next)
@@ -412,19 +462,23 @@ impl Domain {
             Some(note) => format!("{} → {}\n\n{note}", plan.from, plan.to),
             None => format!("{} → {}", plan.from, plan.to),
         };
-        unit.append_event(
-            id,
-            Uuid::now_v7(),
-            STATUS_CHANGED,
-            Some(content),
-            Some((plan.from, plan.to)),
-            false,
-        )
-        .await?;
+        let event = unit
+            .append_event(
+                id,
+                Uuid::now_v7(),
+                STATUS_CHANGED,
+                Some(content),
+                Some((plan.from, plan.to)),
+                false,
+            )
+            .await?;
         let mut diff = Diff::default();
         diff.field("status", &current.status, &next.status);
         diff.field("resolvedAt", &current.resolved_at, &next.resolved_at);
         unit.audit(audit::INCIDENT_UPDATED, ("incident", id), id, diff)
+            .await?;
+        let detail = event.as_ref().map_or(Detail::None, Detail::Event);
+        unit.webhook(webhooks::INCIDENT_STATUS_CHANGED, &next, detail)
             .await?;
         unit.announce(id, ChangeKind::StatusChanged, None);
         unit.commit(self.changes.clone()).await?;
@@ -438,7 +492,7 @@ impl Domain {
         incident_id: Uuid,
         input: NewEvent,
     ) -> AppResult<incident_event::Model> {
-        let (mut unit, _) = Unit::begin_on(self, writer, incident_id).await?;
+        let (mut unit, incident) = Unit::begin_on(self, writer, incident_id).await?;
         let id = input.id.unwrap_or_else(Uuid::now_v7);
         let content = Some(input.content.into_inner());
         if let Some(event) = unit
@@ -452,6 +506,12 @@ impl Domain {
             )
             .await?
         {
+            unit.webhook(
+                webhooks::INCIDENT_TIMELINE_EVENT_ADDED,
+                &incident,
+                Detail::Event(&event),
+            )
+            .await?;
             unit.commit(self.changes.clone()).await?;
             return Ok(event);
         }
@@ -483,7 +543,7 @@ impl Domain {
         incident_id: Uuid,
         patch: PostmortemPatch,
     ) -> AppResult<postmortem::Model> {
-        let (mut unit, _) = Unit::begin_on(self, writer, incident_id).await?;
+        let (mut unit, incident) = Unit::begin_on(self, writer, incident_id).await?;
         if self.postmortem_of(&unit, incident_id).await?.is_some() {
             return Err(AppError::Conflict(
                 "this incident already has a postmortem; change it with updatePostmortem".into(),
@@ -517,6 +577,12 @@ impl Domain {
             diff,
         )
         .await?;
+        unit.webhook(
+            webhooks::POSTMORTEM_CREATED,
+            &incident,
+            Detail::Postmortem(&model),
+        )
+        .await?;
         unit.announce(incident_id, ChangeKind::PostmortemUpdated, None);
         unit.commit(self.changes.clone()).await?;
         Ok(model)
@@ -529,7 +595,7 @@ impl Domain {
         incident_id: Uuid,
         patch: PostmortemPatch,
     ) -> AppResult<postmortem::Model> {
-        let (mut unit, _) = Unit::begin_on(self, writer, incident_id).await?;
+        let (mut unit, incident) = Unit::begin_on(self, writer, incident_id).await?;
         let current = self
             .postmortem_of(&unit, incident_id)
             .await?
@@ -555,6 +621,12 @@ impl Domain {
             ("postmortem", current.id),
             incident_id,
             diff,
+        )
+        .await?;
+        unit.webhook(
+            webhooks::POSTMORTEM_UPDATED,
+            &incident,
+            Detail::Postmortem(&next),
         )
         .await?;
         unit.announce(incident_id, ChangeKind::PostmortemUpdated, None);

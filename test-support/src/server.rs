@@ -27,7 +27,17 @@ pub struct TestServer {
 impl TestServer {
     /// Builds the application (running the migrations) and serves it until stopped.
     pub async fn start(config: Config) -> TestServer {
-        let app = Application::build(config).await.expect("the server builds");
+        Self::start_with_clock(config, std::sync::Arc::new(incidentd::webhook::SystemClock)).await
+    }
+
+    /// As `start`, with the clock the webhook worker schedules by.
+    pub async fn start_with_clock(
+        config: Config,
+        clock: std::sync::Arc<dyn incidentd::webhook::Clock>,
+    ) -> TestServer {
+        let app = Application::build_with_clock(config, clock)
+            .await
+            .expect("the server builds");
         let addr = app.local_addr();
         let state = app.state().clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -11,7 +11,7 @@ const LAYERS: &[&[&str]] = &[
     &["entity", "db", "telemetry"],
     &["error", "monitoring", "browser"],
     &["incident"],
-    &["live", "auth"],
+    &["live", "auth", "webhook"],
     &["graphql", "rest", "desk"],
     &["config"],
     &["app"],

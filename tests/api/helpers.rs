@@ -42,8 +42,22 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(db: TestDb, config: Config) -> TestApp {
+    spawn_app_with_clock(
+        db,
+        config,
+        std::sync::Arc::new(incidentd::webhook::SystemClock),
+    )
+    .await
+}
+
+/// As `spawn_app_with`, with the clock the webhook worker schedules by.
+pub async fn spawn_app_with_clock(
+    db: TestDb,
+    config: Config,
+    clock: std::sync::Arc<dyn incidentd::webhook::Clock>,
+) -> TestApp {
     let database_url = config.database_url.expose().to_string();
-    let server = TestServer::start(config).await;
+    let server = TestServer::start_with_clock(config, clock).await;
     TestApp {
         addr: server.addr,
         state: server.state.clone(),

@@ -36,6 +36,7 @@ mod tenancy_matrix;
 mod tenancy_props;
 mod tokens;
 mod validation;
+mod webhooks;
 mod workflow;
 mod ws_client;
 mod ws_hygiene;

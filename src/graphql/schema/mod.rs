@@ -12,6 +12,7 @@ mod query;
 mod statistics;
 mod subscription;
 mod types;
+mod webhooks;
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
@@ -26,10 +27,14 @@ use extensions::{Checked, Gate, Limiter};
 pub use limits::Limits;
 
 #[derive(MergedObject, Default)]
-pub struct Query(query::IncidentQuery, statistics::StatisticsQuery);
+pub struct Query(
+    query::IncidentQuery,
+    statistics::StatisticsQuery,
+    webhooks::WebhookQuery,
+);
 
 #[derive(MergedObject, Default)]
-pub struct Mutation(mutation::IncidentMutation);
+pub struct Mutation(mutation::IncidentMutation, webhooks::WebhookMutation);
 
 #[derive(MergedSubscription, Default)]
 pub struct Subscription(subscription::IncidentSubscription);
