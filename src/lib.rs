@@ -13,4 +13,5 @@ pub mod incident;
 pub mod live;
 pub mod monitoring;
 pub mod rest;
+pub mod signin;
 pub mod telemetry;

@@ -9,6 +9,7 @@ pub mod openapi;
 pub mod persisted_query;
 pub mod person;
 pub mod postmortem;
+pub mod session;
 
 use async_graphql::Enum;
 use sea_orm::entity::prelude::*;
