@@ -337,9 +337,10 @@ impl Provider {
     }
 
     /// Where signing out sends the browser: the provider's `end_session_endpoint` (with our
-    /// client and the way back), or `/`.
+    /// client and the way back), or `/` (also when the provider cannot be reached: the session
+    /// has ended here either way).
     pub async fn logout_url(&self) -> String {
-        let found = self.discovered.lock().await.clone();
+        let found = self.discovered().await.ok();
         match found.and_then(|f| f.end_session.clone()) {
             Some(mut url) => {
                 url.query_pairs_mut()
