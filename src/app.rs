@@ -26,12 +26,14 @@ use crate::incident::service::Domain;
 use crate::live::Hub;
 use crate::rest::{self, RestState};
 use crate::webhook::{Clock, Deliveries, SystemClock};
+use crate::signin::{Oidc, SignInState};
 
 /// Every transport's state; each handler takes only its own, through `FromRef`.
 #[derive(Clone, FromRef)]
 pub struct AppState {
     pub graphql: GraphqlState,
     pub rest: RestState,
+    pub signin: SignInState,
     /// For the operations endpoints (`/readyz`, `/metrics`).
     pub db: Db,
     /// The webhook delivery worker of this replica.
@@ -43,6 +45,7 @@ pub fn router(state: AppState, config: &Config, dev_mode: bool) -> Router {
     let mut app = Router::new()
         .merge(graphql::router())
         .merge(rest::router())
+        .merge(crate::signin::router())
         .merge(crate::monitoring::router(config.metrics_listen.is_none()))
         .merge(crate::desk::router(state.graphql.dev_token.clone()))
         .with_state(state);
@@ -271,8 +274,18 @@ impl Application {
             dev_token.as_deref(),
             config.graphiql_assets.as_deref(),
         )?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let public_url = config.public_url(listener.local_addr()?);
+        let session_settings = config.sessions(&public_url);
+        let oidc = match config.oidc(&public_url)? {
+            Some(settings) => Some(Arc::new(Oidc::new(settings, session_settings.secure)?)),
+            None => None,
+        };
+        let sessions = crate::auth::sessions::Sessions::new(db.clone(), session_settings);
         let hub = Hub::start(db.clone(), &config.db_options(), config.live_options()).await;
-        let webhook_settings = config.webhook_settings();
+        let webhook_settings = config.webhook_settings(&public_url);
         let domain =
             Domain::new(db.clone(), Arc::new(hub.clone())).with_webhooks(webhook_settings.clone());
         let webhooks =
@@ -284,6 +297,7 @@ impl Application {
                 domain: domain.clone(),
                 hub,
                 auth: auth.clone(),
+                sessions: sessions.clone(),
                 dev_token,
                 max_response_bytes: config.max_response_bytes,
                 in_flight: crate::incident::budget::ServerBudget::new(
@@ -300,14 +314,20 @@ impl Application {
                 get_max_age: config.get_max_age,
                 graphiql: Arc::new(graphiql),
             },
-            rest: RestState { domain, auth },
+            rest: RestState {
+                domain,
+                auth,
+                sessions: sessions.clone(),
+            },
+            signin: SignInState {
+                oidc,
+                sessions,
+                db: db.clone(),
+            },
             db,
             webhooks,
         };
         let shutdown_timeout = config.shutdown_timeout;
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
         let metrics = match config.metrics_listen {
             Some(addr) => Some((
                 TcpListener::bind(addr)

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use secrecy::SecretString;
 
+use crate::auth::sessions::SessionSettings;
 use crate::auth::{AuthSettings, JwtAlgorithm};
 use crate::db::{DatabaseUrl, DbOptions};
 use crate::graphql::Limits;
@@ -17,6 +18,7 @@ use crate::graphql::transport::persisted::{Bounds, Manifest};
 use crate::incident::identity::Role;
 use crate::incident::webhooks::{Cipher, Destinations, WebhookSettings};
 use crate::live::LiveOptions;
+use crate::signin::{OidcSettings, OrgSource};
 use crate::telemetry::LogFormat;
 use crate::webhook::WorkerOptions;
 
@@ -330,8 +332,9 @@ pub struct Config {
         global = true
     )]
     pub graphiql_assets: Option<PathBuf>,
-    /// The URL people open (links in webhook messages point into its desk). Default:
-    /// `http://<listen address>`.
+    /// The URL people open (scheme, host, port); the sign-in redirect URI is
+    /// `{public-url}/auth/callback`, and links in webhook messages point into its desk. Default: `http://<listen address>`. With https the session
+    /// cookie is `Secure` and `__Host-` prefixed.
     #[arg(long, env = "INCIDENTD_PUBLIC_URL", global = true)]
     pub public_url: Option<url::Url>,
     /// One webhook delivery attempt's limit.
@@ -364,9 +367,65 @@ pub struct Config {
         global = true
     )]
     pub webhook_workers: usize,
+    /// OpenID Connect issuer URL: sign-in is on when set (discovery from
+    /// `{issuer}/.well-known/openid-configuration`).
+    #[arg(long, env = "INCIDENTD_OIDC_ISSUER", global = true)]
+    pub oidc_issuer: Option<String>,
+    /// The client registered at the identity provider.
+    #[arg(long, env = "INCIDENTD_OIDC_CLIENT_ID", global = true)]
+    pub oidc_client_id: Option<String>,
+    /// Its secret (sent with `client_secret_basic`).
+    #[arg(
+        long,
+        env = "INCIDENTD_OIDC_CLIENT_SECRET",
+        hide_env_values = true,
+        value_parser = secret,
+        global = true
+    )]
+    pub oidc_client_secret: Option<SecretString>,
+    /// Scopes asked for, space-separated.
+    #[arg(
+        long,
+        env = "INCIDENTD_OIDC_SCOPES",
+        default_value = "openid profile email",
+        global = true
+    )]
+    pub oidc_scopes: String,
+    /// Every signed-in person belongs to this organization.
+    #[arg(long, env = "INCIDENTD_OIDC_ORGANIZATION", global = true)]
+    pub oidc_organization: Option<uuid::Uuid>,
+    /// Or: the ID-token claim holding the organization's UUID.
+    #[arg(long, env = "INCIDENTD_OIDC_ORG_CLAIM", global = true)]
+    pub oidc_org_claim: Option<String>,
+    /// The claim (a string or an array of strings) read for the role.
+    #[arg(
+        long,
+        env = "INCIDENTD_OIDC_ROLE_CLAIM",
+        default_value = "groups",
+        global = true
+    )]
+    pub oidc_role_claim: String,
+    /// `value=role,…` with `*=role` as the fallback, e.g. `sre-admins=admin,oncall=responder,*=viewer`;
+    /// the highest matching role wins; no match and no `*`: sign-in refused.
+    #[arg(long, env = "INCIDENTD_OIDC_ROLE_MAP", global = true)]
+    pub oidc_role_map: Option<crate::signin::RoleMap>,
+    /// A session unused this long ends (from `1s`).
+    #[arg(long, env = "INCIDENTD_SESSION_IDLE_TIMEOUT", default_value = "8h", value_parser = session_duration, global = true)]
+    pub session_idle_timeout: Duration,
+    /// A session ends this long after sign-in, used or not (from `1s`).
+    #[arg(long, env = "INCIDENTD_SESSION_MAX_AGE", default_value = "24h", value_parser = session_duration, global = true)]
+    pub session_max_age: Duration,
     /// Interval of the keep-alive comments on Server-Sent Events streams.
     #[arg(long, env = "INCIDENTD_SSE_KEEP_ALIVE", default_value = "12s", value_parser = humantime::parse_duration, global = true)]
     pub sse_keep_alive: Duration,
+}
+
+fn session_duration(value: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(value).map_err(|e| e.to_string())?;
+    if duration < Duration::from_secs(1) {
+        return Err("a session duration is at least 1s".into());
+    }
+    Ok(duration)
 }
 
 fn secret(value: &str) -> Result<SecretString, std::convert::Infallible> {
@@ -442,6 +501,71 @@ impl Config {
         }
     }
 
+    /// The URL people open: `--public-url`, or `http://` and the address the server listens
+    /// on (`bound`, which knows the port when the configured one is 0).
+    pub fn public_url(&self, bound: SocketAddr) -> url::Url {
+        match &self.public_url {
+            Some(url) => url.clone(),
+            None => url::Url::parse(&format!("http://{bound}")).expect("an address makes a URL"),
+        }
+    }
+
+    /// Sign-in with an identity provider, when `--oidc-issuer` is set; an incomplete
+    /// configuration is an error at start-up rather than a failure at the first sign-in.
+    pub fn oidc(&self, public_url: &url::Url) -> anyhow::Result<Option<OidcSettings>> {
+        let Some(issuer) = &self.oidc_issuer else {
+            return Ok(None);
+        };
+        let missing = |flag: &str| anyhow::anyhow!("--oidc-issuer is set: {flag} is needed too");
+        let client_id = self
+            .oidc_client_id
+            .clone()
+            .ok_or_else(|| missing("--oidc-client-id"))?;
+        let client_secret = self
+            .oidc_client_secret
+            .clone()
+            .ok_or_else(|| missing("--oidc-client-secret"))?;
+        let role_map = self
+            .oidc_role_map
+            .clone()
+            .ok_or_else(|| missing("--oidc-role-map"))?;
+        let organization = match (self.oidc_organization, &self.oidc_org_claim) {
+            (Some(id), None) => OrgSource::Fixed(id),
+            (None, Some(claim)) => OrgSource::Claim(claim.clone()),
+            _ => anyhow::bail!(
+                "--oidc-issuer is set: give exactly one of --oidc-organization and --oidc-org-claim"
+            ),
+        };
+        let base = public_url.as_str().trim_end_matches('/');
+        Ok(Some(OidcSettings {
+            issuer: issuer.clone(),
+            client_id,
+            client_secret,
+            scopes: self
+                .oidc_scopes
+                .split_whitespace()
+                .map(str::to_string)
+                .collect(),
+            organization,
+            role_claim: self.oidc_role_claim.clone(),
+            role_map,
+            redirect_uri: url::Url::parse(&format!("{base}/auth/callback"))?,
+            after_logout: url::Url::parse(&format!("{base}/"))?,
+        }))
+    }
+
+    /// How sessions live, for the server at `public_url`.
+    pub fn sessions(&self, public_url: &url::Url) -> SessionSettings {
+        let mut origins = vec![public_url.origin().ascii_serialization()];
+        origins.extend(self.allowed_origins());
+        SessionSettings {
+            idle_timeout: self.session_idle_timeout,
+            max_age: self.session_max_age,
+            secure: public_url.scheme() == "https",
+            origins,
+        }
+    }
+
     pub fn db_options(&self) -> DbOptions {
         DbOptions {
             url: self.database_url.clone(),
@@ -460,19 +584,11 @@ impl Config {
         }
     }
 
-    /// The URL people open, without a trailing slash.
-    pub fn public_url(&self) -> String {
-        match &self.public_url {
-            Some(url) => url.as_str().trim_end_matches('/').to_string(),
-            None => format!("http://{}", self.listen),
-        }
-    }
-
     /// What the domain's webhook half needs: links, allowed destinations, the secrets' key.
-    pub fn webhook_settings(&self) -> WebhookSettings {
+    pub fn webhook_settings(&self, public_url: &url::Url) -> WebhookSettings {
         use secrecy::ExposeSecret;
         WebhookSettings {
-            public_url: self.public_url(),
+            public_url: public_url.as_str().trim_end_matches('/').to_string(),
             destinations: Destinations {
                 allow: self.webhook_allow_hosts.clone(),
             },

@@ -13,5 +13,6 @@ pub mod incident;
 pub mod live;
 pub mod monitoring;
 pub mod rest;
+pub mod signin;
 pub mod telemetry;
 pub mod webhook;

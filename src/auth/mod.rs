@@ -5,6 +5,7 @@
 //! named by the token itself (`jku`, `jwk`, `x5u`, `x5c` headers) are never fetched nor trusted.
 
 mod jwks;
+pub mod sessions;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,6 +18,7 @@ use uuid::Uuid;
 use crate::error::{AppError, AppResult};
 use crate::incident::identity::{Principal, Role};
 use jwks::JwksKeys;
+use sessions::{Sessions, Use};
 
 /// Publicly known: anyone can mint dev tokens, which is why dev mode only listens on loopback.
 pub const DEV_SECRET: &str = "incidentd-dev-secret-not-for-production";
@@ -270,4 +272,24 @@ pub fn bearer_token(header: &str) -> Option<&str> {
     let (scheme, token) = header.trim().split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Who sent this HTTP request (or WebSocket upgrade): the bearer token when there is an
+/// `Authorization` header, judged alone exactly as without sessions; otherwise the session
+/// cookie, with what `usage` needs besides it (see `Use`). Every transport calls this.
+pub async fn authenticate_request(
+    tokens: &Authenticator,
+    sessions: &Sessions,
+    headers: &axum::http::HeaderMap,
+    usage: Use,
+) -> AppResult<Principal> {
+    let authorization = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if authorization.is_none()
+        && let Some(value) = sessions.cookie(headers)
+    {
+        return sessions.authenticate(&value, headers, usage).await;
+    }
+    tokens.authenticate_header(authorization)
 }

@@ -13,6 +13,7 @@ pub mod postmortem;
 pub mod webhook_attempt;
 pub mod webhook_delivery;
 pub mod webhook_endpoint;
+pub mod session;
 
 use async_graphql::Enum;
 use sea_orm::entity::prelude::*;

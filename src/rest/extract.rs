@@ -1,12 +1,15 @@
-//! Extractors for the REST handlers: the caller from the bearer token, and axum's `Json`,
+//! Extractors for the REST handlers: the caller from the bearer token or the session cookie
+//! (a write by cookie also shows its CSRF token), and axum's `Json`,
 //! `Path` and `Query` with their rejections rendered as our `{"error": …}`.
 
 use axum::extract::{FromRef, FromRequest, FromRequestParts};
-use axum::http::header::AUTHORIZATION;
+use axum::http::Method;
 use axum::http::request::Parts;
 
 use super::RestState;
 use super::error::ApiError;
+use crate::auth::authenticate_request;
+use crate::auth::sessions::Use;
 use crate::incident::identity::{Principal, Writer};
 
 /// Any authenticated caller: enough for reads.
@@ -20,12 +23,14 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
         let rest = RestState::from_ref(state);
-        Ok(Caller(rest.auth.authenticate_header(header)?))
+        let usage = match parts.method {
+            Method::GET | Method::HEAD => Use::Read,
+            _ => Use::Write,
+        };
+        let principal =
+            authenticate_request(&rest.auth, &rest.sessions, &parts.headers, usage).await?;
+        Ok(Caller(principal))
     }
 }
 

@@ -18,6 +18,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::Authenticator;
+use crate::auth::sessions::Sessions;
 use crate::error::AppError;
 use crate::incident::service::Domain;
 use crate::telemetry::{request_id, with_request_id};
@@ -29,6 +30,7 @@ pub use openapi::openapi;
 pub struct RestState {
     pub domain: Domain,
     pub auth: Arc<Authenticator>,
+    pub sessions: Sessions,
 }
 
 /// Every documented route, each listed once: the router and the OpenAPI paths both come from here.

@@ -12,7 +12,7 @@ const LAYERS: &[&[&str]] = &[
     &["error", "monitoring", "browser"],
     &["incident"],
     &["live", "auth", "webhook"],
-    &["graphql", "rest", "desk"],
+    &["graphql", "rest", "desk", "signin"],
     &["config"],
     &["app"],
 ];

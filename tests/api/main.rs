@@ -28,6 +28,7 @@ mod replicas;
 mod responses;
 mod rest;
 mod schema;
+mod signin;
 mod sse;
 mod statistics;
 mod subscriptions;

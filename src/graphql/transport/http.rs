@@ -10,12 +10,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::operation::{self, Credentials, Method};
+use super::operation::{self, Method};
 use super::state::GraphqlState;
 use super::wire::{
     MediaType, error_response, is_json_content_type, not_acceptable, parse_query_string, rejected,
     rejected_body,
 };
+use crate::auth::sessions::Use;
 use crate::error::AppError;
 use crate::graphql::error::classify;
 use crate::incident::budget::ResponseBudget;
@@ -85,10 +86,12 @@ async fn execute(
     method: Method,
 ) -> Response {
     let request_id = request_id(headers);
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let principal = match operation::authenticate(app, Credentials::Header(authorization)) {
+    // A POST by cookie shows its CSRF token, whatever it runs; a GET runs queries only.
+    let usage = match method {
+        Method::Get => Use::Read,
+        Method::Post => Use::Write,
+    };
+    let principal = match operation::authenticate(app, headers, usage).await {
         Ok(p) => p,
         Err(e) => return no_store(error_response(&e, media, &request_id)),
     };

@@ -6,35 +6,41 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_graphql::parser::types::{DocumentOperations, OperationType, Selection};
+use axum::http::HeaderMap;
 use futures_util::{Stream, StreamExt};
 
 use super::persisted::{Document, PersistedQuery};
 use super::state::GraphqlState;
+use crate::auth::authenticate_request;
+use crate::auth::sessions::Use;
 use crate::error::AppError;
 use crate::graphql::error::{classify, request_error};
 use crate::graphql::schema::context::request_data;
 use crate::incident::budget::ResponseBudget;
 use crate::incident::identity::Principal;
 
-/// What a caller presented.
-#[derive(Debug, Clone, Copy)]
-pub enum Credentials<'a> {
-    /// An HTTP request's `Authorization` header (HTTP, SSE, a WebSocket upgrade), if any.
-    Header(Option<&'a str>),
-    /// A bare bearer token (a WebSocket's `connection_init` payload), if any.
-    Token(Option<&'a str>),
+/// Who sent an HTTP request (HTTP, SSE, a WebSocket upgrade): its bearer token, or else its
+/// session cookie with what the request's use needs besides it (a CSRF token for writes, our
+/// origin for streams).
+pub async fn authenticate(
+    state: &GraphqlState,
+    headers: &HeaderMap,
+    usage: Use,
+) -> Result<Principal, AppError> {
+    authenticate_request(&state.auth, &state.sessions, headers, usage).await
 }
 
-/// Who the caller is, or why not.
-pub fn authenticate(
+/// Who a bare bearer token (a WebSocket's `connection_init` payload) names, or why not.
+pub fn authenticate_token(
     state: &GraphqlState,
-    credentials: Credentials<'_>,
+    token: Option<&str>,
 ) -> Result<Principal, AppError> {
-    match credentials {
-        Credentials::Header(header) => state.auth.authenticate_header(header),
-        Credentials::Token(Some(token)) => state.auth.authenticate(token),
-        Credentials::Token(None) => Err(AppError::Unauthenticated(
-            "connection_init must carry {\"Authorization\": \"Bearer <token>\"}".into(),
+    match token {
+        Some(token) => state.auth.authenticate(token),
+        None => Err(AppError::Unauthenticated(
+            "connection_init must carry {\"Authorization\": \"Bearer <token>\"} (or the \
+             WebSocket must come with a session cookie)"
+                .into(),
         )),
     }
 }

@@ -19,10 +19,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::connections::Holder;
-use super::operation::{self, Credentials, Method, Out};
+use super::operation::{self, Method, Out};
 use super::reservations::Reservation;
 use super::state::GraphqlState;
 use super::wire::{MediaType, error_response, parse_query_string, rejected, rejected_body};
+use crate::auth::sessions::Use;
 use crate::error::AppError;
 use crate::graphql::error::request_error;
 use crate::incident::identity::Principal;
@@ -66,11 +67,14 @@ fn query_param(query: &str, name: &str) -> Option<String> {
         .map(|(_, value)| value.into_owned())
 }
 
-fn authenticate(state: &GraphqlState, headers: &HeaderMap) -> Result<Principal, AppError> {
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    operation::authenticate(state, Credentials::Header(authorization))
+/// The caller; by cookie, a GET (a stream) must come from our origin and the other methods
+/// (which start or stop operations) must show the CSRF token.
+async fn authenticate(
+    state: &GraphqlState,
+    headers: &HeaderMap,
+    usage: Use,
+) -> Result<Principal, AppError> {
+    operation::authenticate(state, headers, usage).await
 }
 
 /// A protocol-level refusal: `{"errors": [...]}` as JSON with the protocol's status.
@@ -251,7 +255,11 @@ async fn stream_one(
     method: Method,
 ) -> Response {
     let request_id = request_id(&headers);
-    let principal = match authenticate(&state, &headers) {
+    let usage = match method {
+        Method::Get => Use::Stream,
+        Method::Post => Use::Write,
+    };
+    let principal = match authenticate(&state, &headers, usage).await {
         Ok(p) => p,
         Err(e) => return error_response(&e, MediaType::Json, &request_id),
     };
@@ -298,7 +306,7 @@ pub async fn get(state: GraphqlState, headers: HeaderMap, query: Option<String>)
         return stream_one(state, headers, request, Method::Get).await;
     };
     let caller = match headers.contains_key(header::AUTHORIZATION) {
-        true => match authenticate(&state, &headers) {
+        true => match authenticate(&state, &headers, Use::Stream).await {
             Ok(p) => Some(p),
             Err(e) => return error_response(&e, MediaType::Json, &request_id(&headers)),
         },
@@ -333,7 +341,7 @@ pub async fn get(state: GraphqlState, headers: HeaderMap, query: Option<String>)
 
 /// `PUT`: reserves a single-connection stream; answers 201 with its token.
 pub async fn reserve(State(state): State<GraphqlState>, headers: HeaderMap) -> Response {
-    let principal = match authenticate(&state, &headers) {
+    let principal = match authenticate(&state, &headers, Use::Write).await {
         Ok(p) => p,
         Err(e) => return error_response(&e, MediaType::Json, &request_id(&headers)),
     };
@@ -402,7 +410,7 @@ pub async fn add_operation(
     };
     // Operations run as the caller, who must be who reserved the stream: a leaked reservation
     // token alone cannot run anything.
-    let principal = match authenticate(&state, &headers) {
+    let principal = match authenticate(&state, &headers, Use::Write).await {
         Ok(p) => p,
         Err(e) => return error_response(&e, MediaType::Json, &request_id),
     };
@@ -481,7 +489,7 @@ pub async fn stop(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let principal = match authenticate(&state, &headers) {
+    let principal = match authenticate(&state, &headers, Use::Write).await {
         Ok(p) => p,
         Err(e) => return error_response(&e, MediaType::Json, &request_id(&headers)),
     };

@@ -9,6 +9,7 @@ use super::graphiql::Graphiql;
 use super::persisted::Documents;
 use super::reservations::SseState;
 use crate::auth::Authenticator;
+use crate::auth::sessions::Sessions;
 use crate::graphql::schema::AppSchema;
 use crate::incident::budget::ServerBudget;
 use crate::incident::service::Domain;
@@ -20,6 +21,8 @@ pub struct GraphqlState {
     pub domain: Domain,
     pub hub: Hub,
     pub auth: Arc<Authenticator>,
+    /// Sign-in sessions: the cookie a browser authenticates with.
+    pub sessions: Sessions,
     /// In dev mode: a token for the demo organization, filled into GraphiQL.
     pub dev_token: Option<String>,
     /// Most bytes of text one HTTP response may carry (`RESPONSE_TOO_LARGE` beyond).

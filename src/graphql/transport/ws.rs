@@ -19,9 +19,10 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_stream::StreamMap;
 
 use super::connections::{Holder, PendingSlot, Share};
-use super::operation::{self, Credentials, Method, Out};
+use super::operation::{self, Method, Out};
 use super::state::GraphqlState;
 use crate::auth::bearer_token;
+use crate::auth::sessions::Use;
 use crate::error::AppError;
 use crate::graphql::error::request_error;
 use crate::incident::identity::Principal;
@@ -102,12 +103,21 @@ pub async fn upgrade(
         .and_then(|v| v.to_str().ok())
         .and_then(bearer_token)
         .map(str::to_string);
+    // A browser's own session: its cookie, from our origin only (checked here, where the
+    // headers are); `connection_init` may then come with an empty payload.
+    let session = match header_token.is_none() && state.sessions.cookie(&headers).is_some() {
+        true => Some(operation::authenticate(&state, &headers, Use::Stream).await),
+        false => None,
+    };
     let connection_id = crate::telemetry::request_id(&headers);
     ws.on_upgrade(move |socket| {
         let tasks = state.ws.tasks.clone();
+        let mut connection =
+            Connection::new(socket, state, protocol, header_token, permit, pending);
+        connection.session = session;
         tasks.track_future(crate::telemetry::with_request_id(
             connection_id,
-            Connection::new(socket, state, protocol, header_token, permit, pending).run(),
+            connection.run(),
         ))
     })
 }
@@ -174,6 +184,8 @@ struct Connection {
     state: GraphqlState,
     protocol: Protocol,
     header_token: Option<String>,
+    /// The session cookie's caller (or why not), when the upgrade came with one and no token.
+    session: Option<Result<Principal, AppError>>,
     principal: Option<Principal>,
     init_received: bool,
     /// A ping went out and its pong has not come back yet.
@@ -203,6 +215,7 @@ impl Connection {
             state,
             protocol,
             header_token,
+            session: None,
             principal: None,
             init_received: false,
             awaiting_pong: false,
@@ -356,7 +369,11 @@ impl Connection {
             .as_ref()
             .and_then(token_from_payload)
             .or_else(|| self.header_token.clone());
-        match operation::authenticate(&self.state, Credentials::Token(token.as_deref())) {
+        let caller = match (token, self.session.take()) {
+            (None, Some(session)) => session,
+            (token, _) => operation::authenticate_token(&self.state, token.as_deref()),
+        };
+        match caller {
             Ok(p) => {
                 let Some(share) = self.state.ws.shares.take(&p) else {
                     return Flow::Close(
