@@ -10,6 +10,7 @@ use crate::client::Credentials;
 use crate::db::Pool;
 use crate::report::{Machine, Report, table};
 use crate::scenario::fanout::{self, FanoutOptions};
+use crate::scenario::peer::{self, PeerOptions};
 use crate::scenario::{RunOptions, Scenario, run_http};
 use crate::seed::{SeedOptions, seed};
 use crate::world::World;
@@ -95,6 +96,16 @@ pub struct RunArgs {
     pub json: Option<PathBuf>,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// A peer server to measure beside incidentd (PostGraphile 5, `bench/peer/`): `list`,
+    /// `board` and `detail` run on each in turn, no floors; other scenarios are skipped.
+    #[arg(long)]
+    pub peer: Option<String>,
+    /// The peer's process id, for its CPU time per request.
+    #[arg(long, requires = "peer")]
+    pub peer_pid: Option<u32>,
+    /// Phases each side runs per page, alternating (incidentd, peer, incidentd, peer, …).
+    #[arg(long, default_value_t = 2, requires = "peer")]
+    pub peer_rounds: usize,
     #[command(flatten)]
     pub fanout: FanoutArgs,
 }
@@ -250,8 +261,28 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
         machine: Machine::read(),
         scenarios: Vec::new(),
         fanout: None,
+        peer: Vec::new(),
     };
+    let peer = args.peer.as_ref().map(|url| PeerOptions {
+        url: url.trim_end_matches('/').to_string(),
+        pid: args.peer_pid,
+        rounds: args.peer_rounds,
+    });
     for scenario in &args.scenarios {
+        if let Some(peer) = &peer {
+            if matches!(scenario, Scenario::Write | Scenario::Fanout) {
+                eprintln!(
+                    "skipping {}: --peer runs the read pages only",
+                    scenario.name()
+                );
+                continue;
+            }
+            eprintln!("running {} on incidentd and the peer …", scenario.name());
+            report
+                .peer
+                .push(peer::run(*scenario, &pool, &opts, peer).await?);
+            continue;
+        }
         eprintln!("running {} …", scenario.name());
         if *scenario == Scenario::Fanout {
             let world = World::load(&pool, credentials.token_org()).await?;

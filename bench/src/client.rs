@@ -74,7 +74,8 @@ impl Credentials {
 pub struct Gql {
     http: reqwest::Client,
     endpoint: String,
-    auth: String,
+    /// `Authorization`'s value; none for a peer that has no authentication.
+    auth: Option<String>,
 }
 
 impl Gql {
@@ -87,8 +88,15 @@ impl Gql {
         Ok(Gql {
             http,
             endpoint: format!("{}/graphql", base.trim_end_matches('/')),
-            auth: format!("Bearer {token}"),
+            auth: Some(format!("Bearer {token}")),
         })
+    }
+
+    /// A client that sends no credentials (the peer server has no authentication).
+    pub fn anonymous(base: &str) -> anyhow::Result<Gql> {
+        let mut gql = Gql::new(base, "")?;
+        gql.auth = None;
+        Ok(gql)
     }
 
     /// The same connection pool, acting with another token.
@@ -96,16 +104,17 @@ impl Gql {
         Gql {
             http: self.http.clone(),
             endpoint: self.endpoint.clone(),
-            auth: format!("Bearer {token}"),
+            auth: Some(format!("Bearer {token}")),
         }
     }
 
     /// Sends an operation; the body, or why it failed (transport, or an HTTP status other than 200).
     async fn send(&self, query: &str, variables: &Value) -> Result<bytes::Bytes, String> {
-        let sent = self
-            .http
-            .post(&self.endpoint)
-            .header(reqwest::header::AUTHORIZATION, &self.auth)
+        let mut request = self.http.post(&self.endpoint);
+        if let Some(auth) = &self.auth {
+            request = request.header(reqwest::header::AUTHORIZATION, auth);
+        }
+        let sent = request
             .header(reqwest::header::ACCEPT, "application/json")
             .json(&json!({ "query": query, "variables": variables }))
             .send()

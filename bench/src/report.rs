@@ -4,6 +4,7 @@ use serde::Serialize;
 
 use crate::scenario::ScenarioReport;
 use crate::scenario::fanout::FanoutReport;
+use crate::scenario::peer::PeerReport;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -14,6 +15,8 @@ pub struct Report {
     pub machine: Machine,
     pub scenarios: Vec<ScenarioReport>,
     pub fanout: Option<FanoutReport>,
+    /// `--peer`: each read page on incidentd and on the peer, alternating.
+    pub peer: Vec<PeerReport>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -93,6 +96,9 @@ pub fn table(report: &Report) -> String {
                 }
             }
         }
+    }
+    if !report.peer.is_empty() {
+        out.push_str(&peer_table(&report.peer));
     }
     if let Some(f) = &report.fanout {
         out.push_str(&format!(
@@ -182,6 +188,51 @@ pub fn table(report: &Report) -> String {
     out
 }
 
+fn peer_table(pages: &[PeerReport]) -> String {
+    let mut out = String::from(
+        "| page | incidentd req/s | p50 ms | p99 ms | CPU ms/req | KB/resp | errors | peer req/s | p50 ms | p99 ms | CPU ms/req | KB/resp | errors | incidentd ÷ peer |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for p in pages {
+        let side = |s: &crate::scenario::peer::SideTotal| {
+            format!(
+                "{:.0} | {:.1} | {:.1} | {} | {:.1} | {}",
+                s.throughput,
+                s.p50_ms,
+                s.p99_ms,
+                opt(s.cpu_ms_per_request, 2),
+                s.mean_bytes / 1024.0,
+                s.errors
+            )
+        };
+        out.push_str(&format!(
+            "| {} | {} | {} | {} |\n",
+            p.scenario.name(),
+            side(&p.incidentd),
+            side(&p.peer),
+            p.ratio.map_or_else(|| "-".into(), |r| format!("{r:.2}×"))
+        ));
+    }
+    for p in pages {
+        for phase in &p.phases {
+            out.push_str(&format!(
+                "  {} {:?}: {:.0} req/s, p50 {:.1} ms, p99 {:.1} ms, CPU {} ms/req, {} errors\n",
+                p.scenario.name(),
+                phase.side,
+                phase.summary.throughput,
+                phase.summary.p50_ms,
+                phase.summary.p99_ms,
+                opt(phase.cpu_ms_per_request, 2),
+                phase.summary.errors
+            ));
+            for (kind, n) in &phase.summary.error_kinds {
+                out.push_str(&format!("    error ×{n}: {kind}\n"));
+            }
+        }
+    }
+    out
+}
+
 impl Report {
     /// Errors of every kind, over all scenarios: what CI's smoke fails on.
     pub fn errors(&self) -> u64 {
@@ -193,6 +244,11 @@ impl Report {
         let fanout = self.fanout.as_ref().map_or(0, |f| {
             f.write_errors + f.subscription_errors + f.missed + f.duplicated
         });
-        http + fanout
+        let peer: u64 = self
+            .peer
+            .iter()
+            .map(|p| p.incidentd.errors + p.peer.errors)
+            .sum();
+        http + fanout + peer
     }
 }

@@ -36,10 +36,7 @@ impl Hub {
         // Registered before the first read: whatever commits after the read is signalled.
         let mut signals = self.timeline_signals(scope, incident_id);
         let registered = Instant::now();
-        {
-            let _turn = self.inner.replays.acquire().await.expect("never closed");
-            read::incident(&self.inner.db, scope, incident_id).await?;
-        }
+        self.inner.check_incident(scope, incident_id).await?;
         let inner = self.inner.clone();
         let mut cursor = after_sequence;
         Ok(async_stream::stream! {
@@ -230,6 +227,47 @@ impl Inner {
             }),
             None => self.read_events(scope, incident_id, cursor).await,
         }
+    }
+
+    /// `NOT_FOUND` unless the incident is the scope's. Subscriptions of one incident that start
+    /// together (thousands at a server's start or after a reconnect storm) share one read, keyed
+    /// by organization and incident, so the read names the caller's organization as before. An
+    /// incident never changes organization, so "found" from a read that began before this
+    /// caller holds for it too; "not found" or an error is read again alone, each caller
+    /// getting its own answer. The read runs in a task of its own: a check whose subscribers
+    /// all went away still finishes and gives its turn back.
+    async fn check_incident(self: &Arc<Self>, scope: OrgScope, incident_id: Uuid) -> AppResult<()> {
+        let key = (scope.org_id(), incident_id);
+        let shared = {
+            let mut checks = self.checks.lock().expect("the checks lock");
+            match checks.get(&key) {
+                Some(check) => check.clone(),
+                None => {
+                    let inner = self.clone();
+                    let task = tokio::spawn(async move {
+                        let _turn = inner.replays.acquire().await.expect("never closed");
+                        read::incident(&inner.db, scope, incident_id).await.is_ok()
+                    });
+                    let check = async move { task.await.unwrap_or(false) }.boxed().shared();
+                    checks.insert(key, check.clone());
+                    check
+                }
+            }
+        };
+        let found = shared.clone().await;
+        {
+            let mut checks = self.checks.lock().expect("the checks lock");
+            if checks.get(&key).is_some_and(|check| check.ptr_eq(&shared)) {
+                checks.remove(&key);
+            }
+        }
+        if found {
+            return Ok(());
+        }
+        let _turn = self.replays.acquire().await.expect("never closed");
+        read::incident(&self.db, scope, incident_id)
+            .await
+            .map(|_| ())
     }
 
     /// One batch of events after `cursor`, taking a turn among the subscribers reading at once.

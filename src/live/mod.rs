@@ -145,11 +145,16 @@ struct Inner {
     /// Timeline catch-up reads in flight, by (organization, incident, cursor), with when each
     /// was created: subscribers at the same place share one (see `feed.rs`).
     reads: Mutex<HashMap<ReadKey, (Instant, SharedRead)>>,
+    /// Timeline subscriptions' tenancy checks in flight, by (organization, incident): the
+    /// subscriptions of one incident that start together share one (see `feed.rs`).
+    checks: Mutex<HashMap<(Uuid, Uuid), SharedCheck>>,
 }
 
 /// (organization, incident, cursor).
 type ReadKey = (Uuid, Uuid, i64);
 type SharedRead = futures_util::future::Shared<BoxFuture<'static, Option<Arc<read::EventBatch>>>>;
+/// Whether the incident was found in the organization.
+type SharedCheck = futures_util::future::Shared<BoxFuture<'static, bool>>;
 
 /// The channels of the subscribers this server has: one per watched timeline, one per
 /// organization with a change-feed subscriber. Channels nobody reads any more are swept.
@@ -199,6 +204,7 @@ impl Hub {
                 routes: Mutex::new(Routes::default()),
                 replays: Semaphore::new(REPLAY_CONCURRENCY),
                 reads: Mutex::default(),
+                checks: Mutex::default(),
             }),
             input,
             via_postgres,

@@ -490,3 +490,54 @@ async fn connections_per_server_are_limited() {
         tokio::task::yield_now().await;
     }
 }
+
+/// The `incidentEvents` subscriptions of one incident that start together check the incident
+/// (their tenancy read) once between them, as they share their catch-up read: thousands of
+/// subscribers starting at once otherwise queue one read each. Another organization's
+/// subscriptions to the same incident still each get `NOT_FOUND`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_of_one_incident_starting_together_share_their_tenancy_read() {
+    use futures_util::StreamExt;
+    use incidentd::error::AppError;
+
+    const N: usize = 50;
+    let app = spawn_app().await;
+    let alice = app.responder();
+    let id: Uuid = app
+        .create_incident(&alice, json!({ "title": "shared" }))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    write_event(&app, &alice, id, "first").await;
+    // Let the change feed settle, so only the subscriptions' own reads are counted.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let hub = &app.state.graphql.hub;
+    let db = &app.state.graphql.domain.db;
+    let scope = writer_for(&alice).scope;
+
+    let before = db.statement_count();
+    let streams = join_all((0..N).map(|_| hub.timeline(scope, id, 0))).await;
+    let checks = db.statement_count() - before;
+    assert_eq!(
+        checks, 1,
+        "{N} subscriptions starting together ran {checks} tenancy reads"
+    );
+    for stream in streams {
+        let mut stream = Box::pin(stream.unwrap_or_else(|_| panic!("the incident is found")));
+        let first = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("the replay arrives")
+            .expect("a stream item")
+            .unwrap_or_else(|_| panic!("the replay is read"));
+        assert_eq!(first.sequence, 1);
+        assert_eq!(first.organization_id, alice.org);
+    }
+
+    let mallory = app.responder();
+    let foreign = join_all((0..N).map(|_| hub.timeline(writer_for(&mallory).scope, id, 0))).await;
+    for result in foreign {
+        assert!(matches!(result, Err(AppError::NotFound(_))));
+    }
+}

@@ -3,6 +3,7 @@
 //! database on as many connections.
 
 pub mod fanout;
+pub mod peer;
 pub mod read;
 pub mod write;
 
@@ -68,7 +69,7 @@ pub struct ScenarioReport {
 }
 
 /// Reads the server's statement counter at the edges of the measured window.
-struct MetricsProbe(String);
+pub(crate) struct MetricsProbe(pub(crate) String);
 
 impl Probe for MetricsProbe {
     async fn statements(&self) -> Option<f64> {
