@@ -288,8 +288,12 @@ impl Application {
         let webhook_settings = config.webhook_settings(&public_url);
         let domain =
             Domain::new(db.clone(), Arc::new(hub.clone())).with_webhooks(webhook_settings.clone());
-        let webhooks =
-            crate::webhook::start(db.clone(), webhook_settings, config.webhook_worker(), clock);
+        let webhooks = crate::webhook::start(
+            db.background(),
+            webhook_settings,
+            config.webhook_worker(),
+            clock,
+        );
         let auth = Arc::new(auth);
         let state = AppState {
             graphql: GraphqlState {

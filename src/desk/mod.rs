@@ -1,4 +1,5 @@
-//! The desk: the built-in web pages (`/desk/incidents`, `/desk/postmortems`) and their files,
+//! The desk: the built-in web pages (`/desk/incidents`, `/desk/postmortems`, and for admins
+//! `/desk/settings/webhooks`) and their files,
 //! embedded in the binary (read from disk in debug builds, so edits show on reload).
 //!
 //! The pages are static: HTML, CSS and JavaScript modules written for this project, no build
@@ -49,6 +50,7 @@ where
         .route("/desk/incidents/{id}", get(page))
         .route("/desk/postmortems", get(page))
         .route("/desk/postmortems/{id}", get(page))
+        .route("/desk/settings/webhooks", get(page))
         .route("/desk/session.json", get(session))
         .route("/desk/static/{*path}", get(asset))
         .layer(axum::middleware::from_fn(security_headers))

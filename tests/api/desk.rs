@@ -28,6 +28,7 @@ async fn desk_pages_carry_csp_etag_cache_and_compression() {
         "/desk/incidents/0195f3a0-0000-7000-8000-000000000000",
         "/desk/postmortems",
         "/desk/postmortems/anything",
+        "/desk/settings/webhooks",
     ] {
         let page = client.get(app.url(path)).send().await.unwrap();
         assert_eq!(page.status(), 200, "{path}");
@@ -147,7 +148,7 @@ async fn in_dev_mode_the_sign_in_form_is_offered_the_dev_token() {
 }
 
 /// The system's Chromium, or why there is none.
-fn chromium() -> Result<String, String> {
+pub(crate) fn chromium() -> Result<String, String> {
     let path = std::env::var("INCIDENTD_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     if Path::new(&path).exists() {
         Ok(path)

@@ -60,12 +60,19 @@ struct ReceiverState {
     /// Fails the first attempt of every n-th new message id with 500.
     fail_every: Option<usize>,
     ids: Arc<Mutex<std::collections::HashSet<String>>>,
+    /// Every request takes this long (so attempts in flight overlap if they can).
+    delay: Duration,
+    /// Requests per message id being answered now, and how often one came while another of
+    /// its id was in flight.
+    in_flight: Arc<Mutex<std::collections::HashMap<String, usize>>>,
+    overlaps: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 struct Receiver {
     url: String,
     plan: Arc<Mutex<VecDeque<Reply>>>,
     seen: mpsc::UnboundedReceiver<Received>,
+    overlaps: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 async fn receive(
@@ -83,12 +90,34 @@ async fn receive(
             failed = true;
         }
     }
+    let id = headers
+        .get("webhook-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    {
+        let mut in_flight = state.in_flight.lock().unwrap();
+        let n = in_flight.entry(id.clone()).or_default();
+        if *n > 0 {
+            state
+                .overlaps
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        *n += 1;
+    }
     let _ = state.seen.send(Received {
         path: uri.path().to_string(),
         headers,
         body,
         failed,
     });
+    tokio::time::sleep(state.delay).await;
+    let response = answer(reply).await;
+    *state.in_flight.lock().unwrap().get_mut(&id).unwrap() -= 1;
+    response
+}
+
+async fn answer(reply: Option<Reply>) -> Response {
     match reply {
         None => StatusCode::OK.into_response(),
         Some(Reply::Status(code)) => StatusCode::from_u16(code).unwrap().into_response(),
@@ -111,15 +140,23 @@ impl Receiver {
     }
 
     async fn start_with(plan: Vec<Reply>, fail_every: Option<usize>) -> Receiver {
+        Receiver::start_full(plan, fail_every, Duration::ZERO).await
+    }
+
+    async fn start_full(plan: Vec<Reply>, fail_every: Option<usize>, delay: Duration) -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
         let plan = Arc::new(Mutex::new(VecDeque::from(plan)));
+        let overlaps = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let state = ReceiverState {
             plan: plan.clone(),
             seen: tx,
             fail_every,
             ids: Default::default(),
+            delay,
+            in_flight: Default::default(),
+            overlaps: overlaps.clone(),
         };
         let app = axum::Router::new()
             .fallback(axum::routing::any(receive))
@@ -131,6 +168,7 @@ impl Receiver {
             url: format!("http://{addr}/hooks"),
             plan,
             seen: rx,
+            overlaps,
         }
     }
 
@@ -226,6 +264,16 @@ impl Setup {
         self.clock.advance(by);
         self.app.state.webhooks.wake();
     }
+}
+
+/// Milliseconds from a delivery's last attempt to its next.
+fn scheduled_after(delivery: &Value) -> i64 {
+    let time = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    let attempts = delivery["attempts"].as_array().unwrap();
+    let last = time(&attempts[attempts.len() - 1]["at"]);
+    time(&delivery["nextAttemptAt"])
+        .signed_duration_since(last)
+        .num_milliseconds()
 }
 
 fn deliveries(endpoint: &Value) -> &Vec<Value> {
@@ -426,13 +474,9 @@ async fn a_receiver_failing_twice_then_succeeding_gets_one_webhook_id() {
     let delivery = &deliveries(&failed)[0];
     assert_eq!(delivery["status"], "FAILED");
     assert_eq!(delivery["attempts"][0]["responseStatus"], 500);
-    // The next attempt is about 5 s later on the schedule (±10 %), not now.
-    let next =
-        chrono::DateTime::parse_from_rfc3339(delivery["nextAttemptAt"].as_str().unwrap()).unwrap();
-    let wait = next
-        .signed_duration_since(chrono::Utc::now())
-        .num_milliseconds();
-    assert!((3_000..=5_600).contains(&wait), "{wait} ms");
+    // The next attempt is 5 s after this one on the schedule (±10 %).
+    let wait = scheduled_after(delivery);
+    assert!((4_500..=5_500).contains(&wait), "{wait} ms");
 
     s.advance(Duration::from_secs(6));
     let second = receiver.next().await;
@@ -474,12 +518,8 @@ async fn retry_after_is_honoured() {
     let failed = s
         .read_until(&endpoint, |e| deliveries(e)[0]["status"] == "FAILED")
         .await;
-    let next = chrono::DateTime::parse_from_rfc3339(
-        deliveries(&failed)[0]["nextAttemptAt"].as_str().unwrap(),
-    )
-    .unwrap();
-    let wait = next.signed_duration_since(chrono::Utc::now()).num_seconds();
-    assert!((110..=121).contains(&wait), "{wait} s");
+    let wait = scheduled_after(&deliveries(&failed)[0]);
+    assert_eq!(wait, 120_000, "{wait} ms");
     // 5 s (the schedule) is not enough; 2 minutes is.
     s.advance(Duration::from_secs(121));
     receiver.next().await;
@@ -771,7 +811,7 @@ async fn only_admins_of_the_organization_see_and_replay() {
 #[tokio::test]
 async fn messages_arrive_in_order_per_incident() {
     const INCIDENTS: usize = 20;
-    const CHANGES: usize = 10;
+    const CHANGES: usize = 50;
     let s = setup().await;
     let mut receiver = Receiver::start_with(vec![], Some(7)).await;
     let (_, secret) = s.endpoint(&receiver.url, json!({})).await;
@@ -853,5 +893,308 @@ async fn deliveries_are_counted_in_metrics() {
         }
         assert!(tokio::time::Instant::now() < deadline, "{text}");
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A change that rolls back after its messages were written sends nothing: the outbox rows go
+/// with it. (A trigger refuses the audit row of incidents titled "ROLLBACK-ME", which the
+/// service writes after the outbox rows, in the same transaction.)
+#[tokio::test]
+async fn a_rolled_back_change_sends_nothing() {
+    use sea_orm::ConnectionTrait;
+    let s = setup().await;
+    let mut receiver = Receiver::start(vec![]).await;
+    let (endpoint, _) = s.endpoint(&receiver.url, json!({})).await;
+    let db = sea_orm::Database::connect(&s.app.database_url)
+        .await
+        .unwrap();
+    let statements: &[&str] = if db.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+        &[
+            "CREATE FUNCTION refuse_marked() RETURNS trigger AS $$ BEGIN \
+             IF NEW.changes::text LIKE '%ROLLBACK-ME%' THEN RAISE EXCEPTION 'refused by the test'; END IF; \
+             RETURN NEW; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER refuse_marked BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION refuse_marked()",
+        ]
+    } else {
+        &[
+            "CREATE TRIGGER refuse_marked BEFORE INSERT ON audit_events \
+           WHEN NEW.changes LIKE '%ROLLBACK-ME%' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+        ]
+    };
+    for sql in statements {
+        db.execute_unprepared(sql).await.unwrap();
+    }
+    db.close().await.ok();
+
+    let error = s
+        .app
+        .err(
+            &s.responder,
+            "mutation { createIncident(input: { title: \"ROLLBACK-ME\" }) { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code(&error), "INTERNAL", "{error}");
+    s.app.new_incident(&s.responder, "Kept").await;
+    let got = receiver.next().await;
+    assert_eq!(got.json()["data"]["incident"]["title"], "Kept");
+    let endpoint = s.read(&endpoint).await;
+    assert_eq!(deliveries(&endpoint).len(), 1, "{endpoint}");
+}
+
+/// An endpoint failing without a single success for five days is disabled, with the reason.
+#[tokio::test]
+async fn five_days_of_failures_disable_the_endpoint() {
+    let s = setup().await;
+    let failing: Vec<Reply> = (0..10).map(|_| Reply::Status(500)).collect();
+    let mut receiver = Receiver::start(failing).await;
+    let (endpoint, _) = s.endpoint(&receiver.url, json!({})).await;
+    s.app.new_incident(&s.responder, "Never answered").await;
+    receiver.next().await;
+    s.read_until(&endpoint, |e| deliveries(e)[0]["status"] == "FAILED")
+        .await;
+    // Four days later it still tries.
+    s.advance(Duration::from_secs(4 * 86_400));
+    receiver.next().await;
+    let still = s
+        .read_until(&endpoint, |e| {
+            deliveries(e)[0]["attempts"].as_array().unwrap().len() == 2
+        })
+        .await;
+    assert_eq!(still["enabled"], true);
+    // A day and a bit more: disabled.
+    s.advance(Duration::from_secs(26 * 3600));
+    receiver.next().await;
+    let disabled = s.read_until(&endpoint, |e| e["enabled"] == false).await;
+    assert!(
+        disabled["disabledReason"]
+            .as_str()
+            .unwrap()
+            .contains("5 days"),
+        "{disabled}"
+    );
+    let audit = s.app.audit(s.admin.org, &endpoint).await;
+    assert!(
+        audit
+            .iter()
+            .any(|a| a["action"] == "webhook_endpoint_disabled")
+    );
+}
+
+fn webhook_env() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("INCIDENTD_WEBHOOK_ALLOW_HOSTS", "127.0.0.0/8"),
+        ("INCIDENTD_WEBHOOK_TIMEOUT", "5s"),
+    ]
+}
+
+/// Two replicas on one PostgreSQL share the work: every message is sent once, and never while
+/// another replica sends it.
+#[tokio::test]
+async fn two_replicas_never_send_one_message_at_once() {
+    let (db, url) = TestDb::create().await;
+    if !db.is_postgres() {
+        return; // one in-process worker on SQLite
+    }
+    let mut config = test_config(&url);
+    config.webhook_allow_hosts = vec!["127.0.0.0/8".parse().unwrap()];
+    let one = crate::helpers::spawn_app_with(db, config.clone()).await;
+    let two = incidentd_test_support::TestServer::start(config).await;
+    let admin = one.caller(uuid::Uuid::new_v4(), Role::Admin);
+    let responder = one.caller(admin.org, Role::Responder);
+    let mut receiver = Receiver::start_full(vec![], None, Duration::from_millis(20)).await;
+    one.ok(&admin, CREATE, json!({ "input": { "url": receiver.url } }))
+        .await;
+    const MESSAGES: usize = 120;
+    let writes = (0..MESSAGES).map(|i| {
+        let (one, responder) = (&one, &responder);
+        let addr = if i % 2 == 0 { one.addr } else { two.addr };
+        async move {
+            let (status, body) = crate::helpers::gql(
+                &one.client,
+                addr,
+                &responder.token,
+                "mutation($t: String!) { createIncident(input: { title: $t }) { id } }",
+                json!({ "t": format!("n{i}") }),
+            )
+            .await
+            .unwrap();
+            assert_eq!(status, 200, "{body}");
+        }
+    });
+    futures_util::future::join_all(writes).await;
+    let mut ids = std::collections::HashSet::new();
+    let mut requests = 0;
+    while ids.len() < MESSAGES {
+        let got = receiver.next().await;
+        requests += 1;
+        ids.insert(got.header("webhook-id").to_string());
+    }
+    assert_eq!(
+        receiver.overlaps.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a message was in flight on two replicas at once"
+    );
+    assert_eq!(requests, MESSAGES, "every message was sent once");
+}
+
+/// A replica killed (SIGKILL) while the receiver holds its request: another replica sends the
+/// message once the lease has run out, with the same `webhook-id`.
+#[tokio::test]
+async fn a_killed_replicas_message_is_sent_by_another_after_the_lease() {
+    let (db, url) = TestDb::create().await;
+    if !db.is_postgres() {
+        return; // one in-process worker on SQLite
+    }
+    let mut first = crate::replicas::Replica::start(&url, &webhook_env()).await;
+    let client = reqwest::Client::new();
+    let auth = incidentd::auth::Authenticator::new(&test_config(&url).auth()).unwrap();
+    let org = uuid::Uuid::new_v4();
+    let caller = |role| {
+        let user = uuid::Uuid::new_v4();
+        let token = auth
+            .mint(org, user, role, Duration::from_secs(3600))
+            .unwrap();
+        Caller { org, user, token }
+    };
+    let (admin, responder) = (caller(Role::Admin), caller(Role::Responder));
+    // The first attempt is held until its sender dies; the next one is answered.
+    let mut receiver = Receiver::start(vec![Reply::Slow(Duration::from_secs(3600))]).await;
+    let (status, body) = crate::helpers::gql(
+        &client,
+        first.addr,
+        &admin.token,
+        CREATE,
+        json!({ "input": { "url": receiver.url } }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let endpoint = body["data"]["createWebhookEndpoint"]["endpoint"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, body) = crate::helpers::gql(
+        &client,
+        first.addr,
+        &responder.token,
+        "mutation { createIncident(input: { title: \"Killed mid-delivery\" }) { id } }",
+        json!({}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let held = receiver.next().await;
+    first.child.kill().await.unwrap();
+
+    // The other replica's clock is past the lease (twice the timeout and 10 s).
+    let mut config = test_config(&url);
+    config.webhook_allow_hosts = vec!["127.0.0.0/8".parse().unwrap()];
+    let clock = Arc::new(ManualClock::default());
+    let second = spawn_app_with_clock(db, config, clock.clone()).await;
+    let again = receiver
+        .next_after(|| {
+            clock.advance(Duration::from_secs(60));
+            second.state.webhooks.wake();
+        })
+        .await;
+    assert_eq!(again.header("webhook-id"), held.header("webhook-id"));
+    assert_eq!(again.body, held.body);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let data = second.ok(&admin, ENDPOINT, json!({ "id": endpoint })).await;
+        let delivery = &data["webhookEndpoint"]["deliveries"]["nodes"][0];
+        if delivery["status"] == "DELIVERED" {
+            // The dead replica recorded nothing; the survivor's attempt is the only one.
+            assert_eq!(
+                delivery["attempts"].as_array().unwrap().len(),
+                1,
+                "{delivery}"
+            );
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{data}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl Receiver {
+    /// Runs `nudge` until a request arrives (the worker may be between polls).
+    async fn next_after(&mut self, nudge: impl Fn()) -> Received {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            nudge();
+            if let Ok(Some(got)) =
+                tokio::time::timeout(Duration::from_millis(500), self.seen.recv()).await
+            {
+                return got;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no delivery arrived"
+            );
+        }
+    }
+}
+
+/// The desk's webhooks screen in a real headless Chromium (tests/desk/webhooks.mjs): an admin
+/// adds an endpoint, reads its secret, sends a test message and sends it again; the receiver
+/// verifies both with that secret.
+#[tokio::test]
+async fn the_desk_screen_manages_endpoints_in_a_real_browser() {
+    let chromium = match crate::desk::chromium() {
+        Ok(path) => path,
+        Err(why) if std::env::var("INCIDENTD_REQUIRE_BROWSER").as_deref() == Ok("1") => {
+            panic!("INCIDENTD_REQUIRE_BROWSER=1 but {why}")
+        }
+        Err(why) => {
+            eprintln!("skipping the browser test: {why}");
+            return;
+        }
+    };
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("tests/desk");
+    crate::ws_client::npm_ci(&dir);
+    let shots = root.join("target/desk-screenshots");
+    let s = setup().await;
+    let mut receiver = Receiver::start(vec![]).await;
+    let child = tokio::process::Command::new("node")
+        .arg(dir.join("webhooks.mjs"))
+        .arg(format!("http://{}", s.app.addr))
+        .arg(&s.admin.token)
+        .arg(&s.responder.token)
+        .arg(&receiver.url)
+        .arg(&shots)
+        .env("INCIDENTD_CHROMIUM", &chromium)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs");
+    let output = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("the browser test finishes within 120 s")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "the browser test failed (screenshots in {}):\n{stdout}\n{stderr}",
+        shots.display()
+    );
+    assert_eq!(stdout.lines().last(), Some("ok"));
+    let secret = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("secret: "))
+        .expect("the secret was shown");
+    let first = receiver.next().await;
+    let again = receiver.next().await;
+    assert_eq!(first.json()["type"], "webhook.test");
+    assert_eq!(again.header("webhook-id"), first.header("webhook-id"));
+    assert!(first.verifies_with(secret) && again.verifies_with(secret));
+    for shot in ["webhooks-1280.png", "webhooks-390.png"] {
+        let meta = std::fs::metadata(shots.join(shot)).expect(shot);
+        assert!(meta.len() > 10_000, "{shot} is nearly empty");
     }
 }

@@ -5,6 +5,7 @@ import { h, replace, typing, toast } from './dom.js';
 import { gql, live, on, token, signOut, describe, GqlError } from './gql.js';
 import * as incidents from './incidents.js';
 import * as postmortems from './postmortems.js';
+import * as webhooks from './webhooks.js';
 
 const main = document.getElementById('main');
 let current = null; // { screen, view }
@@ -13,6 +14,7 @@ let viewer = null;
 const SCREENS = [
   { screen: incidents, pattern: /^\/desk\/incidents(?:\/([^/]+))?\/?$/, nav: 'nav-incidents' },
   { screen: postmortems, pattern: /^\/desk\/postmortems(?:\/([^/]+))?\/?$/, nav: 'nav-postmortems' },
+  { screen: webhooks, pattern: /^\/desk\/settings\/webhooks()\/?$/, nav: 'nav-webhooks' },
 ];
 
 /** Goes to a desk address without reloading; `replace` keeps the history entry. */
