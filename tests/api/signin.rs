@@ -371,7 +371,18 @@ async fn a_person_signs_in_and_the_session_knows_them() {
         .get(&s.app.url("/auth/providers"))
         .await
         .json();
-    assert_eq!(providers, json!({ "oidc": true, "name": "127.0.0.1" }));
+    assert_eq!(
+        (&providers["oidc"], &providers["name"]),
+        (&json!(true), &json!("127.0.0.1"))
+    );
+    let logout = providers["logoutUrl"].as_str().unwrap();
+    assert!(
+        logout.starts_with(&format!(
+            "{}/session/end?client_id=incidentd",
+            s.idp.issuer()
+        )),
+        "{logout}"
+    );
 
     let (answer, mut browser) = s.sign_in("alice", "/desk/postmortems?x=1").await;
     assert_eq!(answer.status, StatusCode::FOUND, "{}", answer.body);
@@ -410,6 +421,14 @@ async fn a_person_signs_in_and_the_session_knows_them() {
     let viewer = browser
         .get(&s.app.url("/graphql?query=%7Bviewer%7Brole%7D%7D"))
         .await;
+    assert!(
+        viewer.headers["cache-control"]
+            .to_str()
+            .unwrap()
+            .starts_with("private"),
+        "a session's answer is no shared cache's business"
+    );
+    assert_eq!(viewer.headers["vary"], "Accept, Authorization, Cookie");
     assert_eq!(
         viewer.json()["data"]["viewer"]["role"],
         "admin",
