@@ -26,7 +26,7 @@ const ROLE_MAP: &str = "sre-admins=admin,oncall=responder";
 
 /// The test provider's folder, or why the tests cannot run: skipped under `cargo test`, a
 /// failure where `INCIDENTD_REQUIRE_IDP=1` (CI installs the packages first).
-fn provider_dir() -> Option<std::path::PathBuf> {
+pub fn provider_dir() -> Option<std::path::PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc");
     if dir.join("node_modules/oidc-provider").exists() {
         return Some(dir);
@@ -40,14 +40,14 @@ fn provider_dir() -> Option<std::path::PathBuf> {
 }
 
 /// The identity provider: a node process, killed when dropped.
-struct Idp {
+pub struct Idp {
     child: tokio::process::Child,
     port: u16,
     lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
 }
 
 impl Idp {
-    async fn spawn(dir: &Path) -> Idp {
+    pub async fn spawn(dir: &Path) -> Idp {
         let mut child = tokio::process::Command::new("node")
             .arg(dir.join("provider.mjs"))
             .current_dir(dir)
@@ -79,12 +79,12 @@ impl Idp {
             .expect("the provider starts within 30 s")
     }
 
-    fn issuer(&self) -> String {
+    pub fn issuer(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
     /// Registers the client for the server at `public` and starts the provider.
-    async fn configure(&mut self, public: &str, org: Uuid, tamper: Option<&str>) {
+    pub async fn configure(&mut self, public: &str, org: Uuid, tamper: Option<&str>) {
         let line = json!({
             "redirect_uris": [format!("{public}/auth/callback")],
             "post_logout_redirect_uris": [format!("{public}/")],
@@ -108,7 +108,7 @@ struct SignIn {
     org: Uuid,
 }
 
-fn oidc_config(url: &str, idp: &Idp) -> Config {
+pub fn oidc_config(url: &str, idp: &Idp) -> Config {
     let mut config = test_config(url);
     config.oidc_issuer = Some(idp.issuer());
     config.oidc_client_id = Some("incidentd".into());
