@@ -3,7 +3,7 @@
 //! embedded in the binary (read from disk in debug builds, so edits show on reload).
 //!
 //! The pages are static: HTML, CSS and JavaScript modules written for this project, no build
-//! step, nothing fetched from another origin. They speak only to `/graphql`. Every answer here
+//! step, nothing fetched from another origin. They speak only to `/graphql` and `/auth/`. Every answer here
 //! carries a strict Content-Security-Policy, an ETag, and is compressed when the client allows.
 
 use std::sync::Arc;

@@ -309,11 +309,16 @@ async fn me(State(state): State<SignInState>, headers: HeaderMap) -> Response {
     response
 }
 
-/// `GET /auth/providers`: what the sign-in page offers.
+/// `GET /auth/providers`: what the sign-in page offers, and where signing out continues (the
+/// desk ends its session with a `fetch`, which cannot follow the redirect to the provider).
 async fn providers(State(state): State<SignInState>) -> Response {
     let body = match &state.oidc {
-        Some(oidc) => json!({ "oidc": true, "name": oidc.provider.name() }),
-        None => json!({ "oidc": false, "name": null }),
+        Some(oidc) => json!({
+            "oidc": true,
+            "name": oidc.provider.name(),
+            "logoutUrl": oidc.provider.logout_url().await,
+        }),
+        None => json!({ "oidc": false, "name": null, "logoutUrl": null }),
     };
     axum::Json(body).into_response()
 }

@@ -175,13 +175,27 @@ async fn the_desk_works_in_two_real_browsers() {
     let dir = root.join("tests/desk");
     npm_ci(&dir);
     let shots = root.join("target/desk-screenshots");
-    let app = spawn_app().await;
+    // Window one signs in through the identity provider's login page when the provider's
+    // packages are there (CI requires them), window two with a pasted token.
+    let (db, url) = TestDb::create().await;
+    let mut idp = match crate::signin::provider_dir() {
+        Some(dir) => Some(crate::signin::Idp::spawn(&dir).await),
+        None => None,
+    };
+    let config = match &idp {
+        Some(idp) => crate::signin::oidc_config(&url, idp),
+        None => test_config(&url),
+    };
+    let app = spawn_app_with(db, config).await;
     // Two people of one organization, each in a browser of their own.
     let org = uuid::Uuid::new_v4();
     let (one, two) = (
         app.caller(org, Role::Responder),
         app.caller(org, Role::Responder),
     );
+    if let Some(idp) = &mut idp {
+        idp.configure(&app.url(""), org, None).await;
+    }
 
     let child = tokio::process::Command::new("node")
         .arg(dir.join("desk.mjs"))
@@ -189,6 +203,7 @@ async fn the_desk_works_in_two_real_browsers() {
         .arg(&one.token)
         .arg(&two.token)
         .arg(&shots)
+        .args(idp.as_ref().map(|idp| idp.issuer()))
         .env("INCIDENTD_CHROMIUM", &chromium)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

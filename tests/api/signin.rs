@@ -26,7 +26,7 @@ const ROLE_MAP: &str = "sre-admins=admin,oncall=responder";
 
 /// The test provider's folder, or why the tests cannot run: skipped under `cargo test`, a
 /// failure where `INCIDENTD_REQUIRE_IDP=1` (CI installs the packages first).
-fn provider_dir() -> Option<std::path::PathBuf> {
+pub fn provider_dir() -> Option<std::path::PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc");
     if dir.join("node_modules/oidc-provider").exists() {
         return Some(dir);
@@ -40,14 +40,14 @@ fn provider_dir() -> Option<std::path::PathBuf> {
 }
 
 /// The identity provider: a node process, killed when dropped.
-struct Idp {
+pub struct Idp {
     child: tokio::process::Child,
     port: u16,
     lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
 }
 
 impl Idp {
-    async fn spawn(dir: &Path) -> Idp {
+    pub async fn spawn(dir: &Path) -> Idp {
         let mut child = tokio::process::Command::new("node")
             .arg(dir.join("provider.mjs"))
             .current_dir(dir)
@@ -79,12 +79,12 @@ impl Idp {
             .expect("the provider starts within 30 s")
     }
 
-    fn issuer(&self) -> String {
+    pub fn issuer(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
     /// Registers the client for the server at `public` and starts the provider.
-    async fn configure(&mut self, public: &str, org: Uuid, tamper: Option<&str>) {
+    pub async fn configure(&mut self, public: &str, org: Uuid, tamper: Option<&str>) {
         let line = json!({
             "redirect_uris": [format!("{public}/auth/callback")],
             "post_logout_redirect_uris": [format!("{public}/")],
@@ -108,7 +108,7 @@ struct SignIn {
     org: Uuid,
 }
 
-fn oidc_config(url: &str, idp: &Idp) -> Config {
+pub fn oidc_config(url: &str, idp: &Idp) -> Config {
     let mut config = test_config(url);
     config.oidc_issuer = Some(idp.issuer());
     config.oidc_client_id = Some("incidentd".into());
@@ -371,7 +371,18 @@ async fn a_person_signs_in_and_the_session_knows_them() {
         .get(&s.app.url("/auth/providers"))
         .await
         .json();
-    assert_eq!(providers, json!({ "oidc": true, "name": "127.0.0.1" }));
+    assert_eq!(
+        (&providers["oidc"], &providers["name"]),
+        (&json!(true), &json!("127.0.0.1"))
+    );
+    let logout = providers["logoutUrl"].as_str().unwrap();
+    assert!(
+        logout.starts_with(&format!(
+            "{}/session/end?client_id=incidentd",
+            s.idp.issuer()
+        )),
+        "{logout}"
+    );
 
     let (answer, mut browser) = s.sign_in("alice", "/desk/postmortems?x=1").await;
     assert_eq!(answer.status, StatusCode::FOUND, "{}", answer.body);
@@ -410,6 +421,14 @@ async fn a_person_signs_in_and_the_session_knows_them() {
     let viewer = browser
         .get(&s.app.url("/graphql?query=%7Bviewer%7Brole%7D%7D"))
         .await;
+    assert!(
+        viewer.headers["cache-control"]
+            .to_str()
+            .unwrap()
+            .starts_with("private"),
+        "a session's answer is no shared cache's business"
+    );
+    assert_eq!(viewer.headers["vary"], "Accept, Authorization, Cookie");
     assert_eq!(
         viewer.json()["data"]["viewer"]["role"],
         "admin",

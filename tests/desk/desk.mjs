@@ -4,7 +4,9 @@
 // lowered SEV1 still waits for its postmortem), XSS, other origins, axe-core,
 // keyboard, and screenshots at 1280 and 390 px.
 //
-// node desk.mjs <base url> <token one> <token two> <screenshot dir>
+// node desk.mjs <base url> <token one> <token two> <screenshot dir> [<identity provider>]
+// With an identity provider, window one signs in through its login page (the session cookie
+// then carries every request, the live WebSocket included); token one is used only for the API.
 // Prints one line per step; exits non-zero with the reason on the first failure.
 
 import { chromium } from 'playwright-core';
@@ -12,7 +14,8 @@ import { readFileSync, mkdirSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 
-const [base, tokenOne, tokenTwo, shots] = process.argv.slice(2);
+const [base, tokenOne, tokenTwo, shots, idp] = process.argv.slice(2);
+const idpOrigin = idp ? new URL(idp).origin : null;
 const origin = new URL(base).origin;
 const host = new URL(base).host;
 const TIMEOUT = 15000;
@@ -39,7 +42,7 @@ async function window(name) {
   page.setDefaultTimeout(TIMEOUT);
   context.on('request', (request) => {
     const url = new URL(request.url());
-    if (!['data:', 'blob:'].includes(url.protocol) && url.origin !== origin) {
+    if (!['data:', 'blob:'].includes(url.protocol) && url.origin !== origin && url.origin !== idpOrigin) {
       problems.push(`${name} requested another origin: ${request.url()}`);
     }
   });
@@ -50,7 +53,9 @@ async function window(name) {
     // The rejected token's 401 and the reconnects while offline are expected; anything else
     // (a CSP refusal above all) is not.
     const expected = ['status of 401', 'ERR_INTERNET_DISCONNECTED'].some((t) => message.text().includes(t));
-    if (message.type() === 'error' && !expected) problems.push(`${name} console error: ${message.text()}`);
+    // The provider's own pages are not ours to judge.
+    const provider = idpOrigin && page.url().startsWith(idpOrigin);
+    if (message.type() === 'error' && !expected && !provider) problems.push(`${name} console error: ${message.text()}`);
   });
   page.on('pageerror', (error) => problems.push(`${name} script error: ${error.message}`));
   page.on('dialog', async (dialog) => {
@@ -58,6 +63,24 @@ async function window(name) {
     await dialog.dismiss();
   });
   return { name, context, page };
+}
+
+/** Through the provider's login and consent pages (its development forms), as `login`. */
+async function signInWithProvider(page, login) {
+  const button = page.locator('#sign-in-provider');
+  await button.waitFor();
+  if (!(await text(button)).startsWith('Sign in with ')) fail(`the provider button says: ${await text(button)}`);
+  await button.click();
+  await page.waitForURL((url) => url.origin === idpOrigin, { waitUntil: 'commit' });
+  await page.locator('input[name="login"]').fill(login);
+  await page.locator('input[name="password"]').fill('any');
+  await page.locator('button[type="submit"]').click();
+  const consent = page.locator('input[name="prompt"][value="consent"]');
+  const back = (url) => url.origin === origin;
+  await Promise.race([consent.waitFor({ state: 'attached' }), page.waitForURL(back, { waitUntil: 'commit' })]);
+  if (new URL(page.url()).origin === idpOrigin) await page.getByRole('button', { name: 'Continue' }).click();
+  await page.waitForURL(back, { waitUntil: 'commit' });
+  await page.locator('#connection[data-state="live"]').waitFor();
 }
 
 async function signIn(page, token) {
@@ -115,7 +138,13 @@ try {
   step('both sign in; two watches the list');
   await signIn(p2, tokenTwo);
   await p1.goto(`${base}/desk/incidents`);
-  await signIn(p1, tokenOne);
+  if (idp) {
+    await signInWithProvider(p1, 'bob');
+    await waitText(p1, '#whoami', 'Bob Responder');
+    if (await p1.evaluate(() => sessionStorage.getItem('incidentd.token'))) fail('a session should not need a token');
+  } else {
+    await signIn(p1, tokenOne);
+  }
   await waitText(p1, '#metric-total .stat-value', '0');
   await waitText(p1, '#metric-open-now .stat-value', '0');
   await p2.locator('.list-status').filter({ hasText: 'No incidents' }).waitFor();
@@ -287,6 +316,16 @@ try {
   await p1.goto(`${base}/desk/postmortems`);
   await p1.locator(`#waiting-list li[data-id="${lowered}"]`).filter({ hasText: 'Lowered before resolving' }).waitFor();
   if (await p1.locator(`#waiting-list li[data-id="${id}"]`).count()) fail('a closed incident with its postmortem is listed as waiting');
+
+  if (idp) {
+    step('one signs out: the session ends on the server, then at the provider');
+    await p1.goto(`${base}/desk/incidents`);
+    await p1.locator('#connection[data-state="live"]').waitFor();
+    await p1.getByRole('button', { name: 'Sign out' }).click();
+    await p1.waitForURL((url) => url.origin === idpOrigin, { waitUntil: 'commit' });
+    const me = await p1.request.get(`${base}/auth/me`);
+    if (me.status() !== 401) fail(`/auth/me after signing out: ${me.status()}`);
+  }
 
   step('no request left the origin, no script or CSP error');
   if (problems.length) fail(problems.join('\n'));

@@ -89,9 +89,13 @@ const provider = new Provider(issuer, {
   },
 });
 
-// The JWKS shows the second key only once it signs something.
 provider.use(async (ctx, nextMiddleware) => {
   await nextMiddleware();
+  // The development pages load a web font from the internet; these machines have none.
+  if (typeof ctx.body === 'string' && ctx.body.includes('fonts.googleapis.com')) {
+    ctx.body = ctx.body.replace(/@import url\(https:\/\/fonts\.googleapis\.com[^)]*\);?/g, '');
+  }
+  // The JWKS shows the second key only once it signs something.
   if (ctx.path === '/jwks' && ctx.body && Array.isArray(ctx.body.keys) && !rotated) {
     ctx.body = { keys: ctx.body.keys.filter((k) => k.kid === 'k1') };
   }

@@ -2,7 +2,9 @@
 // the declare dialog and the keys that work everywhere.
 
 import { h, replace, typing, toast } from './dom.js';
-import { gql, live, on, token, signOut, describe, GqlError } from './gql.js';
+import {
+  gql, live, on, token, session, signedIn, signOut, endSession, describe, GqlError,
+} from './gql.js';
 import * as incidents from './incidents.js';
 import * as postmortems from './postmortems.js';
 import * as webhooks from './webhooks.js';
@@ -25,7 +27,7 @@ export function navigate(url, { replace: replaceEntry = false } = {}) {
 }
 
 function route() {
-  if (!token.get()) return;
+  if (!signedIn()) return;
   const path = location.pathname;
   const match = SCREENS.find((s) => s.pattern.test(path));
   if (!match) {
@@ -82,10 +84,57 @@ on('signout', (reason) => {
   showSignIn(reason);
 });
 
-document.getElementById('sign-out').addEventListener('click', () => signOut('You signed out.'));
+document.getElementById('sign-out').addEventListener('click', () => {
+  if (session.me && !token.get()) endSession();
+  else signOut('You signed out.');
+});
+
+// Why the identity provider's sign-in did not work, by the reason the server gives.
+const SIGNIN_ERRORS = {
+  state_mismatch: 'The sign-in could not be matched to this browser (it expired, or came from another tab). Try again.',
+  provider_denied: 'The identity provider did not sign you in.',
+  provider_unavailable: 'The identity provider cannot be reached right now. Try again in a moment.',
+  code_rejected: 'The identity provider refused to complete this sign-in. Try again.',
+  id_token_missing: 'The identity provider sent no ID token.',
+  id_token_signature: 'The identity provider’s answer has a signature that does not verify.',
+  id_token_issuer: 'The identity provider’s answer names another issuer.',
+  id_token_audience: 'The identity provider’s answer was issued to another application.',
+  id_token_nonce: 'The identity provider’s answer belongs to another sign-in.',
+  id_token_expired: 'The identity provider’s answer has expired. Check this machine’s clock, then try again.',
+  id_token_invalid: 'The identity provider’s answer could not be read.',
+  no_organization: 'Your account at the identity provider names no organization on this desk. Ask whoever runs incidentd.',
+  no_role: 'Your groups at the identity provider give you no role on this desk. Ask whoever runs incidentd.',
+};
+
+/** The `signin_error` the server sent back here, as a sentence; taken off the address. */
+function signinError() {
+  const params = new URLSearchParams(location.search);
+  const reason = params.get('signin_error');
+  if (!reason) return null;
+  params.delete('signin_error');
+  const rest = params.toString();
+  history.replaceState(null, '', location.pathname + (rest ? `?${rest}` : ''));
+  return `Sign-in failed: ${SIGNIN_ERRORS[reason] || reason}`;
+}
+
+/** "Sign in with …" when the server signs people in with an identity provider. */
+async function providerButton() {
+  try {
+    const providers = await (await fetch('/auth/providers')).json();
+    if (!providers.oidc) return null;
+    const next = location.pathname + location.search;
+    return h('a.button.primary.provider', {
+      id: 'sign-in-provider',
+      href: `/auth/login?next=${encodeURIComponent(next)}`,
+    }, `Sign in with ${providers.name}`);
+  } catch {
+    return null;
+  }
+}
 
 async function showSignIn(reason) {
   document.getElementById('sign-out').hidden = true;
+  document.getElementById('whoami').hidden = true;
   const field = h('textarea#token', {
     id: 'token', rows: 5, required: true, autocomplete: 'off', spellcheck: 'false',
     'aria-describedby': 'token-hint',
@@ -127,7 +176,13 @@ async function showSignIn(reason) {
   hint,
   button);
   replace(main, h('section.signin-page', {}, form));
-  field.focus();
+  const provider = await providerButton();
+  if (provider) {
+    form.querySelector('h1').after(provider, h('p.hint', {}, 'Or paste a bearer token:'));
+    provider.focus();
+  } else {
+    field.focus();
+  }
   try {
     const response = await fetch('/desk/session.json');
     const session = await response.json();
@@ -145,6 +200,11 @@ async function start() {
   viewer = data.viewer;
   document.body.dataset.role = viewer.role;
   document.getElementById('sign-out').hidden = false;
+  const whoami = document.getElementById('whoami');
+  const person = !token.get() && session.me ? session.me.person : null;
+  whoami.hidden = !person;
+  whoami.textContent = person ? person.name || person.email || '' : '';
+  whoami.title = person && person.email ? `${person.email} · ${viewer.role}` : viewer.role;
   live.start();
   route();
 }
@@ -155,7 +215,7 @@ const declareForm = document.getElementById('declare-form');
 const declareError = document.getElementById('declare-error');
 
 export function openDeclare() {
-  if (!token.get() || declare.open) return;
+  if (!signedIn() || declare.open) return;
   declareForm.reset();
   declareError.hidden = true;
   declare.showModal();
@@ -208,7 +268,7 @@ document.addEventListener('keydown', (event) => {
   if (event.key === '?') {
     event.preventDefault();
     help.showModal();
-  } else if (event.key === 'n' && token.get()) {
+  } else if (event.key === 'n' && signedIn()) {
     event.preventDefault();
     openDeclare();
   } else if (current && current.view.key) {
@@ -220,12 +280,17 @@ document.addEventListener('keydown', (event) => {
 if (location.pathname === '/desk' || location.pathname === '/desk/') {
   history.replaceState(null, '', '/desk/incidents');
 }
-if (token.get()) {
+function enter() {
   start().catch((e) => {
     if (e instanceof GqlError && e.code === 'UNAUTHENTICATED') return; // signOut already showed the form
     token.clear();
     showSignIn(describe(e));
   });
+}
+const refused = signinError();
+if (token.get()) {
+  enter();
 } else {
-  showSignIn();
+  // A session cookie (after signing in with the identity provider) lets the desk straight in.
+  session.load().then((me) => (me ? enter() : showSignIn(refused)));
 }

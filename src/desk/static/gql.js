@@ -1,6 +1,8 @@
 // The desk's only way to the server: GraphQL over HTTP on /graphql for queries and mutations,
 // and one WebSocket speaking graphql-transport-ws for subscriptions, which reconnects by itself
-// and tells its subscribers so they can refetch (or resume from their cursor).
+// and tells its subscribers so they can refetch (or resume from their cursor). A caller is a
+// pasted bearer token, or the browser's sign-in session (its cookie, with the CSRF token that
+// /auth/me gives on every write).
 
 const TOKEN_KEY = 'incidentd.token';
 
@@ -21,6 +23,52 @@ export const token = {
   clear: () => sessionStorage.removeItem(TOKEN_KEY),
 };
 
+/** The browser's sign-in session, when it has one: `/auth/me`'s answer (who, CSRF token). */
+export const session = {
+  me: null,
+  async load() {
+    try {
+      const response = await fetch('/auth/me', { credentials: 'same-origin' });
+      this.me = response.ok ? await response.json() : null;
+    } catch {
+      this.me = null;
+    }
+    return this.me;
+  },
+};
+
+/** Whether someone is signed in, by token or by session. */
+export function signedIn() {
+  return Boolean(token.get() || session.me);
+}
+
+/** A bearer token speaks for itself; a session's cookie goes along, with its CSRF token. */
+function credentials() {
+  const bearer = token.get();
+  if (bearer) return { authorization: `Bearer ${bearer}` };
+  if (session.me) return { 'x-csrf-token': session.me.csrfToken };
+  return {};
+}
+
+/** Ends the sign-in session everywhere, then signs out at the provider too when it can. */
+export async function endSession() {
+  let to = '/desk/incidents';
+  try {
+    await fetch('/auth/logout', {
+      method: 'POST',
+      credentials: 'same-origin',
+      redirect: 'manual',
+      headers: { 'x-csrf-token': session.me ? session.me.csrfToken : '' },
+    });
+    const providers = await (await fetch('/auth/providers')).json();
+    if (providers.logoutUrl) to = providers.logoutUrl;
+  } catch {
+    // The desk forgets the session either way.
+  }
+  signOut('You signed out.');
+  location.assign(to);
+}
+
 /** A failed operation: the first error's message and code, and all of them. */
 export class GqlError extends Error {
   constructor(errors) {
@@ -34,6 +82,7 @@ export class GqlError extends Error {
 /** Ends the session: the token is forgotten and the sign-in form says why. */
 export function signOut(reason) {
   token.clear();
+  session.me = null;
   live.stop();
   emit('signout', reason);
 }
@@ -43,10 +92,11 @@ export async function gql(query, variables = {}) {
   try {
     response = await fetch('/graphql', {
       method: 'POST',
+      credentials: 'same-origin',
       headers: {
         'content-type': 'application/json',
         accept: 'application/graphql-response+json, application/json;q=0.9',
-        authorization: `Bearer ${token.get() || ''}`,
+        ...credentials(),
       },
       body: JSON.stringify({ query, variables }),
     });
@@ -68,7 +118,9 @@ export async function gql(query, variables = {}) {
   if (body.errors && body.errors.length) {
     const error = new GqlError(body.errors);
     if (error.code === 'UNAUTHENTICATED') {
-      signOut(`The server refused the token: ${error.message}`);
+      signOut(token.get()
+        ? `The server refused the token: ${error.message}`
+        : 'Your session has ended. Sign in again.');
     }
     throw error;
   }
@@ -127,9 +179,11 @@ class Live {
     this.setState('connecting');
     let awaitingPong = false;
     ws.addEventListener('open', () => {
+      // A session needs no payload: the socket carries its cookie.
+      const bearer = token.get();
       ws.send(JSON.stringify({
         type: 'connection_init',
-        payload: { Authorization: `Bearer ${token.get() || ''}` },
+        payload: bearer ? { Authorization: `Bearer ${bearer}` } : {},
       }));
     });
     ws.addEventListener('message', (event) => {

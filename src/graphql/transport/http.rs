@@ -138,22 +138,27 @@ async fn execute(
     match method {
         // A query over GET (a bare persisted hash makes a short, stable URL) may be cached
         // for `--get-max-age` by the browser, and by a shared cache that keys on the
-        // `Authorization` header; a response with an error is never kept.
-        Method::Get if !has_errors => cacheable(response, app.get_max_age),
+        // `Authorization` header; a response with an error is never kept, and one for a
+        // session cookie is the browser's alone (a shared cache does not see whose it is).
+        Method::Get if !has_errors => {
+            let by_cookie = !headers.contains_key(header::AUTHORIZATION);
+            cacheable(response, app.get_max_age, by_cookie)
+        }
         Method::Get => no_store(response),
         Method::Post => response,
     }
 }
 
-fn cacheable(mut response: Response, max_age: std::time::Duration) -> Response {
+fn cacheable(mut response: Response, max_age: std::time::Duration, by_cookie: bool) -> Response {
     let headers = response.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(&format!("max-age={}", max_age.as_secs())) {
+    let (private, vary) = match by_cookie {
+        true => ("private, ", "Accept, Authorization, Cookie"),
+        false => ("", "Accept, Authorization"),
+    };
+    if let Ok(value) = HeaderValue::from_str(&format!("{private}max-age={}", max_age.as_secs())) {
         headers.insert(header::CACHE_CONTROL, value);
     }
-    headers.insert(
-        header::VARY,
-        HeaderValue::from_static("Accept, Authorization"),
-    );
+    headers.insert(header::VARY, HeaderValue::from_static(vary));
     response
 }
 
