@@ -9,7 +9,8 @@ use super::RestState;
 use super::error::ApiError;
 use crate::incident::identity::{Principal, Writer};
 
-/// Any authenticated caller: enough for reads.
+/// Any authenticated caller: enough for reads. What its token says about its person reaches
+/// the people directory.
 pub struct Caller(pub Principal);
 
 impl<S> FromRequestParts<S> for Caller
@@ -25,7 +26,9 @@ where
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         let rest = RestState::from_ref(state);
-        Ok(Caller(rest.auth.authenticate_header(header)?))
+        let principal = rest.auth.authenticate_header(header)?;
+        rest.domain.recognize(&principal).await;
+        Ok(Caller(principal))
     }
 }
 

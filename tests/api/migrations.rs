@@ -206,7 +206,13 @@ async fn status_changes_are_backfilled_into_their_columns() {
     };
     let db = Database::connect(&url).await.unwrap();
     let postgres = db.get_database_backend() == DatabaseBackend::Postgres;
-    let before_columns = migration::Migrator::migrations().len() as u32 - 1;
+    // Up to the migration that adds the columns, whatever migrations came after it.
+    let migrations = migration::Migrator::migrations();
+    let before_columns = migrations
+        .iter()
+        .position(|m| m.name() == "m20261203_000003_structured_status_changes")
+        .expect("the migration that adds the status columns") as u32;
+    let from_columns = migrations.len() as u32 - before_columns;
     migration::Migrator::up(&db, Some(before_columns))
         .await
         .unwrap();
@@ -275,7 +281,9 @@ async fn status_changes_are_backfilled_into_their_columns() {
     assert_eq!(columns(5).await, pair("OPEN", "RESOLVED"));
 
     // It undoes, and applies again.
-    migration::Migrator::down(&db, Some(1)).await.unwrap();
+    migration::Migrator::down(&db, Some(from_columns))
+        .await
+        .unwrap();
     migration::Migrator::up(&db, None).await.unwrap();
     assert_eq!(columns(3).await, pair("RESOLVED", "OPEN"));
     db.close().await.ok();
