@@ -791,12 +791,63 @@ mod tests {
         }
     }
 
-    fn schema() -> Schema<TestQuery, EmptyMutation, EmptySubscription> {
-        Schema::new(TestQuery, EmptyMutation, EmptySubscription)
+    /// The people and roles the fixtures name, in a database of their own, and the loader the
+    /// relation fields read them through.
+    async fn loader() -> DataLoader<AppLoader> {
+        use crate::db::{Db, DbOptions};
+        use crate::incident::{OrgScope, people};
+        let db = Db::connect(&DbOptions {
+            url: "sqlite::memory:".into(),
+            max_connections: 1,
+            acquire_timeout: std::time::Duration::from_secs(5),
+            statement_timeout: std::time::Duration::from_secs(5),
+            lock_timeout: std::time::Duration::from_secs(5),
+        })
+        .await
+        .unwrap();
+        db.migrate().await.unwrap();
+        let scope = OrgScope::new(Uuid::from_u128(2));
+        let ada = people::PersonClaims {
+            id: Uuid::from_u128(4),
+            issuer: None,
+            subject: None,
+            name: Some("Ada \"the first\" Lovelace".into()),
+            email: Some("ada@example.com".into()),
+        };
+        people::remember(db.conn(), scope, &ada).await.unwrap();
+        scope
+            .try_insert_incident(db.conn(), incident().clone().into())
+            .await
+            .unwrap();
+        for role in [IncidentRole::Scribe, IncidentRole::Commander] {
+            let row = incident_role::Model {
+                organization_id: scope.org_id(),
+                incident_id: Uuid::from_u128(1),
+                role,
+                person_id: ada.id,
+                assigned_at: at(5),
+                assigned_by: None,
+            };
+            scope.put_role(db.conn(), row.into()).await.unwrap();
+        }
+        DataLoader::new(
+            AppLoader {
+                db,
+                scope,
+                budget: None,
+            },
+            tokio::spawn,
+        )
+    }
+
+    async fn schema() -> Schema<TestQuery, EmptyMutation, EmptySubscription> {
+        Schema::build(TestQuery, EmptyMutation, EmptySubscription)
+            .data(loader().await)
+            .finish()
     }
 
     async fn run(query: &str) -> serde_json::Value {
-        let response = schema().execute(query).await;
+        let response = schema().await.execute(query).await;
         assert!(response.errors.is_empty(), "{query}: {:?}", response.errors);
         serde_json::to_value(&response.data).unwrap()
     }
@@ -883,6 +934,46 @@ mod tests {
         assert_eq!(
             data["fastIncident"],
             json!({ "transitions": [{ "to": "RESOLVED", "needsNote": false }], "closeBlocker": null })
+        );
+    }
+
+    #[tokio::test]
+    async fn the_fast_path_answers_the_people_fields_as_the_resolvers_do() {
+        let people = "{ creator { __typename id name email } roles { role assignedAt \
+                       person { id name } } ... on Incident { c: creator { name } } }";
+        same("fastIncident", "slowIncident", people, "").await;
+        let author = "{ author { id name email } createdBy }";
+        same("fastEvent", "slowEvent", author, "").await;
+        same("fastPostmortem", "slowPostmortem", author, "").await;
+        same(
+            "fastEvents",
+            "slowEvents",
+            "{ nodes { createdBy author { name } } }",
+            "",
+        )
+        .await;
+        let data = run(
+            "{ fastIncident { creator { name } roles { role person { email } } } \
+                        fastEvents { nodes { author { name } } } }",
+        )
+        .await;
+        assert_eq!(
+            data["fastIncident"],
+            json!({
+                "creator": { "name": "Ada \"the first\" Lovelace" },
+                "roles": [
+                    { "role": "COMMANDER", "person": { "email": "ada@example.com" } },
+                    { "role": "SCRIBE", "person": { "email": "ada@example.com" } }
+                ]
+            })
+        );
+        assert_eq!(
+            data["fastEvents"]["nodes"],
+            json!([
+                { "author": { "name": "Ada \"the first\" Lovelace" } },
+                { "author": null },
+                { "author": null }
+            ])
         );
     }
 
