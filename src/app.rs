@@ -16,7 +16,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
-use crate::auth::{Authenticator, DEV_ORG, DEV_USER};
+use crate::auth::{Authenticator, DEV_ORG, DEV_USER, DEV_USER_EMAIL, DEV_USER_NAME, Profile};
 use crate::config::Config;
 use crate::db::Db;
 use crate::graphql::transport::persisted::Documents;
@@ -25,8 +25,8 @@ use crate::incident::identity::Role;
 use crate::incident::service::Domain;
 use crate::live::Hub;
 use crate::rest::{self, RestState};
-use crate::webhook::{Clock, Deliveries, SystemClock};
 use crate::signin::{Oidc, SignInState};
+use crate::webhook::{Clock, Deliveries, SystemClock};
 
 /// Every transport's state; each handler takes only its own, through `FromRef`.
 #[derive(Clone, FromRef)]
@@ -248,11 +248,16 @@ impl Application {
         }
         let dev_mode = auth.dev_mode;
         let dev_token = if auth.dev_mode {
-            Some(auth.mint(
+            // The demo user has a name, as a signed-in person would: the desk shows it.
+            Some(auth.mint_for(
                 DEV_ORG,
                 DEV_USER,
                 Role::Admin,
                 std::time::Duration::from_secs(30 * 86_400),
+                Profile {
+                    name: Some(DEV_USER_NAME.into()),
+                    email: Some(DEV_USER_EMAIL.into()),
+                },
             )?)
         } else {
             None
@@ -294,6 +299,11 @@ impl Application {
             config.webhook_worker(),
             clock,
         );
+        if let Some(token) = &dev_token {
+            // In the directory before anyone uses the token, so the demo user can be picked
+            // for a role at once.
+            domain.recognize(&auth.authenticate(token)?).await;
+        }
         let auth = Arc::new(auth);
         let state = AppState {
             graphql: GraphqlState {

@@ -10,6 +10,7 @@ mod m20261201_000001_create_persisted_queries;
 mod m20261203_000002_bound_persisted_queries;
 mod m20261203_000003_structured_status_changes;
 mod m20261203_000004_create_people;
+mod m20261203_000005_create_incident_roles;
 mod m20261203_000006_create_webhooks;
 mod m20261203_000007_create_sessions;
 
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000002_bound_persisted_queries::Migration),
             Box::new(m20261203_000003_structured_status_changes::Migration),
             Box::new(m20261203_000004_create_people::Migration),
+            Box::new(m20261203_000005_create_incident_roles::Migration),
             Box::new(m20261203_000006_create_webhooks::Migration),
             Box::new(m20261203_000007_create_sessions::Migration),
         ]

@@ -8,6 +8,7 @@ mod jwks;
 pub mod sessions;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -17,6 +18,7 @@ use uuid::Uuid;
 
 use crate::error::{AppError, AppResult};
 use crate::incident::identity::{Principal, Role};
+use crate::incident::people::PersonClaims;
 use jwks::JwksKeys;
 use sessions::{Sessions, Use};
 
@@ -24,6 +26,9 @@ use sessions::{Sessions, Use};
 pub const DEV_SECRET: &str = "incidentd-dev-secret-not-for-production";
 pub const DEV_ORG: Uuid = Uuid::from_u128(0x00000000_0000_4000_8000_00000000d0e0);
 pub const DEV_USER: Uuid = Uuid::from_u128(0x00000000_0000_4000_8000_00000000d0e1);
+/// The demo user's name, in the dev token and the demo organization's directory.
+pub const DEV_USER_NAME: &str = "Dana Demo";
+pub const DEV_USER_EMAIL: &str = "dana.demo@example.com";
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
@@ -39,6 +44,36 @@ struct Claims {
     /// Checked by `Validation`, which accepts a string or an array (RFC 7519 §4.1.3); never read here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     aud: Option<Audience>,
+    /// Who the person is (OpenID Connect's standard claims): the people directory is filled
+    /// from them. Anything but a string is ignored rather than refused.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_string"
+    )]
+    name: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_string"
+    )]
+    email: Option<String>,
+}
+
+/// A string claim, or `None` for any other JSON value: a token service that writes `"name":
+/// null` or a number must not lock its users out.
+fn lenient_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => Some(s),
+        _ => None,
+    })
+}
+
+/// What a minted token says about its person, beyond its id.
+#[derive(Debug, Clone, Default)]
+pub struct Profile {
+    pub name: Option<String>,
+    pub email: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -227,11 +262,14 @@ impl Authenticator {
             }
         }
         .map_err(invalid)?;
+        let claims = data.claims;
+        let person = PersonClaims::from_token(claims.sub, claims.iss, claims.name, claims.email);
         Ok(Principal {
-            user_id: data.claims.sub,
-            org_id: data.claims.org,
-            role: data.claims.role.unwrap_or(Role::Viewer),
-            expires_at: data.claims.exp,
+            user_id: claims.sub,
+            org_id: claims.org,
+            role: claims.role.unwrap_or(Role::Viewer),
+            expires_at: claims.exp,
+            person: person.map(Arc::new),
         })
     }
 
@@ -247,6 +285,18 @@ impl Authenticator {
     }
 
     pub fn mint(&self, org: Uuid, user: Uuid, role: Role, ttl: Duration) -> anyhow::Result<String> {
+        self.mint_for(org, user, role, ttl, Profile::default())
+    }
+
+    /// A token that also names its person (the `name` and `email` claims).
+    pub fn mint_for(
+        &self,
+        org: Uuid,
+        user: Uuid,
+        role: Role,
+        ttl: Duration,
+        profile: Profile,
+    ) -> anyhow::Result<String> {
         let key = self.encoding.as_ref().ok_or_else(|| {
             anyhow::anyhow!("tokens can only be minted with an HS256 secret (INCIDENTD_JWT_SECRET)")
         })?;
@@ -259,6 +309,8 @@ impl Authenticator {
             iat: Some(now),
             iss: self.issuer.clone(),
             aud: self.audience.clone().map(Audience::One),
+            name: profile.name,
+            email: profile.email,
         };
         Ok(jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),

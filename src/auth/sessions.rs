@@ -271,6 +271,8 @@ fn principal(org_id: Uuid, person_id: Uuid, role: Role, expires_at: DateTime<Utc
         org_id,
         role,
         expires_at: u64::try_from(expires_at.timestamp()).unwrap_or(0),
+        // Sign-in wrote the person into the directory; a session adds nothing to it.
+        person: None,
     }
 }
 

@@ -1,4 +1,5 @@
-//! sea-orm entities for the tenant tables (incidents, events, postmortems, audit, people), the persisted-query table, and the two workflow enums.
+//! sea-orm entities for the tenant tables (incidents, events, postmortems, audit, people, incident
+//! roles), the persisted-query table, the two workflow enums and the incident roles.
 //! Nothing outside `crate::incident::scope` queries these directly (see `scope.rs` for why), but
 //! `graphql::transport::persisted::store`, which owns the persisted-query table, and
 //! `incident::webhooks::store`, which owns the three webhook tables.
@@ -6,14 +7,15 @@
 pub mod audit_event;
 pub mod incident;
 pub mod incident_event;
+pub mod incident_role;
 pub mod openapi;
 pub mod persisted_query;
 pub mod person;
 pub mod postmortem;
+pub mod session;
 pub mod webhook_attempt;
 pub mod webhook_delivery;
 pub mod webhook_endpoint;
-pub mod session;
 
 use async_graphql::Enum;
 use sea_orm::entity::prelude::*;
@@ -79,6 +81,62 @@ pub enum Status {
     Resolved,
     #[sea_orm(string_value = "CLOSED")]
     Closed,
+}
+
+/// The roles a person can hold on an incident, one person per role.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    EnumIter,
+    DeriveActiveEnum,
+    Enum,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(32))")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum IncidentRole {
+    /// Leads the response and decides.
+    #[sea_orm(string_value = "COMMANDER")]
+    Commander,
+    /// Keeps stakeholders and customers informed.
+    #[sea_orm(string_value = "COMMUNICATIONS")]
+    Communications,
+    /// Keeps the timeline.
+    #[sea_orm(string_value = "SCRIBE")]
+    Scribe,
+}
+
+impl IncidentRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IncidentRole::Commander => "COMMANDER",
+            IncidentRole::Communications => "COMMUNICATIONS",
+            IncidentRole::Scribe => "SCRIBE",
+        }
+    }
+
+    /// The role in words, for the timeline.
+    pub fn label(self) -> &'static str {
+        match self {
+            IncidentRole::Commander => "commander",
+            IncidentRole::Communications => "communications lead",
+            IncidentRole::Scribe => "scribe",
+        }
+    }
+}
+
+impl std::fmt::Display for IncidentRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Severity {

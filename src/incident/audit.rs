@@ -99,3 +99,19 @@ pub fn before(current: &incident::Model, changes: &Value) -> incident::Model {
     }
     was
 }
+
+/// Who held a role on the incident before the change an audit row recorded: the row's
+/// `changes.before.roles` when the change was a role change, else `current`.
+pub fn holders_before(current: &[Uuid], changes: &Value) -> Vec<Uuid> {
+    match changes
+        .get("before")
+        .and_then(|b| b.get("roles"))
+        .and_then(Value::as_object)
+    {
+        Some(roles) => roles
+            .values()
+            .filter_map(|v| v.as_str()?.parse().ok())
+            .collect(),
+        None => current.to_vec(),
+    }
+}

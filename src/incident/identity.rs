@@ -1,9 +1,12 @@
 //! Who is acting: the caller a transport authenticated (`Principal`), what its role allows, and
 //! the `Writer` capability that every write of the domain requires.
 
+use std::sync::Arc;
+
 use uuid::Uuid;
 
 use super::OrgScope;
+use super::people::PersonClaims;
 use crate::error::{AppError, AppResult};
 
 #[derive(
@@ -27,13 +30,16 @@ pub enum Role {
     Admin,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub user_id: Uuid,
     pub org_id: Uuid,
     pub role: Role,
     /// The token's `exp` (seconds since the epoch): long-lived connections close then.
     pub expires_at: u64,
+    /// What the credentials say about the person (name, email), when they say anything: the
+    /// directory is filled from it. Shared, so a principal stays cheap to clone.
+    pub person: Option<Arc<PersonClaims>>,
 }
 
 /// What a responder (or admin) may do: write. Only `Principal::writer` makes one.

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::entity::{Severity, Status, openapi};
+use crate::entity::{IncidentRole, Severity, Status, openapi};
 use crate::error::{AppError, AppResult};
 
 pub const MAX_TITLE_CHARS: usize = 500;
@@ -101,6 +101,15 @@ pub struct EventType(String);
 
 pub const STATUS_CHANGED: &str = "status_changed";
 pub const SEVERITY_CHANGED: &str = "severity_changed";
+pub const ROLE_ASSIGNED: &str = "role_assigned";
+pub const ROLE_UNASSIGNED: &str = "role_unassigned";
+/// The event types only the server writes.
+const SERVER_EVENT_TYPES: [&str; 4] = [
+    STATUS_CHANGED,
+    SEVERITY_CHANGED,
+    ROLE_ASSIGNED,
+    ROLE_UNASSIGNED,
+];
 
 impl EventType {
     pub fn parse(field: &str, value: &str) -> AppResult<EventType> {
@@ -117,7 +126,7 @@ impl EventType {
                 "eventType must match ^[a-z][a-z0-9_]{0,49}$",
             ));
         }
-        if value == STATUS_CHANGED || value == SEVERITY_CHANGED {
+        if SERVER_EVENT_TYPES.contains(&value) {
             return Err(AppError::bad_input(
                 field,
                 format!("eventType {value} is written by the server itself"),
@@ -355,6 +364,10 @@ pub struct CreateIncident {
     pub linked_problem_id: Option<Uuid>,
     /// Defaults to now; never in the future; within the years 1 to 9999.
     pub started_at: Option<DateTime<Utc>>,
+    /// Who leads the incident: a person of the organization's directory. Defaults to the
+    /// declarer.
+    #[serde(default)]
+    pub commander: Option<Uuid>,
 }
 
 impl CreateIncident {
@@ -372,6 +385,7 @@ impl CreateIncident {
                 .started_at
                 .map(|t| started_at("startedAt", t, super::now()))
                 .transpose()?,
+            commander: self.commander,
         })
     }
 }
@@ -385,6 +399,8 @@ pub struct NewIncident {
     pub linked_ticket_ids: TicketIds,
     pub linked_problem_id: Option<Uuid>,
     pub started_at: Option<DateTime<Utc>>,
+    /// `None`: the declarer.
+    pub commander: Option<Uuid>,
 }
 
 // `updateIncident(input:)`.
@@ -494,6 +510,56 @@ pub struct StatusChange {
     pub note: Option<Content>,
 }
 
+/// `assignIncidentRole` / `unassignIncidentRole` and `POST /api/v1/incidents/{id}/roles`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[schema(as = AssignRole)]
+#[serde(deny_unknown_fields)]
+pub struct AssignRole {
+    pub role: IncidentRole,
+    /// A person of the organization's directory; `null` leaves the role to nobody. Required,
+    /// so that a body that forgot it never takes a role away.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(required = true, value_type = Option<Uuid>)]
+    pub person_id: Option<Option<Uuid>>,
+}
+
+/// A field that may be `null` but must be there: `Some(None)` for `null`, `None` when absent.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Uuid>>, D::Error> {
+    Option::<Uuid>::deserialize(d).map(Some)
+}
+
+impl AssignRole {
+    pub fn parse(self) -> AppResult<RoleChange> {
+        let person = self.person_id.ok_or_else(|| {
+            AppError::bad_input(
+                "personId",
+                "personId is required (null leaves the role to nobody)",
+            )
+        })?;
+        Ok(RoleChange {
+            role: self.role,
+            person,
+        })
+    }
+}
+
+/// A role change: the role, and who holds it next (`None`: nobody).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoleChange {
+    pub role: IncidentRole,
+    pub person: Option<Uuid>,
+}
+
+/// `people(search:)`: lowercased, at most 320 bytes (an email's length), no NUL; blank
+/// searches for nothing in particular (`None`).
+pub fn people_search(field: &str, value: Option<String>) -> AppResult<Option<String>> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let value = text(field, value.trim(), 320)?;
+    Ok((!value.is_empty()).then(|| value.to_lowercase()))
+}
+
 /// `incidentEvents(afterSequence:)`: where a timeline replay starts (0 when absent: from the
 /// first event); never negative.
 pub fn after_sequence(field: &str, value: Option<i64>) -> AppResult<i64> {
@@ -600,6 +666,8 @@ pub struct IncidentFilterInput {
     /// `true`: resolved incidents whose closing waits for a required postmortem not written
     /// yet (they are or were SEV1 or SEV2); `false`: every other incident.
     pub awaiting_postmortem: Option<bool>,
+    /// Incidents where this person holds a role.
+    pub person: Option<Uuid>,
 }
 
 /// The distinct values of an enum list, in the order first given: a list of any length selects
@@ -641,6 +709,7 @@ impl IncidentFilterInput {
             linked_ticket_id,
             linked_problem_id: self.linked_problem_id,
             awaiting_postmortem: self.awaiting_postmortem,
+            person: self.person,
         })
     }
 }
@@ -660,15 +729,19 @@ pub struct IncidentFilter {
     /// `true`: resolved incidents whose closing waits for a required postmortem not written
     /// yet (they are or were SEV1 or SEV2); `false`: every other incident.
     pub awaiting_postmortem: Option<bool>,
+    /// Incidents where this person holds a role.
+    pub person: Option<Uuid>,
 }
 
 impl IncidentFilter {
     /// Whether `incident` passes the filter, for feeds that test incidents one by one;
-    /// `awaiting_postmortem` is `workflow::awaiting_postmortem` of it.
+    /// `awaiting_postmortem` is `workflow::awaiting_postmortem` of it, `holders` the people
+    /// holding a role on it.
     pub fn matches(
         &self,
         incident: &crate::entity::incident::Model,
         awaiting_postmortem: bool,
+        holders: &[Uuid],
     ) -> bool {
         self.status
             .as_ref()
@@ -693,6 +766,7 @@ impl IncidentFilter {
             && self
                 .awaiting_postmortem
                 .is_none_or(|want| want == awaiting_postmortem)
+            && self.person.is_none_or(|p| holders.contains(&p))
     }
 }
 

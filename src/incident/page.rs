@@ -44,6 +44,32 @@ impl Cursor for TimeCursor {
     }
 }
 
+/// A position in the people directory, ordered by (lowercased name, id); people without a name
+/// sort first, under the empty name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameCursor {
+    pub name: String,
+    pub id: Uuid,
+}
+
+impl Cursor for NameCursor {
+    fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(format!("n:{}:{}", self.id, self.name))
+    }
+    /// Only what `encode` could have written: an id as `encode` spells it, and a name no longer
+    /// than a stored one.
+    fn decode(raw: &str) -> Option<Self> {
+        let text = String::from_utf8(URL_SAFE_NO_PAD.decode(raw).ok()?).ok()?;
+        let (id, name) = text.strip_prefix("n:")?.split_once(':')?;
+        let cursor = NameCursor {
+            name: name.to_string(),
+            id: id.parse().ok()?,
+        };
+        (name.chars().count() <= 200 && !name.contains('\0') && cursor.encode() == raw)
+            .then_some(cursor)
+    }
+}
+
 /// A position in an incident's timeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SeqCursor(pub i64);
@@ -207,6 +233,18 @@ mod tests {
             };
             assert_eq!(TimeCursor::decode(&c.encode()), Some(c));
         }
+    }
+
+    #[test]
+    fn name_cursors_round_trip_with_any_name() {
+        for name in ["", "ada: the first", "é"] {
+            let c = NameCursor {
+                name: name.into(),
+                id: Uuid::now_v7(),
+            };
+            assert_eq!(NameCursor::decode(&c.encode()), Some(c));
+        }
+        assert_eq!(NameCursor::decode(&SeqCursor(1).encode()), None);
     }
 
     #[test]

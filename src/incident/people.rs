@@ -1,10 +1,16 @@
 //! The people directory: who a person is (name, email) as their identity provider or their
 //! bearer token last said, and the stable id a signed-in person gets from issuer and subject.
 
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
+use lru::LruCache;
 use sea_orm::{ActiveValue::Set, ConnectionTrait};
 use uuid::Uuid;
 
 use super::OrgScope;
+use super::identity::Principal;
+use crate::db::Db;
 use crate::entity::person;
 use crate::error::AppResult;
 
@@ -38,6 +44,29 @@ impl PersonClaims {
     }
 }
 
+impl PersonClaims {
+    /// What a bearer token says about its subject, when it says anything (a `name` or an
+    /// `email` claim): the token's `sub` is the person's id.
+    pub fn from_token(
+        subject: Uuid,
+        issuer: Option<String>,
+        name: Option<String>,
+        email: Option<String>,
+    ) -> Option<PersonClaims> {
+        let (name, email) = (clean(name, 200), clean(email, 320));
+        if name.is_none() && email.is_none() {
+            return None;
+        }
+        Some(PersonClaims {
+            id: subject,
+            issuer: clean(issuer, 500),
+            subject: Some(subject.to_string()),
+            name,
+            email,
+        })
+    }
+}
+
 pub fn person_id(issuer: &str, subject: &str) -> Uuid {
     Uuid::new_v5(
         &Uuid::NAMESPACE_URL,
@@ -65,6 +94,73 @@ pub async fn remember<C: ConnectionTrait>(
     };
     scope.upsert_person(db, row).await?;
     Ok(())
+}
+
+/// Adds a writer to the directory unless they are in it (a person without a name yet), so a
+/// role can name them; what the directory already knows of them stays as it is.
+pub async fn ensure<C: ConnectionTrait>(db: &C, scope: OrgScope, id: Uuid) -> AppResult<()> {
+    let now = super::now();
+    let row = person::ActiveModel {
+        organization_id: Set(scope.org_id()),
+        id: Set(id),
+        issuer: Set(None),
+        subject: Set(None),
+        name: Set(None),
+        email: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    };
+    scope.insert_person_if_absent(db, row).await?;
+    Ok(())
+}
+
+/// The directory as bearer tokens fill it. A token carries its person's name and email on
+/// every request; writing them each time would make every read a write. This remembers, per
+/// (organization, person), what was written last, and writes only what changed: a caller
+/// costs one write per replica until their token says something new. Bounded: a person
+/// forgotten here is written once more when next seen.
+pub struct Directory {
+    written: Mutex<LruCache<(Uuid, Uuid), Arc<PersonClaims>>>,
+}
+
+impl Directory {
+    const ENTRIES: NonZeroUsize = NonZeroUsize::new(10_000).expect("not zero");
+
+    pub fn new() -> Directory {
+        Directory {
+            written: Mutex::new(LruCache::new(Self::ENTRIES)),
+        }
+    }
+
+    fn known(&self, key: (Uuid, Uuid), claims: &PersonClaims) -> bool {
+        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        written.get(&key).is_some_and(|last| **last == *claims)
+    }
+
+    /// Records what the caller's credentials say about them, unless that was written already.
+    pub async fn recognize(&self, db: &Db, principal: &Principal) -> AppResult<()> {
+        let Some(claims) = &principal.person else {
+            return Ok(());
+        };
+        let key = (principal.org_id, claims.id);
+        if self.known(key, claims) {
+            return Ok(());
+        }
+        let txn = db.begin_write().await?;
+        remember(&*txn, principal.scope(), claims).await?;
+        txn.commit().await?;
+        self.written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .put(key, claims.clone());
+        Ok(())
+    }
+}
+
+impl Default for Directory {
+    fn default() -> Self {
+        Directory::new()
+    }
 }
 
 /// Trims, drops empty values, and cuts to the column's length on a character boundary: what a

@@ -16,10 +16,12 @@ use futures_util::TryStreamExt;
 use super::OrgScope;
 use super::budget::{ResponseBudget, event_bytes};
 use super::input::IncidentFilter;
-use super::page::{Page, PageOf, TimeCursor};
+use super::page::{NameCursor, Page, PageOf, TimeCursor};
 use super::workflow;
 use crate::db::Db;
-use crate::entity::{Status, audit_event, incident, incident_event, postmortem};
+use crate::entity::{
+    Status, audit_event, incident, incident_event, incident_role, person, postmortem,
+};
 use crate::error::{AppError, AppResult};
 
 pub use super::scope::EventWindow;
@@ -65,6 +67,9 @@ pub(crate) fn filtered(
     }
     if let Some(ticket) = &filter.linked_ticket_id {
         q = q.filter(OrgScope::links_ticket(db.backend(), ticket));
+    }
+    if let Some(person) = filter.person {
+        q = q.filter(scope.holds_role(person));
     }
     if let Some(awaiting) = filter.awaiting_postmortem {
         // `workflow::awaiting_postmortem` in SQL: resolved, the highest severity ever (the
@@ -210,6 +215,91 @@ pub async fn count_audit_events(
     count(db, audit_query(scope, entity_id)).await
 }
 
+/// The key people are listed by: the lowercased name, or the empty string for someone unnamed.
+fn name_key() -> sea_orm::sea_query::SimpleExpr {
+    let name = Expr::expr(Func::lower(Expr::col((
+        person::Entity,
+        person::Column::Name,
+    ))));
+    Func::coalesce([name, Expr::val("")]).into()
+}
+
+fn people_query(scope: OrgScope, search: Option<&str>) -> Select<person::Entity> {
+    let mut q = scope.people();
+    if let Some(search) = search {
+        // Lowercased by the caller, as name and email are here.
+        let pattern = format!("%{}%", escape_like(search));
+        let like = |column: person::Column| {
+            Expr::expr(Func::lower(Expr::col((person::Entity, column))))
+                .like(LikeExpr::new(pattern.clone()).escape('\\'))
+        };
+        q = q.filter(
+            Condition::any()
+                .add(like(person::Column::Name))
+                .add(like(person::Column::Email)),
+        );
+    }
+    q
+}
+
+/// The organization's people whose name or email contains `search` (lowercased), by name.
+pub async fn people(
+    db: &Db,
+    scope: OrgScope,
+    search: Option<&str>,
+    page: &Page<NameCursor>,
+) -> AppResult<PageOf<person::Model>> {
+    let mut q = people_query(scope, search);
+    if let Some(after) = &page.after {
+        q = q.filter(
+            Condition::any().add(name_key().gt(after.name.clone())).add(
+                Condition::all()
+                    .add(name_key().eq(after.name.clone()))
+                    .add(person::Column::Id.gt(after.id)),
+            ),
+        );
+    }
+    let q = q
+        .order_by(name_key(), sea_orm::Order::Asc)
+        .order_by_asc(person::Column::Id)
+        .limit(page.fetch());
+    Ok(PageOf::from_fetched(q.all(db.conn()).await?, page))
+}
+
+pub async fn count_people(db: &Db, scope: OrgScope, search: Option<&str>) -> AppResult<u64> {
+    count(db, people_query(scope, search)).await
+}
+
+/// Where a person sorts in `people`.
+pub fn person_cursor(p: &person::Model) -> NameCursor {
+    NameCursor {
+        name: p.name.as_deref().unwrap_or("").to_lowercase(),
+        id: p.id,
+    }
+}
+
+pub async fn people_by_id(db: &Db, scope: OrgScope, ids: &[Uuid]) -> AppResult<Vec<person::Model>> {
+    Ok(scope
+        .people()
+        .filter(person::Column::Id.is_in(ids.iter().copied()))
+        .all(db.conn())
+        .await?)
+}
+
+/// The role holders of these incidents, in role order.
+pub async fn roles_of(
+    db: &Db,
+    scope: OrgScope,
+    incident_ids: &[Uuid],
+) -> AppResult<Vec<incident_role::Model>> {
+    Ok(scope
+        .roles()
+        .filter(incident_role::Column::IncidentId.is_in(incident_ids.iter().copied()))
+        .order_by_asc(incident_role::Column::IncidentId)
+        .all(db.conn())
+        .await?)
+}
+
 pub async fn incidents_by_id(
     db: &Db,
     scope: OrgScope,
@@ -333,6 +423,8 @@ pub struct Announced {
     pub incidents: Vec<incident::Model>,
     pub events: Vec<incident_event::Model>,
     pub audits: HashMap<Uuid, serde_json::Value>,
+    /// The people holding a role on each incident, by (organization, incident).
+    pub holders: HashMap<(Uuid, Uuid), Vec<Uuid>>,
 }
 
 /// One round trip per kind of row, however many announcements and organizations: every key
@@ -343,10 +435,20 @@ pub async fn announced(
     events: &[(OrgScope, Uuid, i64)],
     audits: &[(OrgScope, Uuid)],
 ) -> AppResult<Announced> {
-    let incidents = if incidents.is_empty() {
-        Vec::new()
+    let (incidents, holders) = if incidents.is_empty() {
+        (Vec::new(), HashMap::new())
     } else {
-        OrgScope::incidents_of(incidents).all(db.conn()).await?
+        let mut holders: HashMap<(Uuid, Uuid), Vec<Uuid>> = HashMap::new();
+        for role in OrgScope::roles_of(incidents).all(db.conn()).await? {
+            holders
+                .entry((role.organization_id, role.incident_id))
+                .or_default()
+                .push(role.person_id);
+        }
+        (
+            OrgScope::incidents_of(incidents).all(db.conn()).await?,
+            holders,
+        )
     };
     let events = if events.is_empty() {
         Vec::new()
@@ -367,6 +469,7 @@ pub async fn announced(
         incidents,
         events,
         audits,
+        holders,
     })
 }
 

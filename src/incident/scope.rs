@@ -16,7 +16,9 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use crate::entity::{audit_event, incident, incident_event, person, postmortem};
+use crate::entity::{
+    IncidentRole, audit_event, incident, incident_event, incident_role, person, postmortem,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct OrgScope {
@@ -51,13 +53,11 @@ impl OrgScope {
 
     /// People of several organizations by id, each named with its organization.
     pub fn people_of(keys: &[(OrgScope, Uuid)]) -> Select<person::Entity> {
-        use person::Column as C;
-        let any = keys
-            .iter()
-            .fold(sea_orm::Condition::any(), |any, (scope, id)| {
-                any.add(C::OrganizationId.eq(scope.org_id).and(C::Id.eq(*id)))
-            });
-        person::Entity::find().filter(any)
+        person::Entity::find().filter(each_in_its_org(
+            keys,
+            person::Column::OrganizationId,
+            person::Column::Id,
+        ))
     }
 
     /// Writes the person, or refreshes what the directory knows of them (issuer, subject, name,
@@ -80,6 +80,95 @@ impl OrgScope {
         Ok(())
     }
 
+    /// Adds the person to the directory unless they are in it already (then nothing changes):
+    /// a writer who is not known yet gets a row a role can name.
+    pub async fn insert_person_if_absent<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        mut row: person::ActiveModel,
+    ) -> Result<(), DbErr> {
+        row.organization_id = Set(self.org_id);
+        let result = person::Entity::insert(row)
+            .on_conflict_do_nothing()
+            .exec_without_returning(db)
+            .await;
+        inserted(result).map(|_| ())
+    }
+
+    pub fn roles(&self) -> Select<incident_role::Entity> {
+        incident_role::Entity::find().filter(incident_role::Column::OrganizationId.eq(self.org_id))
+    }
+
+    /// The role holders of several organizations' incidents, each named with its organization.
+    pub fn roles_of(keys: &[(OrgScope, Uuid)]) -> Select<incident_role::Entity> {
+        incident_role::Entity::find().filter(each_in_its_org(
+            keys,
+            incident_role::Column::OrganizationId,
+            incident_role::Column::IncidentId,
+        ))
+    }
+
+    /// Gives the role to `row`'s person, replacing whoever held it.
+    pub async fn put_role<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        mut row: incident_role::ActiveModel,
+    ) -> Result<(), DbErr> {
+        use incident_role::Column as C;
+        row.organization_id = Set(self.org_id);
+        incident_role::Entity::insert(row)
+            .on_conflict(
+                sea_orm::sea_query::OnConflict::columns([
+                    C::OrganizationId,
+                    C::IncidentId,
+                    C::Role,
+                ])
+                .update_columns([C::PersonId, C::AssignedAt, C::AssignedBy])
+                .to_owned(),
+            )
+            .exec_without_returning(txn)
+            .await?;
+        Ok(())
+    }
+
+    /// Takes the role away; whether anyone held it.
+    pub async fn delete_role<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        incident_id: Uuid,
+        role: IncidentRole,
+    ) -> Result<bool, DbErr> {
+        use incident_role::Column as C;
+        let result = incident_role::Entity::delete_many()
+            .filter(C::OrganizationId.eq(self.org_id))
+            .filter(C::IncidentId.eq(incident_id))
+            .filter(C::Role.eq(role))
+            .exec(txn)
+            .await?;
+        Ok(result.rows_affected > 0)
+    }
+
+    /// The condition "`person` holds a role on the incident (a row of `incidents()`)", in the scope.
+    pub fn holds_role(&self, person: Uuid) -> SimpleExpr {
+        Expr::exists(
+            Query::select()
+                .expr(Expr::val(1))
+                .from(incident_role::Entity)
+                .and_where(
+                    Expr::col((incident_role::Entity, incident_role::Column::OrganizationId))
+                        .eq(self.org_id),
+                )
+                .and_where(
+                    Expr::col((incident_role::Entity, incident_role::Column::IncidentId))
+                        .equals((incident::Entity, incident::Column::Id)),
+                )
+                .and_where(
+                    Expr::col((incident_role::Entity, incident_role::Column::PersonId)).eq(person),
+                )
+                .to_owned(),
+        )
+    }
+
     pub fn audit_events(&self) -> Select<audit_event::Entity> {
         audit_event::Entity::find().filter(audit_event::Column::OrganizationId.eq(self.org_id))
     }
@@ -88,13 +177,11 @@ impl OrgScope {
     /// (`(organization_id = o AND id = i) OR …`): the change feed reads what many writers
     /// announced in one round trip, and no row is ever matched by its id alone.
     pub fn incidents_of(keys: &[(OrgScope, Uuid)]) -> Select<incident::Entity> {
-        use incident::Column as C;
-        let any = keys
-            .iter()
-            .fold(sea_orm::Condition::any(), |any, (scope, id)| {
-                any.add(C::OrganizationId.eq(scope.org_id).and(C::Id.eq(*id)))
-            });
-        incident::Entity::find().filter(any)
+        incident::Entity::find().filter(each_in_its_org(
+            keys,
+            incident::Column::OrganizationId,
+            incident::Column::Id,
+        ))
     }
 
     /// Events of several organizations' incidents by their place in the timeline, each named
@@ -117,28 +204,20 @@ impl OrgScope {
 
     /// Audit rows of several organizations, each named with its organization.
     pub fn audit_events_of(keys: &[(OrgScope, Uuid)]) -> Select<audit_event::Entity> {
-        use audit_event::Column as C;
-        let any = keys
-            .iter()
-            .fold(sea_orm::Condition::any(), |any, (scope, id)| {
-                any.add(C::OrganizationId.eq(scope.org_id).and(C::Id.eq(*id)))
-            });
-        audit_event::Entity::find().filter(any)
+        audit_event::Entity::find().filter(each_in_its_org(
+            keys,
+            audit_event::Column::OrganizationId,
+            audit_event::Column::Id,
+        ))
     }
 
     /// Postmortems of several organizations' incidents, each named with its organization.
     pub fn postmortems_of(keys: &[(OrgScope, Uuid)]) -> Select<postmortem::Entity> {
-        use postmortem::Column as C;
-        let any = keys
-            .iter()
-            .fold(sea_orm::Condition::any(), |any, (scope, incident_id)| {
-                any.add(
-                    C::OrganizationId
-                        .eq(scope.org_id)
-                        .and(C::IncidentId.eq(*incident_id)),
-                )
-            });
-        postmortem::Entity::find().filter(any)
+        postmortem::Entity::find().filter(each_in_its_org(
+            keys,
+            postmortem::Column::OrganizationId,
+            postmortem::Column::IncidentId,
+        ))
     }
 
     /// The condition "the incident (a row of `incidents()`) has a postmortem", in the scope.
@@ -385,6 +464,18 @@ impl OrgScope {
             .order_by(Alias::new("sequence"), order)
             .to_owned()
     }
+}
+
+/// `(org = o AND id = i) OR …` for keys of several organizations: no row is matched by its id alone.
+fn each_in_its_org(
+    keys: &[(OrgScope, Uuid)],
+    org: impl ColumnTrait,
+    id: impl ColumnTrait,
+) -> sea_orm::Condition {
+    keys.iter()
+        .fold(sea_orm::Condition::any(), |any, (scope, key)| {
+            any.add(org.eq(scope.org_id).and(id.eq(*key)))
+        })
 }
 
 /// One page request applied to every incident of a batch.

@@ -8,15 +8,18 @@ use std::sync::Arc;
 
 use super::audit::{self, Diff, Entry};
 use super::changes::{Announcement, ChangeKind, ChangeSink};
-use super::identity::Writer;
+use super::identity::{Principal, Writer};
 use super::input::{
-    ActionItem, IncidentPatch, NewEvent, NewIncident, PostmortemPatch, SEVERITY_CHANGED,
-    STATUS_CHANGED, StatusChange,
+    ActionItem, IncidentPatch, NewEvent, NewIncident, PostmortemPatch, ROLE_ASSIGNED,
+    ROLE_UNASSIGNED, RoleChange, SEVERITY_CHANGED, STATUS_CHANGED, StatusChange,
 };
+use super::people::Directory;
 use super::webhooks::{self, Detail, WebhookSettings};
-use super::{now, workflow};
+use super::{now, people, workflow};
 use crate::db::{Db, WriteTxn};
-use crate::entity::{Status, incident, incident_event, postmortem};
+use crate::entity::{
+    IncidentRole, Status, incident, incident_event, incident_role, person, postmortem,
+};
 use crate::error::{AppError, AppResult};
 
 /// The write side of the domain: a database, the sink its commits are announced to, and the
@@ -27,6 +30,7 @@ pub struct Domain {
     changes: Arc<dyn ChangeSink>,
     turns: Arc<Turns>,
     pub(crate) webhooks: Arc<WebhookSettings>,
+    directory: Arc<Directory>,
 }
 
 impl Domain {
@@ -36,6 +40,16 @@ impl Domain {
             changes,
             turns: Arc::new(Turns::new()),
             webhooks: Arc::new(WebhookSettings::default()),
+            directory: Arc::new(Directory::new()),
+        }
+    }
+
+    /// Fills the people directory from what the caller's credentials say about them (a bearer
+    /// token's `name` and `email`), writing only when that changed. A failed write is logged
+    /// and the request goes on: who someone is must not stop them from working.
+    pub async fn recognize(&self, principal: &Principal) {
+        if let Err(e) = self.directory.recognize(&self.db, principal).await {
+            tracing::warn!(error = %e, "the people directory could not be updated");
         }
     }
 
@@ -219,6 +233,24 @@ impl<'w> Unit<'w> {
         Ok(())
     }
 
+    async fn put_role(
+        &mut self,
+        incident_id: Uuid,
+        role: IncidentRole,
+        person_id: Uuid,
+    ) -> AppResult<()> {
+        let row = incident_role::ActiveModel {
+            organization_id: Set(self.writer.scope.org_id()),
+            incident_id: Set(incident_id),
+            role: Set(role),
+            person_id: Set(person_id),
+            assigned_at: Set(self.at),
+            assigned_by: Set(Some(self.writer.user_id)),
+        };
+        self.writer.scope.put_role(&*self.txn, row).await?;
+        Ok(())
+    }
+
     async fn audit(
         &mut self,
         action: &'static str,
@@ -338,6 +370,17 @@ impl Domain {
                 ))),
             };
         }
+        // The declarer leads unless the input names someone else, who must be in the
+        // directory; the declarer is added to it if they are not (yet) known there.
+        let commander = match input.commander {
+            Some(person) if person != writer.user_id => self.person_in(&unit, person).await?.id,
+            _ => {
+                people::ensure(&*unit.txn, writer.scope, writer.user_id).await?;
+                writer.user_id
+            }
+        };
+        unit.put_role(id, IncidentRole::Commander, commander)
+            .await?;
         let mut diff = Diff::default();
         diff.created("title", &model.title);
         diff.created("status", &model.status);
@@ -345,6 +388,10 @@ impl Domain {
         diff.created("linkedTicketIds", &model.linked_ticket_ids);
         diff.created("linkedProblemId", &model.linked_problem_id);
         diff.created("startedAt", &model.started_at);
+        diff.created(
+            "roles",
+            &RoleMap::from([(IncidentRole::Commander, commander)]),
+        );
         unit.webhook(webhooks::INCIDENT_CREATED, &model, Detail::None)
             .await?;
         unit.audit(audit::INCIDENT_CREATED, ("incident", id), id, diff)
@@ -634,6 +681,115 @@ impl Domain {
         Ok(next)
     }
 
+    /// Gives `change.role` to `change.person` (replacing whoever held it), or to nobody. The
+    /// timeline says who holds it now, the audit row records who held it before, and the change
+    /// is announced as an update. Giving a role to whoever holds it already, or taking an empty
+    /// role away, changes nothing and writes nothing (safe retries, as a transition to the
+    /// status an incident has).
+    #[tracing::instrument(skip_all, fields(org = %writer.scope.org_id(), %incident_id, role = %change.role))]
+    pub async fn change_role(
+        &self,
+        writer: &Writer,
+        incident_id: Uuid,
+        change: RoleChange,
+    ) -> AppResult<incident::Model> {
+        let (mut unit, current) = Unit::begin_on(self, writer, incident_id).await?;
+        // The person is looked up before the workflow's answer, so an unknown person reads
+        // NOT_FOUND whatever the incident's state.
+        let next_holder = match change.person {
+            Some(id) => Some(self.person_in(&unit, id).await?),
+            None => None,
+        };
+        workflow::check_editable(&current)?;
+        let before: RoleMap = writer
+            .scope
+            .roles()
+            .filter(incident_role::Column::IncidentId.eq(incident_id))
+            .all(&*unit.txn)
+            .await?
+            .into_iter()
+            .map(|r| (r.role, r.person_id))
+            .collect();
+        let held_by = before.get(&change.role).copied();
+        if held_by == change.person {
+            return Ok(current);
+        }
+        let mut after = before.clone();
+        let (event_type, message_type, content) = match &next_holder {
+            Some(person) => {
+                unit.put_role(incident_id, change.role, person.id).await?;
+                after.insert(change.role, person.id);
+                let content = format!(
+                    "{} is now the {}",
+                    display_name(person),
+                    change.role.label()
+                );
+                (ROLE_ASSIGNED, webhooks::INCIDENT_ROLE_ASSIGNED, content)
+            }
+            None => {
+                writer
+                    .scope
+                    .delete_role(&*unit.txn, incident_id, change.role)
+                    .await?;
+                after.remove(&change.role);
+                let was = match held_by {
+                    Some(id) => self.person_in(&unit, id).await.ok(),
+                    None => None,
+                };
+                let name = was
+                    .as_ref()
+                    .map_or_else(|| "Nobody".to_string(), display_name);
+                let content = format!("{name} is no longer the {}", change.role.label());
+                (ROLE_UNASSIGNED, webhooks::INCIDENT_ROLE_UNASSIGNED, content)
+            }
+        };
+        let mut next = current.clone();
+        next.updated_at = unit.at;
+        let row = incident::ActiveModel {
+            updated_at: Set(next.updated_at),
+            ..Default::default()
+        };
+        writer
+            .scope
+            .update_incident(&*unit.txn, incident_id, row)
+            .await?;
+        let event = unit
+            .append_event(
+                incident_id,
+                Uuid::now_v7(),
+                event_type,
+                Some(content),
+                None,
+                false,
+            )
+            .await?;
+        let detail = event.as_ref().map_or(Detail::None, Detail::Event);
+        unit.webhook(message_type, &next, detail).await?;
+        let mut diff = Diff::default();
+        diff.field("roles", &before, &after);
+        unit.audit(
+            audit::INCIDENT_UPDATED,
+            ("incident", incident_id),
+            incident_id,
+            diff,
+        )
+        .await?;
+        unit.announce(incident_id, ChangeKind::Updated, None);
+        unit.commit(self.changes.clone()).await?;
+        Ok(next)
+    }
+
+    /// A person of the writer's organization; NOT_FOUND for anyone else, as for nobody.
+    async fn person_in(&self, unit: &Unit<'_>, id: Uuid) -> AppResult<person::Model> {
+        unit.writer
+            .scope
+            .people()
+            .filter(person::Column::Id.eq(id))
+            .one(&*unit.txn)
+            .await?
+            .ok_or(AppError::NotFound("person"))
+    }
+
     async fn postmortem_of(
         &self,
         unit: &Unit<'_>,
@@ -651,6 +807,18 @@ impl Domain {
     async fn has_postmortem(&self, unit: &Unit<'_>, incident_id: Uuid) -> AppResult<bool> {
         Ok(self.postmortem_of(unit, incident_id).await?.is_some())
     }
+}
+
+/// Who holds which role, as the audit rows record it (`{"COMMANDER": "<person id>", …}`).
+pub type RoleMap = std::collections::BTreeMap<IncidentRole, Uuid>;
+
+/// How the timeline names a person: their name, else their email, else their id.
+fn display_name(person: &person::Model) -> String {
+    person
+        .name
+        .clone()
+        .or_else(|| person.email.clone())
+        .unwrap_or_else(|| person.id.to_string())
 }
 
 fn same_creation(existing: &incident::Model, input: &NewIncident) -> bool {

@@ -106,9 +106,9 @@ impl Hub {
                         if change.incident.organization_id != scope.org_id() {
                             continue;
                         }
-                        let matches = filter.matches(&change.incident, change.awaiting_postmortem);
+                        let matches = filter.matches(&change.incident, change.awaiting_postmortem, &change.holders);
                         let was = change.before.as_ref().unwrap_or(&change.incident);
-                        let matched = filter.matches(was, change.was_awaiting_postmortem);
+                        let matched = filter.matches(was, change.was_awaiting_postmortem, &change.was_holders);
                         if !matches && !matched {
                             continue;
                         }

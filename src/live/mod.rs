@@ -58,6 +58,9 @@ pub struct Changed {
     /// none: a subscriber to `awaitingPostmortem: true` sees the incident leave its filter.
     pub awaiting_postmortem: bool,
     pub was_awaiting_postmortem: bool,
+    /// The people holding a role on the incident, and before the change.
+    pub holders: Vec<Uuid>,
+    pub was_holders: Vec<Uuid>,
 }
 
 /// What a subscriber's channel carries.
@@ -426,8 +429,11 @@ async fn deliver(hub: &Inner, db: &Db, batch: Vec<(Announcement, Instant)>) {
     // Each update's "before": the incident as read, with this update and the later ones of
     // the batch undone, newest first (a filter over several fields then sees each update's
     // own before, not one mixed with its successors').
+    let no_one: &[Uuid] = &[];
+    let holders = |key: &(Uuid, Uuid)| rows.holders.get(key).map_or(no_one, Vec::as_slice);
     let mut befores: Vec<Option<incident::Model>> = vec![None; wanted.len()];
-    let mut undone: HashMap<(Uuid, Uuid), incident::Model> = HashMap::new();
+    let mut holders_before: Vec<Option<Vec<Uuid>>> = vec![None; wanted.len()];
+    let mut undone: HashMap<(Uuid, Uuid), (incident::Model, Vec<Uuid>)> = HashMap::new();
     for (i, (a, _, feed, _)) in wanted.iter().enumerate().rev() {
         let key = (a.org_id, a.incident_id);
         let (true, Some(changes), Some(now)) = (
@@ -437,10 +443,15 @@ async fn deliver(hub: &Inner, db: &Db, batch: Vec<(Announcement, Instant)>) {
         ) else {
             continue;
         };
-        let after = undone.get(&key).unwrap_or(now);
+        let (after, after_holders) = match undone.get(&key) {
+            Some((model, people)) => (model, people.as_slice()),
+            None => (now, holders(&key)),
+        };
         let before = audit::before(after, changes);
-        undone.insert(key, before.clone());
+        let was_holders = audit::holders_before(after_holders, changes);
+        undone.insert(key, (before.clone(), was_holders.clone()));
         befores[i] = Some(before);
+        holders_before[i] = Some(was_holders);
     }
     // Whether a postmortem exists, read only for the incidents whose answer depends on it.
     let mut asked = HashSet::new();
@@ -468,7 +479,9 @@ async fn deliver(hub: &Inner, db: &Db, batch: Vec<(Announcement, Instant)>) {
         }
     };
     let routes = hub.routes.lock().expect("the routes lock");
-    for ((a, at, feed, timeline), before) in wanted.into_iter().zip(befores) {
+    for (((a, at, feed, timeline), before), was_holders) in
+        wanted.into_iter().zip(befores).zip(holders_before)
+    {
         if feed
             && let (Some(tx), Some(now)) = (
                 routes.feed(a.org_id),
@@ -478,12 +491,15 @@ async fn deliver(hub: &Inner, db: &Db, batch: Vec<(Announcement, Instant)>) {
             let has_postmortem = with_postmortem.contains(&(a.org_id, a.incident_id));
             let had_postmortem = has_postmortem && a.kind != ChangeKind::PostmortemUpdated;
             let was = before.as_ref().unwrap_or(now);
+            let holders = holders(&(a.org_id, a.incident_id)).to_vec();
             let _ = tx.send(Signal::Item(Arc::new(Changed {
                 kind: a.kind,
                 incident: now.clone(),
                 awaiting_postmortem: workflow::awaiting_postmortem(now, has_postmortem),
                 was_awaiting_postmortem: workflow::awaiting_postmortem(was, had_postmortem),
                 before,
+                was_holders: was_holders.unwrap_or_else(|| holders.clone()),
+                holders,
             })));
         }
         if timeline && let Some(tx) = routes.timeline(a.org_id, a.incident_id) {

@@ -12,7 +12,8 @@ use crate::auth::authenticate_request;
 use crate::auth::sessions::Use;
 use crate::incident::identity::{Principal, Writer};
 
-/// Any authenticated caller: enough for reads.
+/// Any authenticated caller: enough for reads. What its token says about its person reaches
+/// the people directory.
 pub struct Caller(pub Principal);
 
 impl<S> FromRequestParts<S> for Caller
@@ -30,6 +31,7 @@ where
         };
         let principal =
             authenticate_request(&rest.auth, &rest.sessions, &parts.headers, usage).await?;
+        rest.domain.recognize(&principal).await;
         Ok(Caller(principal))
     }
 }

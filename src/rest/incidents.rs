@@ -10,10 +10,12 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{Caller, Json, Path, Query, Responder};
 use super::model::{
     DetailParams, Incident, IncidentDetail, IncidentEvent, IncidentList, ListParams,
-    MAX_EVENT_BYTES, Postmortem,
+    MAX_EVENT_BYTES, Person, Postmortem, RoleAssignment, RolesByIncident,
 };
-use crate::incident::input::{AddEvent, CreateIncident, PostmortemInput, Transition};
-use crate::incident::read;
+use crate::entity::incident;
+use crate::incident::input::{AddEvent, AssignRole, CreateIncident, PostmortemInput, Transition};
+use crate::incident::{OrgScope, read};
+use std::collections::HashMap;
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -35,8 +37,11 @@ pub async fn list_incidents(
     Query(params): Query<ListParams>,
 ) -> ApiResult<axum::Json<IncidentList>> {
     let (filter, page) = params.parse()?;
-    let rows = read::incidents(&app.domain.db, principal.scope(), &filter, &page).await?;
-    Ok(axum::Json(rows.into()))
+    let (db, scope) = (&app.domain.db, principal.scope());
+    let rows = read::incidents(db, scope, &filter, &page).await?;
+    let ids: Vec<Uuid> = rows.rows.iter().map(|i| i.id).collect();
+    let roles = roles_of(&app, scope, &ids).await?;
+    Ok(axum::Json(IncidentList::new(rows, &roles)))
 }
 
 /// One incident with a page of its timeline (oldest first: up to `events_limit` events after
@@ -66,8 +71,9 @@ pub async fn get_incident(
     let events_next_after = (!page.complete)
         .then(|| page.rows.last().map(|e| e.sequence))
         .flatten();
+    let roles = roles_of(&app, scope, &[id]).await?;
     Ok(axum::Json(IncidentDetail {
-        incident: incident.into(),
+        incident: Incident::new(incident, &roles),
         events: page.rows.into_iter().map(IncidentEvent::from).collect(),
         events_next_after,
         postmortem: postmortem.into_iter().next().map(Postmortem::from),
@@ -96,10 +102,11 @@ pub async fn create_incident(
 ) -> ApiResult<Response> {
     let incident = app.domain.create_incident(&writer, body.parse()?).await?;
     let location = format!("/api/v1/incidents/{}", incident.id);
+    let incident = with_roles(&app, writer.scope, incident).await?;
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
-        axum::Json(Incident::from(incident)),
+        axum::Json(incident),
     )
         .into_response())
 }
@@ -182,5 +189,73 @@ pub async fn transition_incident(
     Json(body): Json<Transition>,
 ) -> ApiResult<axum::Json<Incident>> {
     let incident = app.domain.transition(&writer, id, body.parse()?).await?;
-    Ok(axum::Json(incident.into()))
+    Ok(axum::Json(with_roles(&app, writer.scope, incident).await?))
+}
+
+/// Give a role on the incident to a person of the organization's directory (replacing whoever
+/// held it), or to nobody (`person_id: null`). Giving a role to whoever holds it, or taking an
+/// empty role away, changes nothing.
+#[utoipa::path(
+    post,
+    path = "/incidents/{id}/roles",
+    tag = "incidents",
+    params(("id" = Uuid, Path, description = "The incident's id")),
+    request_body = AssignRole,
+    responses(
+        (status = 200, description = "The incident with its roles", body = Incident),
+        (status = 400, description = "The body is not valid", body = ErrorBody),
+        (status = 401, description = "No or bad bearer token", body = ErrorBody),
+        (status = 403, description = "The caller is a viewer", body = ErrorBody),
+        (status = 404, description = "No such incident, or no such person, in the caller's organization", body = ErrorBody),
+        (status = 409, description = "The incident is closed", body = ErrorBody),
+    )
+)]
+pub async fn assign_role(
+    State(app): State<RestState>,
+    Responder(writer): Responder,
+    Path(id): Path<Uuid>,
+    Json(body): Json<AssignRole>,
+) -> ApiResult<axum::Json<Incident>> {
+    let incident = app.domain.change_role(&writer, id, body.parse()?).await?;
+    Ok(axum::Json(with_roles(&app, writer.scope, incident).await?))
+}
+
+/// The incident's JSON, with its roles.
+async fn with_roles(
+    app: &RestState,
+    scope: OrgScope,
+    incident: incident::Model,
+) -> ApiResult<Incident> {
+    let roles = roles_of(app, scope, &[incident.id]).await?;
+    Ok(Incident::new(incident, &roles))
+}
+
+/// The roles of these incidents with their holders: two statements, however many incidents.
+async fn roles_of(app: &RestState, scope: OrgScope, ids: &[Uuid]) -> ApiResult<RolesByIncident> {
+    let db = &app.domain.db;
+    let rows = read::roles_of(db, scope, ids).await?;
+    let mut person_ids: Vec<Uuid> = rows.iter().map(|r| r.person_id).collect();
+    person_ids.sort_unstable();
+    person_ids.dedup();
+    let people: HashMap<Uuid, Person> = read::people_by_id(db, scope, &person_ids)
+        .await?
+        .into_iter()
+        .map(|p| (p.id, Person::from(p)))
+        .collect();
+    let mut out = RolesByIncident::new();
+    for row in rows {
+        if let Some(person) = people.get(&row.person_id) {
+            out.entry(row.incident_id)
+                .or_default()
+                .push(RoleAssignment {
+                    role: row.role,
+                    person: person.clone(),
+                    assigned_at: row.assigned_at,
+                });
+        }
+    }
+    for roles in out.values_mut() {
+        roles.sort_by_key(|r| r.role);
+    }
+    Ok(out)
 }

@@ -48,6 +48,7 @@ where
         .routes(routes!(incidents::add_event))
         .routes(routes!(incidents::create_postmortem))
         .routes(routes!(incidents::transition_incident))
+        .routes(routes!(incidents::assign_role))
 }
 
 /// `/api/v1`: the routes, the OpenAPI document, and JSON errors for unknown paths and methods.

@@ -8,7 +8,9 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::entity::openapi::{severity_ref, status_ref};
-use crate::entity::{Severity, Status, incident, incident_event, postmortem};
+use std::collections::HashMap;
+
+use crate::entity::{IncidentRole, Severity, Status, incident, incident_event, person, postmortem};
 use crate::error::{AppError, AppResult};
 use crate::incident::input::{ActionItem, IncidentFilter, IncidentFilterInput};
 use crate::incident::page::{Cursor, DEFAULT_PAGE, MAX_PAGE, Page, PageOf, TimeCursor};
@@ -35,11 +37,46 @@ pub struct Incident {
     pub created_by: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Who holds which role, in the order COMMANDER, COMMUNICATIONS, SCRIBE.
+    pub roles: Vec<RoleAssignment>,
 }
 
-impl From<incident::Model> for Incident {
-    fn from(m: incident::Model) -> Self {
+/// A person of the organization's directory.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Person {
+    pub id: Uuid,
+    #[schema(required = true)]
+    pub name: Option<String>,
+    #[schema(required = true)]
+    pub email: Option<String>,
+}
+
+impl From<person::Model> for Person {
+    fn from(m: person::Model) -> Self {
+        Person {
+            id: m.id,
+            name: m.name,
+            email: m.email,
+        }
+    }
+}
+
+/// Who holds a role on an incident.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RoleAssignment {
+    pub role: IncidentRole,
+    pub person: Person,
+    pub assigned_at: DateTime<Utc>,
+}
+
+/// The roles of some incidents, by incident, with their holders: what `Incident::new` takes.
+pub type RolesByIncident = HashMap<Uuid, Vec<RoleAssignment>>;
+
+impl Incident {
+    pub fn new(m: incident::Model, roles: &RolesByIncident) -> Self {
+        let roles = roles.get(&m.id).cloned().unwrap_or_default();
         Incident {
+            roles,
             linked_ticket_ids: m.ticket_ids(),
             id: m.id,
             organization_id: m.organization_id,
@@ -65,8 +102,8 @@ pub struct IncidentList {
     pub next_cursor: Option<String>,
 }
 
-impl From<PageOf<incident::Model>> for IncidentList {
-    fn from(page: PageOf<incident::Model>) -> Self {
+impl IncidentList {
+    pub fn new(page: PageOf<incident::Model>, roles: &RolesByIncident) -> Self {
         // The same position GraphQL's `incidents` cursors name, so either API's cursor works.
         let next_cursor = page
             .has_next
@@ -80,7 +117,11 @@ impl From<PageOf<incident::Model>> for IncidentList {
                 .encode()
             });
         IncidentList {
-            data: page.rows.into_iter().map(Incident::from).collect(),
+            data: page
+                .rows
+                .into_iter()
+                .map(|m| Incident::new(m, roles))
+                .collect(),
             next_cursor,
         }
     }
@@ -245,6 +286,8 @@ pub struct ListParams {
     pub limit: Option<String>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// Only incidents where this person holds a role.
+    pub person: Option<Uuid>,
 }
 
 impl ListParams {
@@ -259,6 +302,7 @@ impl ListParams {
                 Severity::iter(),
                 |s| s.as_str(),
             )?,
+            person: self.person,
             ..IncidentFilterInput::default()
         }
         .parse()?;

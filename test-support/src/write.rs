@@ -13,6 +13,7 @@ pub fn writer(org: Uuid, user: Uuid) -> Writer {
         org_id: org,
         role: Role::Responder,
         expires_at: u64::MAX,
+        person: None,
     }
     .writer()
     .unwrap()

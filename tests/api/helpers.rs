@@ -95,6 +95,33 @@ impl TestApp {
         Caller { org, user, token }
     }
 
+    /// A caller whose token names them (the `name` and `email` claims).
+    pub fn named(&self, org: Uuid, role: Role, name: &str, email: Option<&str>) -> Caller {
+        self.named_as(org, Uuid::new_v4(), role, name, email)
+    }
+
+    /// A token for `user` of `org` that names them.
+    pub fn named_as(
+        &self,
+        org: Uuid,
+        user: Uuid,
+        role: Role,
+        name: &str,
+        email: Option<&str>,
+    ) -> Caller {
+        let profile = incidentd::auth::Profile {
+            name: Some(name.to_string()),
+            email: email.map(str::to_string),
+        };
+        let token = self
+            .state
+            .graphql
+            .auth
+            .mint_for(org, user, role, Duration::from_secs(3600), profile)
+            .unwrap();
+        Caller { org, user, token }
+    }
+
     /// A responder in a fresh organization.
     pub fn responder(&self) -> Caller {
         self.caller(Uuid::new_v4(), Role::Responder)

@@ -146,6 +146,7 @@ async fn every_endpoint_works_end_to_end() {
             "linked_ticket_ids",
             "organization_id",
             "resolved_at",
+            "roles",
             "severity",
             "started_at",
             "status",
@@ -153,6 +154,12 @@ async fn every_endpoint_works_end_to_end() {
             "updated_at"
         ]
     );
+    // The declarer leads, as the directory knows them (no name in this token).
+    assert_eq!(
+        incident["roles"][0]["person"],
+        json!({ "id": alice.user.to_string(), "name": null, "email": null })
+    );
+    assert_eq!(incident["roles"][0]["role"], "COMMANDER");
 
     // The Location answers with the incident, its (empty) timeline and no postmortem.
     let location = created.headers["location"].to_str().unwrap().to_string();
@@ -935,6 +942,7 @@ async fn the_openapi_document_is_served_and_matches_its_snapshot() {
             "/api/v1/incidents/{id}",
             "/api/v1/incidents/{id}/events",
             "/api/v1/incidents/{id}/postmortem",
+            "/api/v1/incidents/{id}/roles",
             "/api/v1/incidents/{id}/transition"
         ]
     );

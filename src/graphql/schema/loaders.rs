@@ -1,5 +1,5 @@
-//! Per-request DataLoaders: every relation a query can nest (an incident's events and
-//! postmortem, an event's or postmortem's incident) is fetched for a whole batch in one statement;
+//! Per-request DataLoaders: every relation a query can nest (an incident's events, postmortem
+//! and roles, an event's or postmortem's incident, the people who wrote or hold them) is fetched for a whole batch in one statement;
 //! the incidents of a listed page read their relations once for the page (`PageBatches`).
 
 use std::collections::HashMap;
@@ -10,7 +10,7 @@ use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use crate::db::Db;
-use crate::entity::{incident, incident_event, postmortem};
+use crate::entity::{incident, incident_event, incident_role, person, postmortem};
 use crate::graphql::error::GqlError;
 use crate::incident::budget::ResponseBudget;
 use crate::incident::{OrgScope, read};
@@ -28,6 +28,14 @@ pub struct IncidentById(pub Uuid);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PostmortemOf(pub Uuid);
+
+/// A person of the directory: the author of an event, an incident, a postmortem, a role holder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PersonById(pub Uuid);
+
+/// Who holds which role on an incident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RolesOf(pub Uuid);
 
 /// One page of one incident's timeline.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -69,6 +77,46 @@ impl Loader<PostmortemOf> for AppLoader {
         Ok(rows
             .into_iter()
             .map(|r| (PostmortemOf(r.incident_id), r))
+            .collect())
+    }
+}
+
+impl Loader<PersonById> for AppLoader {
+    type Value = person::Model;
+    type Error = GqlError;
+
+    async fn load(
+        &self,
+        keys: &[PersonById],
+    ) -> Result<HashMap<PersonById, Self::Value>, Self::Error> {
+        let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
+        let rows = read::people_by_id(&self.db, self.scope, &ids).await?;
+        Ok(rows.into_iter().map(|r| (PersonById(r.id), r)).collect())
+    }
+}
+
+/// Role rows grouped by incident, each incident's in role order.
+fn roles_by_incident(rows: Vec<incident_role::Model>) -> HashMap<Uuid, Vec<incident_role::Model>> {
+    let mut grouped: HashMap<Uuid, Vec<incident_role::Model>> = HashMap::new();
+    for row in rows {
+        grouped.entry(row.incident_id).or_default().push(row);
+    }
+    for roles in grouped.values_mut() {
+        roles.sort_by_key(|r| r.role);
+    }
+    grouped
+}
+
+impl Loader<RolesOf> for AppLoader {
+    type Value = Vec<incident_role::Model>;
+    type Error = GqlError;
+
+    async fn load(&self, keys: &[RolesOf]) -> Result<HashMap<RolesOf, Self::Value>, Self::Error> {
+        let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
+        let rows = read::roles_of(&self.db, self.scope, &ids).await?;
+        Ok(roles_by_incident(rows)
+            .into_iter()
+            .map(|(id, roles)| (RolesOf(id), roles))
             .collect())
     }
 }
@@ -153,6 +201,7 @@ pub struct PageBatch {
     events: Mutex<HashMap<read::EventWindow, Arc<EventsCell>>>,
     counts: Mutex<HashMap<Option<Vec<String>>, Arc<CountsCell>>>,
     postmortems: OnceCell<HashMap<Uuid, postmortem::Model>>,
+    roles: OnceCell<HashMap<Uuid, Vec<incident_role::Model>>>,
 }
 
 type EventsCell = OnceCell<HashMap<Uuid, Vec<Arc<incident_event::Model>>>>;
@@ -174,6 +223,7 @@ impl PageBatches {
             events: Mutex::default(),
             counts: Mutex::default(),
             postmortems: OnceCell::new(),
+            roles: OnceCell::new(),
         });
         let mut map = locked(&self.by_incident);
         for id in &batch.ids {
@@ -228,6 +278,21 @@ impl PageBatch {
             })
             .await?;
         Ok(all.get(&incident_id).copied().unwrap_or(0))
+    }
+
+    pub async fn roles(
+        &self,
+        loader: &AppLoader,
+        incident_id: Uuid,
+    ) -> Result<Vec<incident_role::Model>, GqlError> {
+        let all = self
+            .roles
+            .get_or_try_init(|| async {
+                let rows = read::roles_of(&loader.db, loader.scope, &self.ids).await?;
+                Ok::<_, crate::error::AppError>(roles_by_incident(rows))
+            })
+            .await?;
+        Ok(all.get(&incident_id).cloned().unwrap_or_default())
     }
 
     pub async fn postmortem(

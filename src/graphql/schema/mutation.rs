@@ -5,10 +5,10 @@ use uuid::Uuid;
 
 use super::context::{domain, principal};
 use super::types::{Incident, IncidentEvent, Postmortem};
-use crate::entity::Status;
+use crate::entity::{IncidentRole, Status};
 use crate::graphql::error::GqlResult;
 use crate::incident::input::{
-    AddEvent, CreateIncident, PostmortemInput, Transition, UpdateIncident,
+    AddEvent, AssignRole, CreateIncident, PostmortemInput, Transition, UpdateIncident,
 };
 
 #[derive(Default)]
@@ -50,6 +50,47 @@ impl IncidentMutation {
         let writer = principal(ctx)?.writer()?;
         let change = Transition { to, note }.parse()?;
         Ok(Incident(domain(ctx).transition(&writer, id, change).await?))
+    }
+
+    /// Gives the role to a person of the organization's directory, replacing whoever held it.
+    async fn assign_incident_role(
+        &self,
+        ctx: &Context<'_>,
+        incident_id: Uuid,
+        role: IncidentRole,
+        person_id: Uuid,
+    ) -> GqlResult<Incident> {
+        let writer = principal(ctx)?.writer()?;
+        let change = AssignRole {
+            role,
+            person_id: Some(Some(person_id)),
+        }
+        .parse()?;
+        Ok(Incident(
+            domain(ctx)
+                .change_role(&writer, incident_id, change)
+                .await?,
+        ))
+    }
+
+    /// Leaves the role to nobody; a role nobody holds stays so, and nothing is written.
+    async fn unassign_incident_role(
+        &self,
+        ctx: &Context<'_>,
+        incident_id: Uuid,
+        role: IncidentRole,
+    ) -> GqlResult<Incident> {
+        let writer = principal(ctx)?.writer()?;
+        let change = AssignRole {
+            role,
+            person_id: Some(None),
+        }
+        .parse()?;
+        Ok(Incident(
+            domain(ctx)
+                .change_role(&writer, incident_id, change)
+                .await?,
+        ))
     }
 
     async fn add_incident_event(

@@ -6,10 +6,10 @@ use uuid::Uuid;
 use super::context::{domain, principal};
 use super::fast::FastConnection;
 use super::loaders::PageBatches;
-use super::types::{AuditEvent, Incident, ListTotal, Postmortem, Viewer, time_connection};
+use super::types::{AuditEvent, Incident, ListTotal, Person, Postmortem, Viewer, time_connection};
 use crate::graphql::error::GqlResult;
-use crate::incident::input::IncidentFilterInput;
-use crate::incident::page::{Page, TimeCursor};
+use crate::incident::input::{self, IncidentFilterInput};
+use crate::incident::page::{Cursor, NameCursor, Page, TimeCursor};
 use crate::incident::read;
 
 #[derive(Default)]
@@ -104,6 +104,32 @@ impl IncidentQuery {
                 id: a.id,
             },
             AuditEvent,
+        ))
+    }
+
+    /// The organization's people directory by name; `search` is a case-insensitive substring
+    /// of the name or the email.
+    #[graphql(
+        complexity = "crate::graphql::schema::limits::page_complexity(first, None, child_complexity)"
+    )]
+    async fn people(
+        &self,
+        ctx: &Context<'_>,
+        search: Option<String>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> GqlResult<FastConnection<Person, ListTotal>> {
+        let scope = principal(ctx)?.scope();
+        let search = input::people_search("search", search)?;
+        let page = Page::<NameCursor>::parse(first, after.as_deref(), None, None)?;
+        let rows = read::people(&domain(ctx).db, scope, search.as_deref(), &page).await?;
+        Ok(FastConnection::new(
+            rows.has_previous,
+            rows.has_next,
+            ListTotal::People(search),
+            rows.rows
+                .into_iter()
+                .map(|p| (read::person_cursor(&p).encode(), Person(p))),
         ))
     }
 

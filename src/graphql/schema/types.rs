@@ -15,9 +15,13 @@ use super::fast::{
     unknown, value,
 };
 use super::loaders::{
-    AppLoader, EventCountOf, EventsOf, IncidentById, PageBatch, PageBatches, PostmortemOf,
+    AppLoader, EventCountOf, EventsOf, IncidentById, PageBatch, PageBatches, PersonById,
+    PostmortemOf, RolesOf,
 };
-use crate::entity::{Severity, Status, audit_event, incident, incident_event, postmortem};
+use crate::entity::{
+    IncidentRole, Severity, Status, audit_event, incident, incident_event, incident_role, person,
+    postmortem,
+};
 use crate::error::AppError;
 use crate::graphql::error::GqlResult;
 use crate::incident::identity::Role;
@@ -263,6 +267,65 @@ impl<'a> IncidentResolvers<'a> {
     async fn postmortem(&self, ctx: &Context<'_>) -> GqlResult<Option<Postmortem>> {
         Ok(postmortem_of(ctx, self.0.id).await?.map(Postmortem))
     }
+
+    /// Who holds which role, in the order COMMANDER, COMMUNICATIONS, SCRIBE.
+    async fn roles(&self, ctx: &Context<'_>) -> GqlResult<Vec<IncidentRoleAssignment>> {
+        let rows = match page_of(ctx, self.0.id) {
+            Some(page) => page.roles(loader(ctx).loader(), self.0.id).await?,
+            None => loader(ctx)
+                .load_one(RolesOf(self.0.id))
+                .await?
+                .unwrap_or_default(),
+        };
+        Ok(rows.into_iter().map(IncidentRoleAssignment).collect())
+    }
+
+    /// Who declared the incident (`createdBy`), as the directory knows them; null when unknown.
+    async fn creator(&self, ctx: &Context<'_>) -> GqlResult<Option<Person>> {
+        person_of(ctx, self.0.created_by).await
+    }
+}
+
+/// A person of the organization's directory, as their identity provider or token last named them.
+pub struct Person(pub person::Model);
+
+#[Object]
+impl Person {
+    async fn id(&self) -> Uuid {
+        self.0.id
+    }
+    async fn name(&self) -> Option<&str> {
+        self.0.name.as_deref()
+    }
+    async fn email(&self) -> Option<&str> {
+        self.0.email.as_deref()
+    }
+}
+
+/// The person with this id, when there is an id and the directory knows them.
+pub(crate) async fn person_of(ctx: &Context<'_>, id: Option<Uuid>) -> GqlResult<Option<Person>> {
+    let Some(id) = id else {
+        return Ok(None);
+    };
+    Ok(loader(ctx).load_one(PersonById(id)).await?.map(Person))
+}
+
+/// Who holds a role on an incident.
+pub struct IncidentRoleAssignment(pub incident_role::Model);
+
+#[Object]
+impl IncidentRoleAssignment {
+    async fn role(&self) -> IncidentRole {
+        self.0.role
+    }
+    async fn person(&self, ctx: &Context<'_>) -> GqlResult<Person> {
+        person_of(ctx, Some(self.0.person_id))
+            .await?
+            .ok_or_else(|| AppError::NotFound("person").into())
+    }
+    async fn assigned_at(&self) -> DateTime<Utc> {
+        self.0.assigned_at
+    }
 }
 
 pub struct EventsTotal {
@@ -358,6 +421,10 @@ impl<'a> IncidentEventResolvers<'a> {
     }
     async fn incident(&self, ctx: &Context<'_>) -> GqlResult<Incident> {
         incident_of(ctx, self.0.incident_id).await
+    }
+    /// Who wrote the event (`createdBy`), as the directory knows them; null when unknown.
+    async fn author(&self, ctx: &Context<'_>) -> GqlResult<Option<Person>> {
+        person_of(ctx, self.0.created_by).await
     }
 }
 
@@ -502,6 +569,10 @@ impl<'a> PostmortemResolvers<'a> {
     async fn incident(&self, ctx: &Context<'_>) -> GqlResult<Incident> {
         incident_of(ctx, self.0.incident_id).await
     }
+    /// Who wrote the postmortem (`createdBy`), as the directory knows them; null when unknown.
+    async fn author(&self, ctx: &Context<'_>) -> GqlResult<Option<Person>> {
+        person_of(ctx, self.0.created_by).await
+    }
 }
 
 pub struct AuditEvent(pub audit_event::Model);
@@ -534,13 +605,26 @@ impl AuditEvent {
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
+    /// Who made the change (`actorId`), as the directory knows them; null when unknown.
+    async fn actor(&self, ctx: &Context<'_>) -> GqlResult<Option<Person>> {
+        person_of(ctx, self.0.actor_id).await
+    }
 }
 
 #[derive(SimpleObject)]
+#[graphql(complex)]
 pub struct Viewer {
     pub user_id: Uuid,
     pub organization_id: Uuid,
     pub role: Role,
+}
+
+#[async_graphql::ComplexObject]
+impl Viewer {
+    /// The caller as the people directory knows them; null until it does.
+    async fn person(&self, ctx: &Context<'_>) -> GqlResult<Option<Person>> {
+        person_of(ctx, Some(self.user_id)).await
+    }
 }
 
 /// `totalCount` of a list, computed only when asked for.
@@ -548,6 +632,8 @@ pub enum ListTotal {
     Incidents(IncidentFilter),
     Postmortems,
     AuditEvents(Option<Uuid>),
+    /// People matching a (lowercased) search.
+    People(Option<String>),
 }
 
 #[Object(name = "ListTotal")]
@@ -558,6 +644,7 @@ impl ListTotal {
             ListTotal::Incidents(filter) => read::count_incidents(db, scope, filter).await?,
             ListTotal::Postmortems => read::count_postmortems(db, scope).await?,
             ListTotal::AuditEvents(entity) => read::count_audit_events(db, scope, *entity).await?,
+            ListTotal::People(search) => read::count_people(db, scope, search.as_deref()).await?,
         })
     }
 }
@@ -704,12 +791,63 @@ mod tests {
         }
     }
 
-    fn schema() -> Schema<TestQuery, EmptyMutation, EmptySubscription> {
-        Schema::new(TestQuery, EmptyMutation, EmptySubscription)
+    /// The people and roles the fixtures name, in a database of their own, and the loader the
+    /// relation fields read them through.
+    async fn loader() -> DataLoader<AppLoader> {
+        use crate::db::{Db, DbOptions};
+        use crate::incident::{OrgScope, people};
+        let db = Db::connect(&DbOptions {
+            url: "sqlite::memory:".into(),
+            max_connections: 1,
+            acquire_timeout: std::time::Duration::from_secs(5),
+            statement_timeout: std::time::Duration::from_secs(5),
+            lock_timeout: std::time::Duration::from_secs(5),
+        })
+        .await
+        .unwrap();
+        db.migrate().await.unwrap();
+        let scope = OrgScope::new(Uuid::from_u128(2));
+        let ada = people::PersonClaims {
+            id: Uuid::from_u128(4),
+            issuer: None,
+            subject: None,
+            name: Some("Ada \"the first\" Lovelace".into()),
+            email: Some("ada@example.com".into()),
+        };
+        people::remember(db.conn(), scope, &ada).await.unwrap();
+        scope
+            .try_insert_incident(db.conn(), incident().clone().into())
+            .await
+            .unwrap();
+        for role in [IncidentRole::Scribe, IncidentRole::Commander] {
+            let row = incident_role::Model {
+                organization_id: scope.org_id(),
+                incident_id: Uuid::from_u128(1),
+                role,
+                person_id: ada.id,
+                assigned_at: at(5),
+                assigned_by: None,
+            };
+            scope.put_role(db.conn(), row.into()).await.unwrap();
+        }
+        DataLoader::new(
+            AppLoader {
+                db,
+                scope,
+                budget: None,
+            },
+            tokio::spawn,
+        )
+    }
+
+    async fn schema() -> Schema<TestQuery, EmptyMutation, EmptySubscription> {
+        Schema::build(TestQuery, EmptyMutation, EmptySubscription)
+            .data(loader().await)
+            .finish()
     }
 
     async fn run(query: &str) -> serde_json::Value {
-        let response = schema().execute(query).await;
+        let response = schema().await.execute(query).await;
         assert!(response.errors.is_empty(), "{query}: {:?}", response.errors);
         serde_json::to_value(&response.data).unwrap()
     }
@@ -796,6 +934,46 @@ mod tests {
         assert_eq!(
             data["fastIncident"],
             json!({ "transitions": [{ "to": "RESOLVED", "needsNote": false }], "closeBlocker": null })
+        );
+    }
+
+    #[tokio::test]
+    async fn the_fast_path_answers_the_people_fields_as_the_resolvers_do() {
+        let people = "{ creator { __typename id name email } roles { role assignedAt \
+                       person { id name } } ... on Incident { c: creator { name } } }";
+        same("fastIncident", "slowIncident", people, "").await;
+        let author = "{ author { id name email } createdBy }";
+        same("fastEvent", "slowEvent", author, "").await;
+        same("fastPostmortem", "slowPostmortem", author, "").await;
+        same(
+            "fastEvents",
+            "slowEvents",
+            "{ nodes { createdBy author { name } } }",
+            "",
+        )
+        .await;
+        let data = run(
+            "{ fastIncident { creator { name } roles { role person { email } } } \
+                        fastEvents { nodes { author { name } } } }",
+        )
+        .await;
+        assert_eq!(
+            data["fastIncident"],
+            json!({
+                "creator": { "name": "Ada \"the first\" Lovelace" },
+                "roles": [
+                    { "role": "COMMANDER", "person": { "email": "ada@example.com" } },
+                    { "role": "SCRIBE", "person": { "email": "ada@example.com" } }
+                ]
+            })
+        );
+        assert_eq!(
+            data["fastEvents"]["nodes"],
+            json!([
+                { "author": { "name": "Ada \"the first\" Lovelace" } },
+                { "author": null },
+                { "author": null }
+            ])
         );
     }
 

@@ -67,6 +67,7 @@ pub async fn prepare(
     method: Method,
     budget: Option<Arc<ResponseBudget>>,
 ) -> Result<Prepared, AppError> {
+    state.domain.recognize(&principal).await;
     let request = resolve_document(state, &principal, request).await?;
     if method == Method::Get && !is_query(&request) {
         return Err(get_refused());

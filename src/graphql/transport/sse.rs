@@ -269,7 +269,7 @@ async fn stream_one(
     // Prepared before the stream opens, so a GET that may not run its operation is refused
     // with 405 like any GET; other request errors go inside the accepted stream, as the
     // protocol asks.
-    let prepared = operation::prepare(&state, principal, request, method, None);
+    let prepared = operation::prepare(&state, principal.clone(), request, method, None);
     let outs = match with_request_id(request_id.clone(), prepared).await {
         Ok(prepared) => operation::stream_prepared(state.clone(), prepared).boxed(),
         Err(e @ AppError::MethodNotAllowed(_)) => {
@@ -331,7 +331,11 @@ pub async fn get(state: GraphqlState, headers: HeaderMap, query: Option<String>)
         reservation.place = Some(place);
         reservation.pending = None;
         let receiver = reservation.receiver.take().expect("checked above");
-        (reservation.principal, receiver, reservation.closed.clone())
+        (
+            reservation.principal.clone(),
+            receiver,
+            reservation.closed.clone(),
+        )
     };
     let sse = state.sse.clone();
     event_stream(body(&state, principal, receiver, closed, move || {

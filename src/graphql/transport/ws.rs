@@ -394,7 +394,7 @@ impl Connection {
     }
 
     fn on_subscribe(&mut self, id: String, request: async_graphql::Request) -> Flow {
-        let Some(principal) = self.principal else {
+        let Some(principal) = self.principal.clone() else {
             return Flow::Close(UNAUTHORIZED, "Unauthorized".into());
         };
         if self.operations.contains_key(&id) {

@@ -29,16 +29,20 @@ pub const INCIDENT_STATUS_CHANGED: &str = "incident.status_changed";
 pub const INCIDENT_TIMELINE_EVENT_ADDED: &str = "incident.timeline_event_added";
 pub const POSTMORTEM_CREATED: &str = "postmortem.created";
 pub const POSTMORTEM_UPDATED: &str = "postmortem.updated";
+pub const INCIDENT_ROLE_ASSIGNED: &str = "incident.role_assigned";
+pub const INCIDENT_ROLE_UNASSIGNED: &str = "incident.role_unassigned";
 pub const WEBHOOK_TEST: &str = "webhook.test";
 
 /// The types an endpoint may subscribe to.
-pub const EVENT_TYPES: [&str; 7] = [
+pub const EVENT_TYPES: [&str; 9] = [
     INCIDENT_CREATED,
     INCIDENT_UPDATED,
     INCIDENT_STATUS_CHANGED,
     INCIDENT_TIMELINE_EVENT_ADDED,
     POSTMORTEM_CREATED,
     POSTMORTEM_UPDATED,
+    INCIDENT_ROLE_ASSIGNED,
+    INCIDENT_ROLE_UNASSIGNED,
     WEBHOOK_TEST,
 ];
 
