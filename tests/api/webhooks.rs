@@ -1198,3 +1198,67 @@ async fn the_desk_screen_manages_endpoints_in_a_real_browser() {
         assert!(meta.len() > 10_000, "{shot} is nearly empty");
     }
 }
+
+#[tokio::test]
+async fn role_changes_are_sent_with_the_timeline_event_that_names_the_person() {
+    let s = setup().await;
+    let mut receiver = Receiver::start(vec![]).await;
+    let (_, secret) = s
+        .endpoint(
+            &receiver.url,
+            json!({ "eventTypes": ["incident.role_assigned", "incident.role_unassigned"] }),
+        )
+        .await;
+    let dana = s.app.named(s.admin.org, Role::Responder, "Dana Diaz", None);
+    s.app.ok(&dana, "{ viewer { userId } }", json!({})).await;
+    let id = s.app.new_incident(&s.responder, "Login fails").await;
+    let assign = "mutation($id: UUID!, $person: UUID!) { assignIncidentRole(incidentId: $id, role: SCRIBE, personId: $person) { id } }";
+    s.app
+        .ok(
+            &s.responder,
+            assign,
+            json!({ "id": id, "person": dana.user }),
+        )
+        .await;
+    // The same holder again changes nothing and sends nothing.
+    s.app
+        .ok(
+            &s.responder,
+            assign,
+            json!({ "id": id, "person": dana.user }),
+        )
+        .await;
+    let unassign =
+        "mutation($id: UUID!) { unassignIncidentRole(incidentId: $id, role: SCRIBE) { id } }";
+    s.app.ok(&s.responder, unassign, json!({ "id": id })).await;
+
+    for (event_type, timeline_type) in [
+        ("incident.role_assigned", "role_assigned"),
+        ("incident.role_unassigned", "role_unassigned"),
+    ] {
+        let got = receiver.next().await;
+        assert!(got.verifies_with(&secret), "signature of {event_type}");
+        let body = got.json();
+        assert_eq!(body["type"], event_type, "{body}");
+        assert_eq!(body["data"]["incident"]["id"], id.to_string());
+        assert_eq!(body["data"]["event"]["event_type"], timeline_type, "{body}");
+        assert!(
+            body["data"]["event"]["content"]
+                .as_str()
+                .unwrap()
+                .contains("Dana Diaz"),
+            "{body}"
+        );
+        assert_eq!(body["data"]["sequence"], body["data"]["event"]["sequence"]);
+    }
+    // Nothing else was queued: the next message is the test message sent now.
+    let endpoint_id = s.read_endpoints().await;
+    s.app
+        .ok(
+            &s.admin,
+            "mutation($id: UUID!) { sendTestWebhook(id: $id) { id } }",
+            json!({ "id": endpoint_id }),
+        )
+        .await;
+    assert_eq!(receiver.next().await.json()["type"], "webhook.test");
+}

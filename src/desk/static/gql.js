@@ -28,6 +28,9 @@ export const session = {
   me: null,
   async load() {
     try {
+      // Without an identity provider there are no sessions: no need to ask (and be refused).
+      const providers = await (await fetch('/auth/providers')).json();
+      if (!providers.oidc) return (this.me = null);
       const response = await fetch('/auth/me', { credentials: 'same-origin' });
       this.me = response.ok ? await response.json() : null;
     } catch {
