@@ -148,7 +148,7 @@ async fn in_dev_mode_the_sign_in_form_is_offered_the_dev_token() {
 }
 
 /// The system's Chromium, or why there is none.
-pub(crate) fn chromium() -> Result<String, String> {
+fn chromium() -> Result<String, String> {
     let path = std::env::var("INCIDENTD_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     if Path::new(&path).exists() {
         Ok(path)
@@ -159,8 +159,13 @@ pub(crate) fn chromium() -> Result<String, String> {
     }
 }
 
-#[tokio::test]
-async fn the_desk_works_in_two_real_browsers() {
+/// Runs `tests/desk/<script>` in node against the system's Chromium, with `args` and the
+/// screenshot folder last, and checks that it ended with `ok`: its output and that folder.
+/// `None` when there is no Chromium here (a failure under `INCIDENTD_REQUIRE_BROWSER=1`).
+pub(crate) async fn browser_script(
+    script: &str,
+    args: &[&str],
+) -> Option<(String, std::path::PathBuf)> {
     let chromium = match chromium() {
         Ok(path) => path,
         Err(why) if std::env::var("INCIDENTD_REQUIRE_BROWSER").as_deref() == Ok("1") => {
@@ -168,26 +173,16 @@ async fn the_desk_works_in_two_real_browsers() {
         }
         Err(why) => {
             eprintln!("skipping the browser test: {why}");
-            return;
+            return None;
         }
     };
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = root.join("tests/desk");
     npm_ci(&dir);
     let shots = root.join("target/desk-screenshots");
-    let app = spawn_app().await;
-    // Two people of one organization, each in a browser of their own.
-    let org = uuid::Uuid::new_v4();
-    let (one, two) = (
-        app.caller(org, Role::Responder),
-        app.caller(org, Role::Responder),
-    );
-
     let child = tokio::process::Command::new("node")
-        .arg(dir.join("desk.mjs"))
-        .arg(format!("http://{}", app.addr))
-        .arg(&one.token)
-        .arg(&two.token)
+        .arg(dir.join(script))
+        .args(args)
         .arg(&shots)
         .env("INCIDENTD_CHROMIUM", &chromium)
         .stdout(Stdio::piped())
@@ -199,7 +194,7 @@ async fn the_desk_works_in_two_real_browsers() {
         .await
         .expect("the browser test finishes within 120 s")
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     println!("{stdout}");
     assert!(
@@ -208,6 +203,23 @@ async fn the_desk_works_in_two_real_browsers() {
         shots.display()
     );
     assert_eq!(stdout.lines().last(), Some("ok"));
+    Some((stdout, shots))
+}
+
+#[tokio::test]
+async fn the_desk_works_in_two_real_browsers() {
+    let app = spawn_app().await;
+    // Two people of one organization, each in a browser of their own.
+    let org = uuid::Uuid::new_v4();
+    let (one, two) = (
+        app.caller(org, Role::Responder),
+        app.caller(org, Role::Responder),
+    );
+    let base = format!("http://{}", app.addr);
+    let Some((_, shots)) = browser_script("desk.mjs", &[&base, &one.token, &two.token]).await
+    else {
+        return;
+    };
     for shot in [
         "incidents-1280.png",
         "incidents-390.png",
