@@ -159,8 +159,15 @@ pub(crate) fn chromium() -> Result<String, String> {
     }
 }
 
-#[tokio::test]
-async fn the_desk_works_in_two_real_browsers() {
+/// Runs `tests/desk/<script>` in node against the system's Chromium, with `args`, the
+/// screenshot folder, then `after`, and checks that it ended with `ok`: its output and that
+/// folder.
+/// `None` when there is no Chromium here (a failure under `INCIDENTD_REQUIRE_BROWSER=1`).
+pub(crate) async fn browser_script(
+    script: &str,
+    args: &[&str],
+    after: &[&str],
+) -> Option<(String, std::path::PathBuf)> {
     let chromium = match chromium() {
         Ok(path) => path,
         Err(why) if std::env::var("INCIDENTD_REQUIRE_BROWSER").as_deref() == Ok("1") => {
@@ -168,13 +175,42 @@ async fn the_desk_works_in_two_real_browsers() {
         }
         Err(why) => {
             eprintln!("skipping the browser test: {why}");
-            return;
+            return None;
         }
     };
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = root.join("tests/desk");
     npm_ci(&dir);
     let shots = root.join("target/desk-screenshots");
+    let child = tokio::process::Command::new("node")
+        .arg(dir.join(script))
+        .args(args)
+        .arg(&shots)
+        .args(after)
+        .env("INCIDENTD_CHROMIUM", &chromium)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs");
+    let output = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("the browser test finishes within 120 s")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "the browser test failed (screenshots in {}):\n{stdout}\n{stderr}",
+        shots.display()
+    );
+    assert_eq!(stdout.lines().last(), Some("ok"));
+    Some((stdout, shots))
+}
+
+#[tokio::test]
+async fn the_desk_works_in_two_real_browsers() {
     // Window one signs in through the identity provider's login page when the provider's
     // packages are there (CI requires them), window two with a pasted token.
     let (db, url) = TestDb::create().await;
@@ -196,33 +232,14 @@ async fn the_desk_works_in_two_real_browsers() {
     if let Some(idp) = &mut idp {
         idp.configure(&app.url(""), org, None).await;
     }
-
-    let child = tokio::process::Command::new("node")
-        .arg(dir.join("desk.mjs"))
-        .arg(format!("http://{}", app.addr))
-        .arg(&one.token)
-        .arg(&two.token)
-        .arg(&shots)
-        .args(idp.as_ref().map(|idp| idp.issuer()))
-        .env("INCIDENTD_CHROMIUM", &chromium)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node runs");
-    let output = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
-        .await
-        .expect("the browser test finishes within 120 s")
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("{stdout}");
-    assert!(
-        output.status.success(),
-        "the browser test failed (screenshots in {}):\n{stdout}\n{stderr}",
-        shots.display()
-    );
-    assert_eq!(stdout.lines().last(), Some("ok"));
+    let base = format!("http://{}", app.addr);
+    let issuer = idp.as_ref().map(|idp| idp.issuer());
+    let after: Vec<&str> = issuer.iter().map(|i| i.as_ref()).collect();
+    let Some((_, shots)) =
+        browser_script("desk.mjs", &[&base, &one.token, &two.token], &after).await
+    else {
+        return;
+    };
     for shot in [
         "incidents-1280.png",
         "incidents-390.png",

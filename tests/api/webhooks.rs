@@ -1142,48 +1142,19 @@ impl Receiver {
 /// verifies both with that secret.
 #[tokio::test]
 async fn the_desk_screen_manages_endpoints_in_a_real_browser() {
-    let chromium = match crate::desk::chromium() {
-        Ok(path) => path,
-        Err(why) if std::env::var("INCIDENTD_REQUIRE_BROWSER").as_deref() == Ok("1") => {
-            panic!("INCIDENTD_REQUIRE_BROWSER=1 but {why}")
-        }
-        Err(why) => {
-            eprintln!("skipping the browser test: {why}");
-            return;
-        }
-    };
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = root.join("tests/desk");
-    crate::ws_client::npm_ci(&dir);
-    let shots = root.join("target/desk-screenshots");
     let s = setup().await;
     let mut receiver = Receiver::start(vec![]).await;
-    let child = tokio::process::Command::new("node")
-        .arg(dir.join("webhooks.mjs"))
-        .arg(format!("http://{}", s.app.addr))
-        .arg(&s.admin.token)
-        .arg(&s.responder.token)
-        .arg(&receiver.url)
-        .arg(&shots)
-        .env("INCIDENTD_CHROMIUM", &chromium)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node runs");
-    let output = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
-        .await
-        .expect("the browser test finishes within 120 s")
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("{stdout}");
-    assert!(
-        output.status.success(),
-        "the browser test failed (screenshots in {}):\n{stdout}\n{stderr}",
-        shots.display()
-    );
-    assert_eq!(stdout.lines().last(), Some("ok"));
+    let base = format!("http://{}", s.app.addr);
+    let args = [
+        base.as_str(),
+        &s.admin.token,
+        &s.responder.token,
+        &receiver.url,
+    ];
+    let Some((stdout, shots)) = crate::desk::browser_script("webhooks.mjs", &args, &[]).await
+    else {
+        return;
+    };
     let secret = stdout
         .lines()
         .find_map(|l| l.strip_prefix("secret: "))
