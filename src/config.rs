@@ -642,4 +642,46 @@ mod tests {
             "{printed}"
         );
     }
+
+    #[test]
+    fn sign_in_needs_its_client_a_role_map_and_one_organization_source() {
+        let public = url::Url::parse("https://incidents.example.com").unwrap();
+        let config = |extra: &[&str]| {
+            let mut args = vec!["incidentd", "--oidc-issuer", "https://login.example.com"];
+            args.extend(extra);
+            Cli::parse_from(args).config
+        };
+        let client = [
+            "--oidc-client-id",
+            "incidentd",
+            "--oidc-client-secret",
+            "s3cret",
+            "--oidc-role-map",
+            "oncall=responder",
+        ];
+        assert!(config(&[]).oidc(&public).is_err());
+        assert!(config(&client).oidc(&public).is_err(), "no organization");
+        let mut both = client.to_vec();
+        both.extend([
+            "--oidc-organization",
+            "6f1c2b1e-8d43-4c55-9a57-0d6f3c1e2a10",
+        ]);
+        let settings = config(&both).oidc(&public).unwrap().unwrap();
+        assert_eq!(
+            settings.redirect_uri.as_str(),
+            "https://incidents.example.com/auth/callback"
+        );
+        assert_eq!(settings.scopes, ["openid", "profile", "email"]);
+        assert!(config(&both).sessions(&public).secure);
+        both.extend(["--oidc-org-claim", "org"]);
+        assert!(
+            config(&both).oidc(&public).is_err(),
+            "two organization sources"
+        );
+        assert!(!format!("{:?}", config(&client)).contains("s3cret"));
+        assert!(
+            Cli::try_parse_from(["incidentd", "--session-idle-timeout", "500ms"]).is_err(),
+            "sessions last at least a second"
+        );
+    }
 }

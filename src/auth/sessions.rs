@@ -207,6 +207,40 @@ impl Sessions {
         Ok(())
     }
 
+    /// Resolves once the session this cookie value names has ended (signed out on any replica,
+    /// idle too long, past its lifetime), looked up every touch interval: a WebSocket or an event
+    /// stream opened by the cookie closes then, and while it is open the session counts as used.
+    /// Never resolves for `None` (a stream opened with a bearer token).
+    pub fn ended(
+        &self,
+        value: Option<String>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let sessions = self.clone();
+        async move {
+            let Some(value) = value else {
+                return std::future::pending().await;
+            };
+            let mut checks = tokio::time::interval(sessions.touch_interval());
+            checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            checks.tick().await;
+            loop {
+                checks.tick().await;
+                // A database that does not answer ends nothing: the next look decides.
+                if let Ok(None) = sessions.find(&value).await {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The cookie's value when the request is authenticated by it (no `Authorization` header).
+    pub fn cookie_caller(&self, headers: &HeaderMap) -> Option<String> {
+        match headers.contains_key(header::AUTHORIZATION) {
+            true => None,
+            false => self.cookie(headers),
+        }
+    }
+
     /// How stale `last_used_at` may get: a minute, or a tenth of the idle timeout when that is
     /// shorter, so a session in use never looks idle.
     fn touch_interval(&self) -> Duration {

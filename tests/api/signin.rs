@@ -15,6 +15,7 @@ use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
 use crate::helpers::{TestApp, TestDb, spawn_app_with, test_config};
@@ -713,6 +714,46 @@ async fn cookie_writes_need_the_csrf_token_and_bearer_requests_do_not() {
     );
 }
 
+/// A WebSocket opened with the session cookie from `origin`, after an empty `connection_init`,
+/// and the server's first answer.
+async fn cookie_ws(
+    port: u16,
+    origin: &str,
+    host: &str,
+    cookie: &str,
+) -> (incidentd_test_support::ws::WsStream, Message) {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://127.0.0.1:{port}/graphql")
+        .into_client_request()
+        .unwrap();
+    let headers = request.headers_mut();
+    headers.insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    headers.insert("origin", origin.parse().unwrap());
+    headers.insert("host", host.parse().unwrap());
+    headers.insert("cookie", cookie.parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("upgrade");
+    ws.send(Message::Text(
+        json!({ "type": "connection_init" }).to_string().into(),
+    ))
+    .await
+    .unwrap();
+    let reply = next_frame(&mut ws).await;
+    (ws, reply)
+}
+
+async fn next_frame(ws: &mut incidentd_test_support::ws::WsStream) -> Message {
+    tokio::time::timeout(Duration::from_secs(20), ws.next())
+        .await
+        .expect("a frame within 20 s")
+        .unwrap()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn cookie_streams_come_only_from_our_origin() {
     let Some(s) = start(None, |_| {}).await else {
@@ -736,39 +777,15 @@ async fn cookie_streams_come_only_from_our_origin() {
             false,
         ),
     ] {
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let mut request = format!("ws://127.0.0.1:{port}/graphql")
-            .into_client_request()
-            .unwrap();
-        let headers = request.headers_mut();
-        headers.insert(
-            "sec-websocket-protocol",
-            "graphql-transport-ws".parse().unwrap(),
-        );
-        headers.insert("origin", origin.parse().unwrap());
-        headers.insert("host", host.parse().unwrap());
-        headers.insert("cookie", cookie.parse().unwrap());
-        let (mut ws, _) = tokio_tungstenite::connect_async(request)
-            .await
-            .expect("upgrade");
-        ws.send(tokio_tungstenite::tungstenite::Message::Text(
-            json!({ "type": "connection_init" }).to_string().into(),
-        ))
-        .await
-        .unwrap();
-        let reply = tokio::time::timeout(Duration::from_secs(20), ws.next())
-            .await
-            .expect("a reply")
-            .unwrap()
-            .unwrap();
+        let (_ws, reply) = cookie_ws(port, &origin, &host, &cookie).await;
         match reply {
-            tokio_tungstenite::tungstenite::Message::Text(text) if accepted => {
+            Message::Text(text) if accepted => {
                 assert_eq!(
                     serde_json::from_str::<Value>(&text).unwrap()["type"],
                     "connection_ack"
                 );
             }
-            tokio_tungstenite::tungstenite::Message::Close(Some(frame)) if !accepted => {
+            Message::Close(Some(frame)) if !accepted => {
                 assert_eq!(u16::from(frame.code), 4403);
             }
             other => panic!("{origin}: {other:?}"),
@@ -805,8 +822,13 @@ async fn signing_out_on_one_replica_ends_the_session_on_the_other() {
     };
     let mut idp = Idp::spawn(&dir).await;
     let (db, url) = TestDb::create().await;
-    let a = spawn_app_with(db, oidc_config(&url, &idp)).await;
+    // Streams look at their session every tenth of the idle timeout: two seconds here.
+    let idle = Duration::from_secs(20);
     let mut config = oidc_config(&url, &idp);
+    config.session_idle_timeout = idle;
+    let a = spawn_app_with(db, config).await;
+    let mut config = oidc_config(&url, &idp);
+    config.session_idle_timeout = idle;
     config.public_url = Some(url::Url::parse(&a.url("")).unwrap());
     config.no_migrate = true;
     let b = TestServer::start(config).await;
@@ -826,6 +848,32 @@ async fn signing_out_on_one_replica_ends_the_session_on_the_other() {
         StatusCode::OK,
         "any replica serves any session"
     );
+    // A live WebSocket and an event stream on A, both by the cookie.
+    let port = s.app.addr.port();
+    let public = format!("http://127.0.0.1:{port}");
+    let (mut ws, ack) = cookie_ws(
+        port,
+        &public,
+        &format!("127.0.0.1:{port}"),
+        &browser.cookie_header(),
+    )
+    .await;
+    assert!(
+        matches!(&ack, Message::Text(t) if t.contains("connection_ack")),
+        "{ack:?}"
+    );
+    let sse = s
+        .app
+        .client
+        .post(s.app.url("/graphql"))
+        .header("accept", "text/event-stream")
+        .header("cookie", browser.cookie_header())
+        .header("x-csrf-token", &csrf)
+        .json(&json!({ "query": "subscription { incidentChanged { kind } }" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse.status(), StatusCode::OK);
 
     let request = browser
         .http
@@ -844,6 +892,16 @@ async fn signing_out_on_one_replica_ends_the_session_on_the_other() {
         "the cookie is cleared"
     );
     assert!(session_rows(&s.app).await.is_empty());
+
+    // The live connections on A end by themselves (4403 on the WebSocket).
+    match next_frame(&mut ws).await {
+        Message::Close(Some(frame)) => assert_eq!(u16::from(frame.code), 4403),
+        other => panic!("{other:?}"),
+    }
+    tokio::time::timeout(Duration::from_secs(20), sse.text())
+        .await
+        .expect("the event stream ends within 20 s")
+        .unwrap();
 
     // The same cookie, kept by someone, on the replica that did not sign out.
     let mut kept = Browser::new();

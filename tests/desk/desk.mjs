@@ -128,6 +128,12 @@ try {
   if (new URL(p2.url()).pathname !== '/desk/incidents') fail(`/ led to ${p2.url()}`);
   await p2.locator('#token').waitFor();
 
+  step('a refused sign-in says why, and the address forgets it');
+  await p2.goto(`${base}/desk/incidents?signin_error=no_role`);
+  await p2.locator('.signin .error-box:not([hidden])').filter({ hasText: 'give you no role' }).waitFor();
+  if (new URL(p2.url()).search.includes('signin_error')) fail(`the reason stays in the address: ${p2.url()}`);
+  if (idp) await p2.locator('#sign-in-provider').waitFor();
+
   step('a rejected token is refused in words');
   await p2.locator('#token').fill('not-a-token');
   await p2.getByRole('button', { name: 'Sign in' }).click();

@@ -114,16 +114,20 @@ fn message(event: &str, data: Option<serde_json::Value>) -> String {
 
 /// The event-stream body: a first comment (browsers wait for bytes before they report the
 /// stream open), then what `receiver` carries, with keep-alive comments in between; it ends
-/// when the feeder is done, at shutdown, when the token expires, or when `closed` is cancelled.
+/// when the feeder is done, at shutdown, when the token expires or the session ends, or when
+/// `closed` is cancelled.
 /// Dropping it (the client went away) cancels `closed`.
 fn body(
     state: &GraphqlState,
     principal: Principal,
     mut receiver: mpsc::Receiver<String>,
     closed: CancellationToken,
+    headers: &HeaderMap,
     on_close: impl FnOnce() + Send + 'static,
 ) -> impl Stream<Item = String> + Send + 'static {
     let shutdown = state.ws.shutdown.clone();
+    // A stream opened by the session cookie ends with the session.
+    let ended = state.sessions.ended(state.sessions.cookie_caller(headers));
     let keep_alive = state.sse.keep_alive;
     struct OnDrop<F: FnOnce()>(Option<F>, CancellationToken);
     impl<F: FnOnce()> Drop for OnDrop<F> {
@@ -139,6 +143,7 @@ fn body(
         let _gauge = crate::monitoring::GaugeGuard::sse_connection();
         let expiry = operation::expiry(Some(&principal));
         tokio::pin!(expiry);
+        tokio::pin!(ended);
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + keep_alive, keep_alive);
         yield ":\n\n".to_string();
         loop {
@@ -146,6 +151,7 @@ fn body(
                 _ = shutdown.cancelled() => break,
                 _ = closed.cancelled() => break,
                 _ = &mut expiry => break,
+                _ = &mut ended => break,
                 _ = ticks.tick() => yield ":\n\n".to_string(),
                 next = receiver.recv() => match next {
                     Some(text) => yield text,
@@ -290,9 +296,14 @@ async fn stream_one(
     };
     let task = spawn_operation(&state, outs, feed, request_id);
     state.ws.tasks.spawn(task);
-    event_stream(body(&state, principal, receiver, closed, move || {
-        drop(place)
-    }))
+    event_stream(body(
+        &state,
+        principal,
+        receiver,
+        closed,
+        &headers,
+        move || drop(place),
+    ))
 }
 
 /// `GET` with `Accept: text/event-stream`: opens a reserved stream (with its token), or runs a
@@ -338,9 +349,16 @@ pub async fn get(state: GraphqlState, headers: HeaderMap, query: Option<String>)
         )
     };
     let sse = state.sse.clone();
-    event_stream(body(&state, principal, receiver, closed, move || {
-        sse.lock().remove(&token);
-    }))
+    event_stream(body(
+        &state,
+        principal,
+        receiver,
+        closed,
+        &headers,
+        move || {
+            sse.lock().remove(&token);
+        },
+    ))
 }
 
 /// `PUT`: reserves a single-connection stream; answers 201 with its token.

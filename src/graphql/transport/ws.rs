@@ -105,9 +105,13 @@ pub async fn upgrade(
         .map(str::to_string);
     // A browser's own session: its cookie, from our origin only (checked here, where the
     // headers are); `connection_init` may then come with an empty payload.
-    let session = match header_token.is_none() && state.sessions.cookie(&headers).is_some() {
-        true => Some(operation::authenticate(&state, &headers, Use::Stream).await),
-        false => None,
+    let cookie = state.sessions.cookie_caller(&headers);
+    let session = match cookie {
+        Some(value) => Some((
+            operation::authenticate(&state, &headers, Use::Stream).await,
+            value,
+        )),
+        None => None,
     };
     let connection_id = crate::telemetry::request_id(&headers);
     ws.on_upgrade(move |socket| {
@@ -184,8 +188,12 @@ struct Connection {
     state: GraphqlState,
     protocol: Protocol,
     header_token: Option<String>,
-    /// The session cookie's caller (or why not), when the upgrade came with one and no token.
-    session: Option<Result<Principal, AppError>>,
+    /// The session cookie's caller (or why not) and the cookie, when the upgrade came with one
+    /// and no token.
+    session: Option<(Result<Principal, AppError>, String)>,
+    /// The cookie, once the connection is authenticated by it: the socket closes when the
+    /// session ends.
+    by_cookie: Option<String>,
     principal: Option<Principal>,
     init_received: bool,
     /// A ping went out and its pong has not come back yet.
@@ -216,6 +224,7 @@ impl Connection {
             protocol,
             header_token,
             session: None,
+            by_cookie: None,
             principal: None,
             init_received: false,
             awaiting_pong: false,
@@ -237,7 +246,14 @@ impl Connection {
         let mut pings = tokio::time::interval(limits.ping_interval.max(Duration::from_millis(1)));
         pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         pings.reset();
+        let mut ended: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
+            Box::pin(std::future::pending());
+        let mut watching = false;
         loop {
+            if !watching && self.principal.is_some() {
+                watching = true;
+                ended = Box::pin(self.state.sessions.ended(self.by_cookie.clone()));
+            }
             while let Some(message) = self.outbox.pop_front() {
                 if !self.send(message).await {
                     return;
@@ -250,6 +266,7 @@ impl Connection {
                     Flow::Close(INIT_TIMEOUT, "Connection initialisation timeout".into())
                 }
                 _ = expiry => Flow::Close(FORBIDDEN, "Forbidden: token expired".into()),
+                _ = &mut ended => Flow::Close(FORBIDDEN, "Forbidden: the session has ended".into()),
                 _ = pings.tick(), if pinging && self.principal.is_some() => {
                     if self.awaiting_pong {
                         Flow::Close(NO_PONG, "no pong within the ping interval".into())
@@ -370,7 +387,10 @@ impl Connection {
             .and_then(token_from_payload)
             .or_else(|| self.header_token.clone());
         let caller = match (token, self.session.take()) {
-            (None, Some(session)) => session,
+            (None, Some((caller, cookie))) => {
+                self.by_cookie = Some(cookie);
+                caller
+            }
             (token, _) => operation::authenticate_token(&self.state, token.as_deref()),
         };
         match caller {
