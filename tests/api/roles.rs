@@ -275,6 +275,31 @@ async fn roles_are_assigned_replaced_and_unassigned_with_timeline_audit_and_live
         .err(&carol, UNASSIGN, json!({ "id": id, "role": "COMMANDER" }))
         .await;
     assert_eq!(code(&refused), "FORBIDDEN");
+
+    // A closed incident's roles are final, and the incident says so.
+    for to in ["RESOLVED", "CLOSED"] {
+        let (status, body) = app.transition(&alice, &id.to_string(), to, None).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let closed = app
+        .err(
+            &alice,
+            ASSIGN,
+            json!({ "id": id, "role": "SCRIBE", "person": bob.user }),
+        )
+        .await;
+    assert_eq!(code(&closed), "CONFLICT", "{closed}");
+    let data = app
+        .ok(
+            &alice,
+            "query($id: UUID!) { incident(id: $id) { editable roles { role } } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(
+        data["incident"],
+        json!({ "editable": false, "roles": [{ "role": "COMMANDER" }] })
+    );
 }
 
 #[tokio::test]
