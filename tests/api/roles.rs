@@ -204,7 +204,8 @@ async fn roles_are_assigned_replaced_and_unassigned_with_timeline_audit_and_live
         ]
     );
     let event = last_event(&app, &alice, id).await;
-    assert!(event.1.contains("Carol Chen"), "{event:?}");
+    assert_eq!(event.1, "Carol Chen is now the scribe (was Bob Builder)");
+    assert_eq!(event.2, "Bob Builder");
     assert_eq!(next_update(&mut feed).await["kind"], "UPDATED");
     assert!(
         next_data(&mut timeline, "incidentEvents").await["content"]
