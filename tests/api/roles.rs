@@ -277,6 +277,39 @@ async fn roles_are_assigned_replaced_and_unassigned_with_timeline_audit_and_live
         .await;
     assert_eq!(code(&refused), "FORBIDDEN");
 
+    // The audit rows name their actors as people; someone the directory does not know is null.
+    let stranger = app.caller(alice.org, Role::Responder);
+    app.add_event(&stranger, &id.to_string(), "a note from a stranger")
+        .await;
+    let admin = app.caller(alice.org, Role::Admin);
+    let data = app
+        .ok(
+            &admin,
+            "query($id: UUID!) { auditEvents(entityId: $id, first: 100) { nodes { actorId actor { name } } } }",
+            json!({ "id": id }),
+        )
+        .await;
+    let actors: Vec<&Value> = data["auditEvents"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| &n["actor"])
+        .collect();
+    assert_eq!(actors[0], &Value::Null, "the stranger");
+    assert!(
+        actors.contains(&&json!({ "name": "Bob Builder" })),
+        "{actors:?}"
+    );
+    assert!(
+        actors.contains(&&json!({ "name": "Alice Archer" })),
+        "{actors:?}"
+    );
+    assert_eq!(
+        last_event(&app, &alice, id).await.2,
+        "?",
+        "an author the directory does not know is null"
+    );
+
     // A closed incident's roles are final, and the incident says so.
     for to in ["RESOLVED", "CLOSED"] {
         let (status, body) = app.transition(&alice, &id.to_string(), to, None).await;
