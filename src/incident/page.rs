@@ -57,7 +57,7 @@ impl Cursor for NameCursor {
         URL_SAFE_NO_PAD.encode(format!("n:{}:{}", self.id, self.name))
     }
     /// Only what `encode` could have written: an id as `encode` spells it, and a name no longer
-    /// than a stored one.
+    /// than a stored one lowercased (lowercasing may lengthen it).
     fn decode(raw: &str) -> Option<Self> {
         let text = String::from_utf8(URL_SAFE_NO_PAD.decode(raw).ok()?).ok()?;
         let (id, name) = text.strip_prefix("n:")?.split_once(':')?;
@@ -65,7 +65,7 @@ impl Cursor for NameCursor {
             name: name.to_string(),
             id: id.parse().ok()?,
         };
-        (name.chars().count() <= 200 && !name.contains('\0') && cursor.encode() == raw)
+        (name.chars().count() <= 400 && !name.contains('\0') && cursor.encode() == raw)
             .then_some(cursor)
     }
 }

@@ -242,13 +242,29 @@ fn people_query(scope: OrgScope, search: Option<&str>) -> Select<person::Entity>
     q
 }
 
-/// The organization's people whose name or email contains `search` (lowercased), by name.
+/// A listed person with the key they sort by, as the database computed it: the next page's
+/// cursor must compare as the database compares (SQLite's `LOWER` folds ASCII only).
+#[derive(Debug, FromQueryResult)]
+struct Listed {
+    organization_id: Uuid,
+    id: Uuid,
+    issuer: Option<String>,
+    subject: Option<String>,
+    name: Option<String>,
+    email: Option<String>,
+    created_at: chrono::DateTime<chrono::Utc>,
+    updated_at: chrono::DateTime<chrono::Utc>,
+    sort_key: String,
+}
+
+/// The organization's people whose name or email contains `search` (lowercased), by name;
+/// each with the cursor that names its place.
 pub async fn people(
     db: &Db,
     scope: OrgScope,
     search: Option<&str>,
     page: &Page<NameCursor>,
-) -> AppResult<PageOf<person::Model>> {
+) -> AppResult<PageOf<(person::Model, NameCursor)>> {
     let mut q = people_query(scope, search);
     if let Some(after) = &page.after {
         q = q.filter(
@@ -259,23 +275,38 @@ pub async fn people(
             ),
         );
     }
-    let q = q
+    let rows = q
+        .column_as(name_key(), "sort_key")
         .order_by(name_key(), sea_orm::Order::Asc)
         .order_by_asc(person::Column::Id)
-        .limit(page.fetch());
-    Ok(PageOf::from_fetched(q.all(db.conn()).await?, page))
+        .limit(page.fetch())
+        .into_model::<Listed>()
+        .all(db.conn())
+        .await?
+        .into_iter()
+        .map(|r| {
+            let cursor = NameCursor {
+                name: r.sort_key,
+                id: r.id,
+            };
+            let person = person::Model {
+                organization_id: r.organization_id,
+                id: r.id,
+                issuer: r.issuer,
+                subject: r.subject,
+                name: r.name,
+                email: r.email,
+                created_at: r.created_at,
+                updated_at: r.updated_at,
+            };
+            (person, cursor)
+        })
+        .collect();
+    Ok(PageOf::from_fetched(rows, page))
 }
 
 pub async fn count_people(db: &Db, scope: OrgScope, search: Option<&str>) -> AppResult<u64> {
     count(db, people_query(scope, search)).await
-}
-
-/// Where a person sorts in `people`.
-pub fn person_cursor(p: &person::Model) -> NameCursor {
-    NameCursor {
-        name: p.name.as_deref().unwrap_or("").to_lowercase(),
-        id: p.id,
-    }
 }
 
 pub async fn people_by_id(db: &Db, scope: OrgScope, ids: &[Uuid]) -> AppResult<Vec<person::Model>> {

@@ -719,11 +719,15 @@ impl Domain {
             Some(person) => {
                 unit.put_role(incident_id, change.role, person.id).await?;
                 after.insert(change.role, person.id);
-                let content = format!(
+                let mut content = format!(
                     "{} is now the {}",
                     display_name(person),
                     change.role.label()
                 );
+                if let Some(previous) = held_by {
+                    let previous = self.person_in(&unit, previous).await?;
+                    content += &format!(" (was {})", display_name(&previous));
+                }
                 (ROLE_ASSIGNED, webhooks::INCIDENT_ROLE_ASSIGNED, content)
             }
             None => {

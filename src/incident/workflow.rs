@@ -116,10 +116,15 @@ pub fn allowed_now(incident: &incident::Model, has_postmortem: bool) -> Vec<Stat
         .collect()
 }
 
-/// A closed incident is final: no field of it changes any more (otherwise, say, raising its
-/// severity to SEV1 after closing would get around the postmortem rule).
+/// Whether the incident's fields and roles may still change. A closed incident is final: no
+/// field of it changes any more (otherwise, say, raising its severity to SEV1 after closing
+/// would get around the postmortem rule), and neither do its roles.
+pub fn is_editable(incident: &incident::Model) -> bool {
+    incident.status != Status::Closed
+}
+
 pub fn check_editable(incident: &incident::Model) -> AppResult<()> {
-    if incident.status == Status::Closed {
+    if !is_editable(incident) {
         return Err(AppError::Conflict(
             "a closed incident cannot be changed".into(),
         ));

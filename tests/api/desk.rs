@@ -138,12 +138,24 @@ async fn in_dev_mode_the_sign_in_form_is_offered_the_dev_token() {
         .unwrap();
     let token = session["devToken"].as_str().expect("a dev token");
     assert_eq!(Some(token), app.state.graphql.dev_token.as_deref());
+    // The demo user has a name, in the directory from the start: the first request with the
+    // token finds it there and writes nothing.
+    let db = &app.state.graphql.domain.db;
+    let before = db.statement_count();
     let (status, body) = app
         .post(Some(token), "{ viewer { role } }", json!({}))
         .await;
     assert_eq!(
         (status, &body["data"]["viewer"]["role"]),
         (200, &json!("admin"))
+    );
+    assert_eq!(db.statement_count(), before, "remembered at start-up");
+    let (_, body) = app
+        .post(Some(token), "{ viewer { person { name } } }", json!({}))
+        .await;
+    assert_eq!(
+        body["data"]["viewer"]["person"]["name"],
+        incidentd::auth::DEV_USER_NAME
     );
 }
 
@@ -223,11 +235,11 @@ async fn the_desk_works_in_two_real_browsers() {
         None => test_config(&url),
     };
     let app = spawn_app_with(db, config).await;
-    // Two people of one organization, each in a browser of their own.
+    // Two named people of one organization, each in a browser of their own.
     let org = uuid::Uuid::new_v4();
     let (one, two) = (
-        app.caller(org, Role::Responder),
-        app.caller(org, Role::Responder),
+        app.named(org, Role::Responder, "Olive One", Some("olive@example.com")),
+        app.named(org, Role::Responder, "Theo Two", Some("theo@example.com")),
     );
     if let Some(idp) = &mut idp {
         idp.configure(&app.url(""), org, None).await;

@@ -99,6 +99,9 @@ async fn people_are_searched_by_name_or_email_and_paged_by_name() {
         ("Grace Hopper", "grace@navy.example"),
         ("Katherine Johnson", "kj@nasa.example"),
         ("Edsger 100% Dijkstra", "ewd@eindhoven.example"),
+        // Names beyond ASCII, which the databases fold differently: paging stays whole.
+        ("Émilie du Châtelet", "emilie@cirey.example"),
+        ("Ørsted", "hc@copenhagen.example"),
     ];
     let mut callers = Vec::new();
     for (name, email) in named {
@@ -110,9 +113,10 @@ async fn people_are_searched_by_name_or_email_and_paged_by_name() {
 
     // Everyone, by name, case-insensitively; pages of two follow each other.
     let all = people(&app, me, json!({})).await;
-    assert_eq!(all["totalCount"], 5);
+    assert_eq!(all["totalCount"], 7);
+    let ascii: Vec<String> = names(&all).into_iter().filter(|n| n.is_ascii()).collect();
     assert_eq!(
-        names(&all),
+        ascii,
         [
             "alan turing",
             "Edsger 100% Dijkstra",
@@ -144,7 +148,7 @@ async fn people_are_searched_by_name_or_email_and_paged_by_name() {
     let found = people(&app, me, json!({ "search": "a_" })).await;
     assert_eq!(found["totalCount"], 0);
     let found = people(&app, me, json!({ "search": "   " })).await;
-    assert_eq!(found["totalCount"], 5, "a blank search is no search");
+    assert_eq!(found["totalCount"], 7, "a blank search is no search");
 
     // Bounded pages and cursors the server wrote.
     for variables in [

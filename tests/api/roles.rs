@@ -143,10 +143,17 @@ async fn the_declarer_becomes_commander_unless_the_input_names_another() {
 async fn roles_are_assigned_replaced_and_unassigned_with_timeline_audit_and_live_announcements() {
     let app = spawn_app().await;
     let (alice, bob, carol) = team(&app).await;
-    let id = app.new_incident(&alice, "checkout failing").await;
+    // The feed first, so the creation is seen (and read) before anything else.
     let mut feed = Ws::ready(app.addr, &alice.token).await;
     feed.subscribe("f", FEED, json!({})).await;
     barrier(&mut feed).await;
+    let id = app.new_incident(&alice, "checkout failing").await;
+    let created = next_data(&mut feed, "incidentChanged").await;
+    assert_eq!(created["kind"], "CREATED", "{created}");
+    assert_eq!(
+        holders(&created["incident"]["roles"]),
+        [pair("COMMANDER", "Alice Archer")]
+    );
     let mut timeline = Ws::ready(app.addr, &alice.token).await;
     timeline.subscribe("t", TIMELINE, json!({ "id": id })).await;
     barrier(&mut timeline).await;
@@ -204,7 +211,8 @@ async fn roles_are_assigned_replaced_and_unassigned_with_timeline_audit_and_live
         ]
     );
     let event = last_event(&app, &alice, id).await;
-    assert!(event.1.contains("Carol Chen"), "{event:?}");
+    assert_eq!(event.1, "Carol Chen is now the scribe (was Bob Builder)");
+    assert_eq!(event.2, "Bob Builder");
     assert_eq!(next_update(&mut feed).await["kind"], "UPDATED");
     assert!(
         next_data(&mut timeline, "incidentEvents").await["content"]
@@ -275,13 +283,78 @@ async fn roles_are_assigned_replaced_and_unassigned_with_timeline_audit_and_live
         .err(&carol, UNASSIGN, json!({ "id": id, "role": "COMMANDER" }))
         .await;
     assert_eq!(code(&refused), "FORBIDDEN");
+
+    // The audit rows name their actors as people; someone the directory does not know is null.
+    let stranger = app.caller(alice.org, Role::Responder);
+    app.add_event(&stranger, &id.to_string(), "a note from a stranger")
+        .await;
+    let admin = app.caller(alice.org, Role::Admin);
+    let data = app
+        .ok(
+            &admin,
+            "query($id: UUID!) { auditEvents(entityId: $id, first: 100) { nodes { actorId actor { name } } } }",
+            json!({ "id": id }),
+        )
+        .await;
+    let actors: Vec<&Value> = data["auditEvents"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| &n["actor"])
+        .collect();
+    assert_eq!(actors[0], &Value::Null, "the stranger");
+    assert!(
+        actors.contains(&&json!({ "name": "Bob Builder" })),
+        "{actors:?}"
+    );
+    assert!(
+        actors.contains(&&json!({ "name": "Alice Archer" })),
+        "{actors:?}"
+    );
+    assert_eq!(
+        last_event(&app, &alice, id).await.2,
+        "?",
+        "an author the directory does not know is null"
+    );
+
+    // A closed incident's roles are final, and the incident says so.
+    for to in ["RESOLVED", "CLOSED"] {
+        let (status, body) = app.transition(&alice, &id.to_string(), to, None).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let closed = app
+        .err(
+            &alice,
+            ASSIGN,
+            json!({ "id": id, "role": "SCRIBE", "person": bob.user }),
+        )
+        .await;
+    assert_eq!(code(&closed), "CONFLICT", "{closed}");
+    let data = app
+        .ok(
+            &alice,
+            "query($id: UUID!) { incident(id: $id) { editable roles { role } } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(
+        data["incident"],
+        json!({ "editable": false, "roles": [{ "role": "COMMANDER" }] })
+    );
 }
 
 #[tokio::test]
 async fn the_person_filter_selects_role_holders_in_sql_and_in_the_change_feed() {
     let app = spawn_app().await;
     let (alice, bob, _) = team(&app).await;
+    // An unfiltered feed of the organization: each write is awaited there before the next one
+    // (and before Bob subscribes), so each change is dispatched on its own (a feed tells a
+    // change with the incident as it is when dispatched).
+    let mut all = Ws::ready(app.addr, &alice.token).await;
+    all.subscribe("a", FEED, json!({})).await;
+    barrier(&mut all).await;
     let led_by_alice = app.new_incident(&alice, "one").await;
+    assert_eq!(next_update(&mut all).await["kind"], "CREATED");
     let led_by_bob = app
         .create_incident(&alice, json!({ "title": "two", "commander": bob.user }))
         .await["id"]
@@ -289,6 +362,7 @@ async fn the_person_filter_selects_role_holders_in_sql_and_in_the_change_feed() 
         .unwrap()
         .parse::<Uuid>()
         .unwrap();
+    assert_eq!(next_update(&mut all).await["kind"], "CREATED");
     let mine = "query($p: UUID!) { incidents(filter: { person: $p }) { totalCount nodes { id } } a: incidents(filter: { person: $p, search: \"two\" }) { totalCount } }";
     let ids = |data: &Value| -> Vec<String> {
         data["incidents"]["nodes"]
@@ -307,17 +381,11 @@ async fn the_person_filter_selects_role_holders_in_sql_and_in_the_change_feed() 
     assert_eq!(data["incidents"]["totalCount"], 0);
 
     // Live: Bob's feed sees the incident he is given (now matching), and the one he leaves
-    // (no longer matching); changes to incidents he holds no role on pass him by. Each write
-    // is awaited on an unfiltered feed of the same organization before the next one, so each
-    // change is dispatched on its own (a feed tells a change with the incident as it is when
-    // dispatched).
+    // (no longer matching); changes to incidents he holds no role on pass him by.
     let mut feed = Ws::ready(app.addr, &bob.token).await;
     feed.subscribe("f", FEED, json!({ "filter": { "person": bob.user } }))
         .await;
     barrier(&mut feed).await;
-    let mut all = Ws::ready(app.addr, &alice.token).await;
-    all.subscribe("a", FEED, json!({})).await;
-    barrier(&mut all).await;
     let write = |query: &'static str, variables: Value| {
         let (app, alice) = (&app, &alice);
         async move {

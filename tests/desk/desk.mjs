@@ -1,8 +1,9 @@
 // Drives the desk in two headless Chromium windows against a running incidentd (started by
 // tests/api/desk.rs): live list, live timeline, the whole workflow, the postmortem editor and
 // its conflict warning, the metrics panel, filters in the address, what the workflow tells (a
-// lowered SEV1 still waits for its postmortem), XSS, other origins, axe-core,
-// keyboard, and screenshots at 1280 and 390 px.
+// lowered SEV1 still waits for its postmortem), names instead of ids, roles assigned through
+// the people picker, the "Mine" filter, XSS, other origins, axe-core, keyboard, and
+// screenshots at 1280 and 390 px.
 //
 // node desk.mjs <base url> <token one> <token two> <screenshot dir> [<identity provider>]
 // With an identity provider, window one signs in through its login page (the session cookie
@@ -184,6 +185,38 @@ try {
   await p1.getByRole('button', { name: 'Add note' }).click();
   await p2.locator('.events li').filter({ hasText: 'Error rate at 40% since the 14:02 deploy' }).waitFor();
 
+  step('names, not ids: who wrote the note, who declared, who leads');
+  await p2.locator('.events li').filter({ hasText: 'Error rate at 40%' }).locator('.event-author').filter({ hasText: 'Olive One' }).waitFor();
+  await waitText(p2, '.declarer', 'Olive One');
+  await waitText(p2, '.role[data-role="COMMANDER"] .role-holder', 'Olive One');
+  await waitText(p2, '.role[data-role="SCRIBE"] .role-holder', 'nobody');
+
+  step('one makes two the commander through the people picker; two sees it live');
+  await p1.locator('.role[data-role="COMMANDER"]').getByRole('button', { name: 'Change' }).click();
+  await p1.locator('#people-search').fill('THEO');
+  await p1.locator('#people-results button.person').filter({ hasText: 'Theo Two' }).click();
+  await waitText(p1, '.role[data-role="COMMANDER"] .role-holder', 'Theo Two');
+  await waitText(p2, '.role[data-role="COMMANDER"] .role-holder', 'Theo Two');
+  const assigned = p2.locator('.events li.auto').filter({ hasText: 'Theo Two is now the commander' });
+  await assigned.waitFor();
+  if ((await text(assigned.locator('.event-author'))) !== 'Olive One') fail('the role change does not name who made it');
+
+  step('Mine: two leads it, one holds no role; one sees it arrive when made scribe');
+  await p2.locator('#mine').click();
+  await p2.waitForFunction(() => location.search.includes('mine=1'));
+  await p2.locator(`#incident-list a[data-id="${id}"]`).waitFor();
+  await p1.locator('#mine').click();
+  await p1.locator('.list-status').filter({ hasText: 'No incidents' }).waitFor();
+  await p2.locator('.role[data-role="SCRIBE"]').getByRole('button', { name: 'Assign' }).click();
+  await p2.locator('#people-search').fill('olive@');
+  await p2.locator('#people-results button.person').filter({ hasText: 'Olive One' }).click();
+  await waitText(p2, '.role[data-role="SCRIBE"] .role-holder', 'Olive One');
+  await p1.locator(`#incident-list a[data-id="${id}"]`).waitFor();
+  for (const p of [p1, p2]) {
+    await p.locator('#mine').click();
+    await p.waitForFunction(() => !location.search.includes('mine'));
+  }
+
   step('two goes offline; what happens meanwhile arrives once it is back, once');
   await two.context.setOffline(true);
   await p2.locator('#connection[data-state="offline"]').waitFor();
@@ -247,6 +280,8 @@ try {
   await p1.getByRole('link', { name: 'Open the incident' }).click();
   await p1.locator('button.transition[data-to="CLOSED"]').click();
   await p1.locator('.detail-head .badge.status').filter({ hasText: 'Closed' }).waitFor();
+  await p1.locator('.role[data-role="SCRIBE"] button').first().waitFor({ state: 'detached' });
+  await waitText(p1, '.role[data-role="SCRIBE"] .role-holder', 'Olive One');
   await waitText(p1, '#metric-open-now .stat-value', '0');
   await waitText(p1, '#metric-total .stat-value', '1');
   await waitText(p1, '#metric-action-items .stat-value', '1');

@@ -105,6 +105,12 @@ export function toast(message) {
   toast.timer = setTimeout(() => el.classList.remove('shown'), 4000);
 }
 
+/** How the desk names a person: their name, else their email; never their id. */
+export function personName(person) {
+  if (!person) return 'someone unknown';
+  return person.name || person.email || 'someone without a name';
+}
+
 export const SEVERITIES = ['SEV1', 'SEV2', 'SEV3', 'SEV4'];
 export const STATUSES = ['OPEN', 'MITIGATING', 'RESOLVED', 'CLOSED'];
 export const STATUS_WORDS = { OPEN: 'Open', MITIGATING: 'Mitigating', RESOLVED: 'Resolved', CLOSED: 'Closed' };

@@ -5,17 +5,23 @@
 
 import {
   h, replace, clear, ago, formatDateTime, formatTime, formatDuration, severityBadge, statusBadge,
-  SEVERITIES, STATUSES, STATUS_WORDS, toast,
+  personName, SEVERITIES, STATUSES, STATUS_WORDS, toast,
 } from './dom.js';
 import { gql, live, on, describe } from './gql.js';
 import { navigate, openDeclare } from './app.js';
 import { mountMetrics } from './metrics.js';
 
 const DEFAULT_STATUSES = ['OPEN', 'MITIGATING'];
-const AUTOMATIC = new Set(['status_changed', 'severity_changed']);
+const AUTOMATIC = new Set(['status_changed', 'severity_changed', 'role_assigned', 'role_unassigned']);
+const ROLES = [
+  ['COMMANDER', 'Commander'],
+  ['COMMUNICATIONS', 'Communications'],
+  ['SCRIBE', 'Scribe'],
+];
+const PERSON = 'id name email';
 const PAGE = 50;
 
-const FIELDS = 'id title status severity startedAt resolvedAt createdAt linkedTicketIds transitions { to needsNote } closeBlocker { message } postmortem { id }';
+const FIELDS = `id title status severity startedAt resolvedAt createdAt linkedTicketIds transitions { to needsNote } closeBlocker { message } postmortem { id } editable creator { ${PERSON} } roles { role person { ${PERSON} } }`;
 
 const LIST = `query($filter: IncidentFilter, $first: Int, $after: String) {
   incidents(filter: $filter, first: $first, after: $after) {
@@ -41,16 +47,30 @@ const LIST_CHANGES = `subscription($filter: IncidentFilter) {
 const ONE = `query($id: UUID!) { incident(id: $id) { ${FIELDS} } }`;
 
 const TIMELINE = `subscription($id: UUID!, $after: Int) {
-  incidentEvents(incidentId: $id, afterSequence: $after) { sequence eventType content createdAt }
+  incidentEvents(incidentId: $id, afterSequence: $after) { sequence eventType content createdAt author { ${PERSON} } }
 }`;
 
-/** The filters of an address: status (default OPEN and MITIGATING), severity, search. */
+const PEOPLE = `query($search: String) { people(search: $search, first: 8) { nodes { ${PERSON} } } }`;
+
+/** Who the caller is in the people directory (null until it knows them): "Mine" filters by it. */
+let me = null;
+async function loadMe() {
+  try {
+    const data = await gql('{ viewer { person { id } } }');
+    me = data.viewer.person ? data.viewer.person.id : null;
+  } catch {
+    me = null;
+  }
+  return me;
+}
+
+/** The filters of an address: status (default OPEN and MITIGATING), severity, search, mine. */
 function readFilters(query) {
   const status = query.has('status')
     ? query.get('status').split(',').filter((x) => STATUSES.includes(x))
     : DEFAULT_STATUSES;
   const severity = (query.get('severity') || '').split(',').filter((x) => SEVERITIES.includes(x));
-  return { status, severity, search: query.get('q') || '' };
+  return { status, severity, search: query.get('q') || '', mine: query.get('mine') === '1' };
 }
 
 function writeFilters(f) {
@@ -59,6 +79,7 @@ function writeFilters(f) {
   if (!isDefault) q.set('status', STATUSES.filter((x) => f.status.includes(x)).join(','));
   if (f.severity.length) q.set('severity', f.severity.join(','));
   if (f.search) q.set('q', f.search);
+  if (f.mine) q.set('mine', '1');
   const text = q.toString();
   return text ? `?${text}` : '';
 }
@@ -68,6 +89,8 @@ function apiFilter(f, { withStatus = true } = {}) {
   if (withStatus && f.status.length) filter.status = f.status;
   if (f.severity.length) filter.severity = f.severity;
   if (f.search) filter.search = f.search;
+  // The server knows who holds a role; the desk only names the person.
+  if (f.mine && me) filter.person = me;
   return filter;
 }
 
@@ -92,9 +115,13 @@ class IncidentsView {
       on('reconnected', () => this.refetch()),
       () => this.stopListChanges(),
     ];
-    this.subscribeList();
-    this.refetch();
     this.select(params.id);
+    // "Mine" needs to know who "me" is before the list is asked for.
+    loadMe().then(() => {
+      this.syncControls();
+      this.subscribeList();
+      this.refetch();
+    });
   }
 
   buildList() {
@@ -124,6 +151,13 @@ class IncidentsView {
         this.searchTimer = setTimeout(() => this.setFilters({ search: this.search.value.trim() }), 250);
       },
     });
+    this.mine = h('button#mine.chip.chip-mine', {
+      id: 'mine',
+      type: 'button',
+      'aria-pressed': String(this.filters.mine),
+      title: 'Incidents where you hold a role',
+      onclick: () => this.setFilters({ mine: !this.filters.mine }),
+    }, 'Mine');
     this.listStatus = h('p.list-status', { role: 'status', 'aria-live': 'polite' }, '');
     this.list = h('ul.incident-list', { id: 'incident-list', 'aria-labelledby': 'list-title' });
     this.more = h('button.more', { type: 'button', hidden: true, onclick: () => this.loadMore() }, 'Show more');
@@ -133,7 +167,7 @@ class IncidentsView {
         h('h1#list-title', { id: 'list-title' }, 'Incidents'),
         h('button.primary', { type: 'button', onclick: openDeclare, 'aria-keyshortcuts': 'n' }, 'Declare incident')),
       h('div.filters', {},
-        chips,
+        h('div.chip-row', {}, chips, this.mine),
         h('div.filter-row', {},
           h('div.field', {}, h('label', { for: 'severity-filter' }, 'Severity'), this.severitySelect),
           h('div.field.grow', {}, h('label', { for: 'search' }, 'Search'), this.search))),
@@ -150,6 +184,8 @@ class IncidentsView {
       this.chips[status].chip.setAttribute('aria-pressed', String(this.filters.status.includes(status)));
     }
     this.severitySelect.value = this.filters.severity.length === 1 ? this.filters.severity[0] : '';
+    this.mine.setAttribute('aria-pressed', String(this.filters.mine && Boolean(me)));
+    this.mine.disabled = !me;
     if (document.activeElement !== this.search) this.search.value = this.filters.search;
   }
 
@@ -425,6 +461,8 @@ class IncidentDetail {
     replace(this.tickets, incident.linkedTicketIds.length
       ? incident.linkedTicketIds.map((t) => h('li', {}, t))
       : h('li.muted', {}, 'none'));
+    this.declarer.textContent = personName(incident.creator);
+    this.renderRoles();
     this.renderTransitions();
     if (document.activeElement !== this.severity) this.severity.value = incident.severity;
     replace(this.postmortemLink, h('a', { href: `/desk/postmortems/${incident.id}` },
@@ -437,6 +475,8 @@ class IncidentDetail {
     this.started = h('time');
     this.elapsed = h('span.elapsed');
     this.tickets = h('ul.tickets', { 'aria-label': 'Linked tickets' });
+    this.declarer = h('span.declarer');
+    this.roles = h('ul.roles', { id: 'roles', 'aria-labelledby': 'roles-title' });
     this.note = h('input#transition-note', { id: 'transition-note', autocomplete: 'off', maxlength: 65536 });
     this.noteNeeded = h('span.hint', {}, '');
     this.noteField = h('div.field', {},
@@ -473,7 +513,11 @@ class IncidentDetail {
       h('dl.facts', {},
         h('div', {}, h('dt', {}, 'Started'), h('dd', {}, this.started)),
         h('div', {}, h('dt', {}, 'Elapsed'), h('dd', {}, this.elapsed)),
-        h('div', {}, h('dt', {}, 'Tickets'), h('dd', {}, this.tickets))),
+        h('div', {}, h('dt', {}, 'Tickets'), h('dd', {}, this.tickets)),
+        h('div', {}, h('dt', {}, 'Declared by'), h('dd', {}, this.declarer))),
+      h('section.roles-panel', { 'aria-labelledby': 'roles-title' },
+        h('h3#roles-title', { id: 'roles-title' }, 'Roles'),
+        this.roles),
       h('section.controls', { 'aria-label': 'Workflow' },
         this.noteField,
         this.buttons,
@@ -511,8 +555,102 @@ class IncidentDetail {
     this.events.append(h('li', { class: automatic ? 'auto' : null, dataset: { sequence: event.sequence } },
       h('div.event-meta', {},
         h('time', { datetime: event.createdAt, title: formatDateTime(event.createdAt) }, formatTime(event.createdAt)),
-        h('span.event-type', {}, event.eventType.replace(/_/g, ' '))),
+        h('span.event-type', {}, event.eventType.replace(/_/g, ' ')),
+        h('span.event-author', {}, personName(event.author))),
       h('p.event-content', {}, event.content || '')));
+  }
+
+  /** One row per role: who holds it, and the buttons to change that. */
+  renderRoles() {
+    const held = new Map(this.incident.roles.map((r) => [r.role, r.person]));
+    // A closed incident's roles are final, as the server says.
+    const { editable } = this.incident;
+    if (!editable) this.picker = null;
+    const open = this.picker && this.picker.role;
+    replace(this.roles, ROLES.map(([role, label]) => {
+      const person = held.get(role);
+      return h('li.role', { dataset: { role } },
+        h('span.role-name', {}, label),
+        h('span.role-holder', {}, person ? personName(person) : 'nobody'),
+        editable ? h('button.quiet', {
+          type: 'button',
+          'aria-expanded': String(open === role),
+          onclick: () => this.openPicker(role, label),
+        }, person ? 'Change' : 'Assign') : null,
+        editable && person ? h('button.quiet', { type: 'button', onclick: () => this.unassign(role, label) }, 'Unassign') : null,
+        open === role ? this.picker.root : null);
+    }));
+  }
+
+  /** The people picker: a search over the organization's directory, answered by the server. */
+  openPicker(role, label) {
+    if (this.picker && this.picker.role === role) {
+      this.picker = null;
+      this.renderRoles();
+      return;
+    }
+    const input = h('input#people-search', {
+      id: 'people-search', type: 'search', autocomplete: 'off', placeholder: 'Search people',
+      'aria-label': `Search people for ${label.toLowerCase()}`,
+      oninput: () => {
+        clearTimeout(this.pickerTimer);
+        this.pickerTimer = setTimeout(() => this.searchPeople(), 200);
+      },
+      onkeydown: (event) => {
+        if (event.key === 'Escape') { event.preventDefault(); this.picker = null; this.renderRoles(); }
+      },
+    });
+    const results = h('ul.people-results', { id: 'people-results', 'aria-label': 'People' });
+    this.picker = { role, label, input, results, root: h('div.picker', {}, input, results) };
+    this.renderRoles();
+    input.focus();
+    this.searchPeople();
+  }
+
+  async searchPeople() {
+    const picker = this.picker;
+    if (!picker) return;
+    const search = picker.input.value.trim();
+    try {
+      const data = await gql(PEOPLE, { search: search || null });
+      if (picker !== this.picker) return;
+      const people = data.people.nodes;
+      replace(picker.results, people.length
+        ? people.map((person) => h('li', {},
+          h('button.person', { type: 'button', dataset: { id: person.id }, onclick: () => this.assign(picker.role, picker.label, person) },
+            h('span.person-name', {}, personName(person)),
+            person.email && person.name ? h('span.muted', {}, ` ${person.email}`) : null)))
+        : h('li.muted', {}, 'Nobody matches.'));
+    } catch (e) {
+      replace(picker.results, h('li.error-box', { role: 'alert' }, describe(e)));
+    }
+  }
+
+  async assign(role, label, person) {
+    try {
+      const data = await gql(
+        `mutation($id: UUID!, $role: IncidentRole!, $person: UUID!) { assignIncidentRole(incidentId: $id, role: $role, personId: $person) { ${FIELDS} } }`,
+        { id: this.id, role, person: person.id },
+      );
+      this.picker = null;
+      this.render(data.assignIncidentRole);
+      toast(`${personName(person)} is now ${label.toLowerCase()}.`);
+    } catch (e) {
+      this.showError(describe(e));
+    }
+  }
+
+  async unassign(role, label) {
+    try {
+      const data = await gql(
+        `mutation($id: UUID!, $role: IncidentRole!) { unassignIncidentRole(incidentId: $id, role: $role) { ${FIELDS} } }`,
+        { id: this.id, role },
+      );
+      this.render(data.unassignIncidentRole);
+      toast(`Nobody is ${label.toLowerCase()} now.`);
+    } catch (e) {
+      this.showError(describe(e));
+    }
   }
 
   renderElapsed() {
@@ -615,6 +753,7 @@ class IncidentDetail {
 
   unmount() {
     clearInterval(this.tick);
+    clearTimeout(this.pickerTimer);
     if (this.unsubscribe) this.unsubscribe();
   }
 }

@@ -1,7 +1,7 @@
 // /desk/postmortems: the list, the incidents still waiting for one, and the editor, which
 // notices when someone else saves the same postmortem instead of silently overwriting it.
 
-import { h, replace, ago, formatTime, severityBadge, statusBadge, toast } from './dom.js';
+import { h, replace, ago, formatTime, personName, severityBadge, statusBadge, toast } from './dom.js';
 import { gql, live, on, describe } from './gql.js';
 
 const LIST = `{
@@ -24,7 +24,7 @@ const TEXT_FIELDS = [
   ['internalNotes', 'Internal notes', null],
 ];
 
-const PM_FIELDS = `id updatedAt ${TEXT_FIELDS.map(([f]) => f).join(' ')} actionItems { title owner dueDate done ticketId }`;
+const PM_FIELDS = `id updatedAt author { name email } ${TEXT_FIELDS.map(([f]) => f).join(' ')} actionItems { title owner dueDate done ticketId }`;
 
 const ONE = `query($id: UUID!) { incident(id: $id) { id title severity status postmortem { ${PM_FIELDS} } } }`;
 
@@ -183,7 +183,8 @@ class Editor {
     h('a.back', { href: '/desk/postmortems' }, '← All postmortems'),
     h('h2#pm-editor-title', { id: 'pm-editor-title' }, `Postmortem: ${incident.title}`),
     h('p.pm-incident', {}, severityBadge(incident.severity), ' ', statusBadge(incident.status), ' ',
-      h('a', { href: `/desk/incidents/${incident.id}` }, 'Open the incident')),
+      h('a', { href: `/desk/incidents/${incident.id}` }, 'Open the incident'),
+      pm ? h('span.pm-author', {}, ` · written by ${personName(pm.author)}`) : null),
     this.conflict,
     textareas,
     h('fieldset.items', {},

@@ -129,7 +129,7 @@ impl IncidentQuery {
             ListTotal::People(search),
             rows.rows
                 .into_iter()
-                .map(|p| (read::person_cursor(&p).encode(), Person(p))),
+                .map(|(p, cursor)| (cursor.encode(), Person(p))),
         ))
     }
 

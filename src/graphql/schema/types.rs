@@ -81,6 +81,7 @@ impl Fields for Incident {
                 Slot::Ready(plain_list(&ctx, &transitions(m, false)))
             }
             "closeBlocker" if !workflow::depends_on_postmortem(m) => Slot::Ready(Ok(Value::Null)),
+            "editable" => value(&workflow::is_editable(m)),
             _ => later(ctx, IncidentResolvers(m)),
         }
     }
@@ -205,6 +206,11 @@ impl<'a> IncidentResolvers<'a> {
     async fn transitions(&self, ctx: &Context<'_>) -> GqlResult<Vec<IncidentTransition>> {
         let has_postmortem = has_postmortem_if_asked(ctx, self.0).await?;
         Ok(transitions(self.0, has_postmortem))
+    }
+
+    /// Whether its fields and roles can still change (a closed incident is final).
+    async fn editable(&self) -> bool {
+        workflow::is_editable(self.0)
     }
 
     /// Why CLOSED is missing from `transitions` although the incident is resolved: null when
