@@ -195,17 +195,25 @@ impl Inner {
             match reads.get(&key) {
                 Some((created, read)) if *created >= need_from => read.clone(),
                 _ => {
+                    // In a task of its own: a read whose callers all went away (their clients
+                    // left) still finishes, gives its turn back and leaves the map, instead
+                    // of holding one of the few turns for as long as nobody polls it.
                     let inner = self.clone();
-                    let read = async move {
-                        inner
+                    let created = Instant::now();
+                    let task = tokio::spawn(async move {
+                        let batch = inner
                             .read_events(scope, incident_id, cursor)
                             .await
                             .ok()
-                            .map(Arc::new)
-                    }
-                    .boxed()
-                    .shared();
-                    reads.insert(key, (Instant::now(), read.clone()));
+                            .map(Arc::new);
+                        let mut reads = inner.reads.lock().expect("the reads lock");
+                        if reads.get(&key).is_some_and(|(at, _)| *at == created) {
+                            reads.remove(&key);
+                        }
+                        batch
+                    });
+                    let read = async move { task.await.ok().flatten() }.boxed().shared();
+                    reads.insert(key, (created, read.clone()));
                     read
                 }
             }
