@@ -225,6 +225,7 @@ impl Worker {
             .begin_write()
             .await
             .map_err(|_| anyhow::anyhow!("no database connection"))?;
+        store::without_flush_wait(&*txn).await?;
         let rows = store::claim(&*txn, now, self.owner, until, limit as u64).await?;
         txn.commit().await?;
         Ok(rows)
@@ -380,6 +381,7 @@ impl Worker {
             .begin_write()
             .await
             .map_err(|_| anyhow::anyhow!("no database connection"))?;
+        store::without_flush_wait(&*txn).await?;
         let owned =
             store::finish(&*txn, delivery, self.owner, status, attempts, next, attempt).await?;
         if !owned {

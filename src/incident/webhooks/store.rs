@@ -219,6 +219,17 @@ pub async fn insert_audit<C: ConnectionTrait>(
 
 // --- The delivery worker's side ---------------------------------------------------------
 
+/// The worker's bookkeeping (a claim, an attempt's record) need not wait for PostgreSQL to
+/// flush its log: a commit lost in a crash only sends a message again, which at-least-once
+/// delivery allows. Call first in the transaction; nothing on SQLite.
+pub async fn without_flush_wait<C: ConnectionTrait>(txn: &C) -> Result<(), DbErr> {
+    if txn.get_database_backend() == DatabaseBackend::Postgres {
+        txn.execute_unprepared("SET LOCAL synchronous_commit = off")
+            .await?;
+    }
+    Ok(())
+}
+
 fn open_statuses() -> [&'static str; 2] {
     [Status::Pending.as_str(), Status::Failed.as_str()]
 }
