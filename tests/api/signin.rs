@@ -25,14 +25,20 @@ use incidentd_test_support::TestServer;
 const CLIENT_SECRET: &str = "incidentd-test-secret";
 const ROLE_MAP: &str = "sre-admins=admin,oncall=responder";
 
-/// The test provider's folder, or why the tests cannot run: skipped under `cargo test`, a
-/// failure where `INCIDENTD_REQUIRE_IDP=1` (CI installs the packages first).
+/// The test provider's folder, its packages installed from the lockfile on first use; `None`
+/// only where there is no npm to install them with: skipped under `cargo test`, a failure
+/// where `INCIDENTD_REQUIRE_IDP=1`.
 pub fn provider_dir() -> Option<std::path::PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc");
-    if dir.join("node_modules/oidc-provider").exists() {
+    let npm = std::process::Command::new("npm")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status();
+    if npm.is_ok_and(|status| status.success()) {
+        crate::ws_client::npm_ci(&dir);
         return Some(dir);
     }
-    let why = format!("{} has no node_modules (run `npm ci` there)", dir.display());
+    let why = "there is no npm to install the provider (oidc-provider, in tests/oidc) with";
     if std::env::var("INCIDENTD_REQUIRE_IDP").as_deref() == Ok("1") {
         panic!("INCIDENTD_REQUIRE_IDP=1 but {why}");
     }
