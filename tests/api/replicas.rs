@@ -144,7 +144,14 @@ async fn replicas_share_one_timeline_even_when_the_listener_is_killed() {
 
 /// A client that stops reading neither slows the others nor grows the server without bound;
 /// it is dropped after the write timeout and resumes from its cursor.
+///
+/// It measures the server's memory, which the rest of the suite running beside it distorts (a
+/// slower machine queues more for the healthy subscriber: growth measured 20 MiB alone and
+/// 95 MiB under the whole suite, for 24 MiB published). So it is ignored in the parallel suite
+/// and `.ci/run` runs it on its own, on both databases:
+/// `cargo test --test api -- --ignored --exact replicas::a_stalled_subscriber_costs_bounded_memory_and_catches_up_after`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore]
 async fn a_stalled_subscriber_costs_bounded_memory_and_catches_up_after() {
     let (db, url) = TestDb::create().await;
     // The server under test is a separate process, so its memory is its own.

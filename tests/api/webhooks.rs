@@ -466,9 +466,12 @@ async fn a_receiver_failing_twice_then_succeeding_gets_one_webhook_id() {
     s.app.new_incident(&s.responder, "Flaky receiver").await;
 
     let first = receiver.next().await;
+    // A delivery and its attempts are read by two statements: the attempt may show before the
+    // status written with it in one transaction, so wait for both.
     let failed = s
         .read_until(&endpoint, |e| {
-            deliveries(e)[0]["attempts"].as_array().unwrap().len() == 1
+            let delivery = &deliveries(e)[0];
+            delivery["status"] == "FAILED" && delivery["attempts"].as_array().unwrap().len() == 1
         })
         .await;
     let delivery = &deliveries(&failed)[0];
