@@ -155,6 +155,8 @@ async function showSignIn(reason) {
         return;
       }
       button.disabled = true;
+      // What went wrong before is not this attempt's answer.
+      error.hidden = true;
       token.set(value);
       try {
         await start();

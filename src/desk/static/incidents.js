@@ -21,7 +21,7 @@ const ROLES = [
 const PERSON = 'id name email';
 const PAGE = 50;
 
-const FIELDS = `id title status severity startedAt resolvedAt createdAt linkedTicketIds transitions { to needsNote } closeBlocker { message } postmortem { id } editable creator { ${PERSON} } roles { role person { ${PERSON} } }`;
+const FIELDS = `id title status severity startedAt resolvedAt createdAt updatedAt linkedTicketIds transitions { to needsNote } closeBlocker { message } postmortem { id } editable creator { ${PERSON} } roles { role person { ${PERSON} } }`;
 
 const LIST = `query($filter: IncidentFilter, $first: Int, $after: String) {
   incidents(filter: $filter, first: $first, after: $after) {
@@ -49,6 +49,19 @@ const ONE = `query($id: UUID!) { incident(id: $id) { ${FIELDS} } }`;
 const TIMELINE = `subscription($id: UUID!, $after: Int) {
   incidentEvents(incidentId: $id, afterSequence: $after) { sequence eventType content createdAt author { ${PERSON} } }
 }`;
+
+/**
+ * When the server last changed an incident's fields, as a number that orders exactly (the
+ * fraction of a second in full: two changes within one millisecond still compare).
+ */
+function version(incident) {
+  const at = incident && incident.updatedAt;
+  if (!at) return -1n;
+  const [, whole, fraction = '', zone] = /^([^.]*?)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$/.exec(at) || [];
+  const ms = Date.parse(`${whole}${zone}`);
+  if (Number.isNaN(ms)) return -1n;
+  return BigInt(ms) * 1000000n + BigInt(fraction.padEnd(9, '0').slice(0, 9));
+}
 
 const PEOPLE = `query($search: String) { people(search: $search, first: 8) { nodes { ${PERSON} } } }`;
 
@@ -236,18 +249,24 @@ class IncidentsView {
 
   async refetch({ metrics = true } = {}) {
     const generation = (this.generation = (this.generation || 0) + 1);
+    // What the list's feed delivers while the list is asked for: the answer may have been read
+    // before those changes, so they are applied again over it.
+    const arrived = (this.arrived = new Map());
     this.loadCounts();
     if (metrics) this.metrics.refresh();
     if (this.detail) this.detail.reload();
     try {
       const data = await gql(LIST, { filter: apiFilter(this.filters), first: PAGE });
       if (generation !== this.generation) return;
+      this.arrived = null;
       this.listError.hidden = true;
       clear(this.list);
       this.rows.clear();
       this.renderPage(data.incidents);
+      for (const change of arrived.values()) this.applyListChange(change);
     } catch (e) {
       if (generation !== this.generation) return;
+      this.arrived = null;
       this.listError.hidden = false;
       this.listError.textContent = describe(e);
     }
@@ -349,8 +368,15 @@ class IncidentsView {
   onListChange(payload) {
     const change = payload && payload.data && payload.data.incidentChanged;
     if (!change) return;
-    const { incident, matchesFilter } = change;
-    const had = this.rows.has(incident.id);
+    if (this.arrived) this.arrived.set(change.incident.id, change);
+    this.applyListChange(change);
+  }
+
+  /** Applies a change, unless the row already shows a newer state (by the server's `updatedAt`). */
+  applyListChange({ incident, matchesFilter }) {
+    const row = this.rows.get(incident.id);
+    if (row && version(row.incident) > version(incident)) return;
+    const had = Boolean(row);
     if (matchesFilter) {
       this.upsert(incident, { fresh: !had });
       if (!had && this.total !== undefined) this.total += 1;
@@ -425,15 +451,25 @@ class IncidentDetail {
     this.list = list;
     this.lastSequence = 0;
     this.incident = null;
+    // Counts the states shown that came from the change feed or a mutation's answer.
+    this.shown = 0;
     this.root = h('article.detail', { 'aria-labelledby': 'detail-title' }, h('p.muted', {}, 'Loading…'));
     replace(pane, this.root);
     this.reload();
     this.tick = setInterval(() => this.renderElapsed(), 15000);
   }
 
+  /**
+   * Asks for the incident (on opening, after a reconnect). The answer is the incident as read
+   * when the query ran, which may be before a change the feed delivered while the answer was
+   * on its way: once a newer state has been shown, a late answer is dropped (the feed tells
+   * every change committed after the one it delivered).
+   */
   async reload() {
+    const shown = this.shown;
     try {
       const data = await gql(ONE, { id: this.id });
+      if (this.shown !== shown && this.incident) return;
       this.render(data.incident);
     } catch (e) {
       replace(this.root,
@@ -446,11 +482,21 @@ class IncidentDetail {
   changed(incident, kind) {
     // The timeline has its own subscription; everything else is redrawn from the change.
     if (kind === 'EVENT_ADDED' && this.incident && this.incident.status === incident.status) return;
-    this.render(incident);
+    this.show(incident);
   }
 
+  /** A state from the change feed or a mutation's answer: never older than the change. */
+  show(incident) {
+    if (this.render(incident)) this.shown += 1;
+  }
+
+  /**
+   * Draws the incident, unless it is older than the one shown (by the server's `updatedAt`):
+   * answers and feed deliveries may arrive in any order. Returns whether it drew.
+   */
   render(incident) {
     const first = !this.incident;
+    if (!first && version(incident) < version(this.incident)) return false;
     this.incident = incident;
     if (first) this.build();
     this.title.textContent = incident.title;
@@ -467,6 +513,7 @@ class IncidentDetail {
     if (document.activeElement !== this.severity) this.severity.value = incident.severity;
     replace(this.postmortemLink, h('a', { href: `/desk/postmortems/${incident.id}` },
       incident.postmortem ? 'Open the postmortem' : 'Write the postmortem'));
+    return true;
   }
 
   build() {
@@ -633,7 +680,7 @@ class IncidentDetail {
         { id: this.id, role, person: person.id },
       );
       this.picker = null;
-      this.render(data.assignIncidentRole);
+      this.show(data.assignIncidentRole);
       toast(`${personName(person)} is now ${label.toLowerCase()}.`);
     } catch (e) {
       this.showError(describe(e));
@@ -646,7 +693,7 @@ class IncidentDetail {
         `mutation($id: UUID!, $role: IncidentRole!) { unassignIncidentRole(incidentId: $id, role: $role) { ${FIELDS} } }`,
         { id: this.id, role },
       );
-      this.render(data.unassignIncidentRole);
+      this.show(data.unassignIncidentRole);
       toast(`Nobody is ${label.toLowerCase()} now.`);
     } catch (e) {
       this.showError(describe(e));
@@ -701,7 +748,7 @@ class IncidentDetail {
         { id: this.id, to, note: note || null },
       );
       this.note.value = '';
-      this.render(data.transitionIncident);
+      this.show(data.transitionIncident);
       toast(`Now ${STATUS_WORDS[to].toLowerCase()}.`);
     } catch (e) {
       if (e.code === 'POSTMORTEM_REQUIRED') {
@@ -722,7 +769,7 @@ class IncidentDetail {
         `mutation($id: UUID!, $input: UpdateIncidentInput!) { updateIncident(id: $id, input: $input) { ${FIELDS} } }`,
         { id: this.id, input: { severity } },
       );
-      this.render(data.updateIncident);
+      this.show(data.updateIncident);
       toast(`Severity is now ${severity}.`);
     } catch (e) {
       this.showError(describe(e));
