@@ -510,12 +510,26 @@ async fn subscriptions_of_one_incident_starting_together_share_their_tenancy_rea
         .unwrap()
         .parse()
         .unwrap();
-    write_event(&app, &alice, id, "first").await;
-    // Let the change feed settle, so only the subscriptions' own reads are counted.
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let hub = &app.state.graphql.hub;
     let db = &app.state.graphql.domain.db;
     let scope = writer_for(&alice).scope;
+    // Only the subscriptions' own reads may be counted, so the change feed must be done with
+    // the writes first (on PostgreSQL it reads each one after its NOTIFY): a watcher reads the
+    // first event (replayed or live), and the second arrives live, after the feed's reads.
+    let mut watcher = Box::pin(
+        hub.timeline(scope, id, 0)
+            .await
+            .unwrap_or_else(|_| panic!("the incident is found")),
+    );
+    for (n, content) in [(1, "first"), (2, "second")] {
+        write_event(&app, &alice, id, content).await;
+        let event = tokio::time::timeout(Duration::from_secs(10), watcher.next())
+            .await
+            .expect("the watcher hears of the write")
+            .expect("a stream item")
+            .unwrap_or_else(|_| panic!("the event is read"));
+        assert_eq!(event.sequence, n);
+    }
 
     let before = db.statement_count();
     let streams = join_all((0..N).map(|_| hub.timeline(scope, id, 0))).await;
