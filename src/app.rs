@@ -228,8 +228,9 @@ impl Application {
         let auth = Authenticator::new(&config.auth())?;
         if auth.dev_mode && !config.listen.ip().is_loopback() {
             anyhow::bail!(
-                "refusing to listen on {} without JWT configuration: set INCIDENTD_JWT_SECRET, \
-                 INCIDENTD_JWT_PUBLIC_KEY_FILE or INCIDENTD_JWT_JWKS_FILE, or listen on a loopback address for dev mode",
+                "refusing to listen on {} in dev mode (neither sign-in nor a JWT key is configured): \
+                 set --oidc-issuer, INCIDENTD_JWT_SECRET, INCIDENTD_JWT_PUBLIC_KEY_FILE or \
+                 INCIDENTD_JWT_JWKS_FILE, or listen on a loopback address for dev mode",
                 config.listen
             );
         }

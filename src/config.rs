@@ -498,6 +498,7 @@ impl Config {
             algorithm: self.jwt_algorithm,
             issuer: self.jwt_issuer.clone(),
             audience: self.jwt_audience.clone(),
+            sign_in: self.oidc_issuer.is_some(),
         }
     }
 

@@ -1,7 +1,7 @@
 //! Bearer tokens → `Principal { user_id, org_id, role }`. HS256 with a shared secret, RS256 /
 //! ES256 with a PEM public key, or RS256 / ES256 with a JWKS file whose keys are chosen by the
 //! token's `kid` (re-read when the file changes); dev mode signs with a fixed, public secret on
-//! loopback only. The algorithm is pinned by configuration, never chosen by the token, and keys
+//! loopback only. With sign-in through an identity provider and no key, bearer tokens are off. The algorithm is pinned by configuration, never chosen by the token, and keys
 //! named by the token itself (`jku`, `jwk`, `x5u`, `x5c` headers) are never fetched nor trusted.
 
 mod jwks;
@@ -83,8 +83,8 @@ enum Audience {
     Many(Vec<String>),
 }
 
-/// How bearer tokens are verified: exactly one key source (or none, for dev mode), the pinned
-/// algorithm, and the claims checked when set.
+/// How bearer tokens are verified: exactly one key source (or none: dev mode, or no bearer
+/// tokens at all when people sign in), the pinned algorithm, and the claims checked when set.
 #[derive(Debug, Clone, Default)]
 pub struct AuthSettings {
     pub secret: Option<SecretString>,
@@ -93,7 +93,36 @@ pub struct AuthSettings {
     pub algorithm: Option<JwtAlgorithm>,
     pub issuer: Option<String>,
     pub audience: Option<String>,
+    /// People sign in through an identity provider (`--oidc-issuer`): without a key source,
+    /// bearer tokens are then off rather than dev mode.
+    pub sign_in: bool,
 }
+
+/// What bearer tokens do under these settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BearerMode {
+    /// Verified with the configured key.
+    Configured,
+    /// Signed with the public `DEV_SECRET`, on loopback only.
+    Dev,
+    /// Refused: people sign in, and no key is configured.
+    Off,
+}
+
+impl AuthSettings {
+    pub fn bearer_mode(&self) -> BearerMode {
+        let keyed =
+            self.secret.is_some() || self.public_key_file.is_some() || self.jwks_file.is_some();
+        match (keyed, self.sign_in) {
+            (true, _) => BearerMode::Configured,
+            (false, false) => BearerMode::Dev,
+            (false, true) => BearerMode::Off,
+        }
+    }
+}
+
+/// The refusal of every bearer token when they are off.
+const BEARER_OFF: &str = "bearer tokens are not configured on this server; sign in";
 
 /// The signature algorithms `--jwt-algorithm` can pin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -122,6 +151,8 @@ enum Keys {
     Single(DecodingKey),
     /// The key named by the token's `kid`, from a JWKS file.
     Jwks(JwksKeys),
+    /// No key: bearer tokens are refused (people sign in instead).
+    Off,
 }
 
 pub struct Authenticator {
@@ -148,6 +179,10 @@ impl Authenticator {
             );
         }
         let pinned = config.algorithm.map(JwtAlgorithm::algorithm);
+        if config.bearer_mode() == BearerMode::Off {
+            let algorithm = pinned.unwrap_or(Algorithm::HS256);
+            return Ok(Self::with(Keys::Off, None, algorithm, config, false));
+        }
         if let Some(path) = &config.jwks_file {
             let algorithm = pinned.unwrap_or(Algorithm::RS256);
             if algorithm == Algorithm::HS256 {
@@ -247,6 +282,7 @@ impl Authenticator {
             AppError::Unauthenticated(format!("invalid bearer token: {e}"))
         };
         let data = match &self.keys {
+            Keys::Off => return Err(AppError::Unauthenticated(BEARER_OFF.into())),
             Keys::Single(key) => jsonwebtoken::decode::<Claims>(token, key, &self.validation),
             Keys::Jwks(jwks) => {
                 // Only `kid` is read from the header, to pick one of the configured keys; keys the
@@ -275,6 +311,12 @@ impl Authenticator {
 
     /// `Authorization` header value → principal.
     pub fn authenticate_header(&self, header: Option<&str>) -> AppResult<Principal> {
+        if matches!(self.keys, Keys::Off) {
+            return Err(AppError::Unauthenticated(match header {
+                Some(_) => BEARER_OFF.into(),
+                None => "not signed in: sign in through the identity provider".into(),
+            }));
+        }
         let header = header.ok_or_else(|| {
             AppError::Unauthenticated("missing Authorization: Bearer <token> header".into())
         })?;
@@ -297,6 +339,12 @@ impl Authenticator {
         ttl: Duration,
         profile: Profile,
     ) -> anyhow::Result<String> {
+        if matches!(self.keys, Keys::Off) {
+            anyhow::bail!(
+                "bearer tokens are off: people sign in through the identity provider; set \
+                 INCIDENTD_JWT_SECRET to mint tokens for automation"
+            );
+        }
         let key = self.encoding.as_ref().ok_or_else(|| {
             anyhow::anyhow!("tokens can only be minted with an HS256 secret (INCIDENTD_JWT_SECRET)")
         })?;
@@ -344,4 +392,69 @@ pub async fn authenticate_request(
         return sessions.authenticate(&value, headers, usage).await;
     }
     tokens.authenticate_header(authorization)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "a-secret-of-at-least-thirty-two-bytes!!";
+
+    fn dev_token() -> String {
+        let dev = Authenticator::new(&AuthSettings::default()).unwrap();
+        dev.mint(DEV_ORG, DEV_USER, Role::Admin, Duration::from_secs(60))
+            .unwrap()
+    }
+
+    #[test]
+    fn the_settings_decide_the_bearer_mode() {
+        let keyed = AuthSettings {
+            secret: Some(SECRET.into()),
+            ..AuthSettings::default()
+        };
+        let signing_in = AuthSettings {
+            sign_in: true,
+            ..AuthSettings::default()
+        };
+        let both = AuthSettings {
+            sign_in: true,
+            ..keyed.clone()
+        };
+        assert_eq!(AuthSettings::default().bearer_mode(), BearerMode::Dev);
+        assert_eq!(keyed.bearer_mode(), BearerMode::Configured);
+        assert_eq!(signing_in.bearer_mode(), BearerMode::Off);
+        assert_eq!(both.bearer_mode(), BearerMode::Configured);
+
+        // Sign-in without a key: no dev mode, every token refused, nothing minted.
+        let off = Authenticator::new(&signing_in).unwrap();
+        assert!(!off.dev_mode);
+        let header = format!("Bearer {}", dev_token());
+        match off.authenticate_header(Some(&header)) {
+            Err(AppError::Unauthenticated(message)) => {
+                assert!(
+                    message.contains("bearer tokens are not configured"),
+                    "{message}"
+                )
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert!(
+            off.mint(DEV_ORG, DEV_USER, Role::Admin, Duration::from_secs(60))
+                .is_err()
+        );
+
+        // Sign-in with a key: its tokens work, the dev secret's do not.
+        let keyed_in = Authenticator::new(&both).unwrap();
+        assert!(!keyed_in.dev_mode);
+        let token = keyed_in
+            .mint(DEV_ORG, DEV_USER, Role::Admin, Duration::from_secs(60))
+            .unwrap();
+        assert_eq!(keyed_in.authenticate(&token).unwrap().user_id, DEV_USER);
+        assert!(keyed_in.authenticate(&dev_token()).is_err());
+
+        // Neither: dev mode, as always.
+        let dev = Authenticator::new(&AuthSettings::default()).unwrap();
+        assert!(dev.dev_mode);
+        assert_eq!(dev.authenticate(&dev_token()).unwrap().user_id, DEV_USER);
+    }
 }
