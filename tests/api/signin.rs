@@ -994,3 +994,127 @@ async fn over_https_the_cookie_is_secure_and_host_prefixed() {
     );
     assert!(answer.set_cookie("incidentd_session").is_none());
 }
+
+/// A token signed with the public dev secret, for an admin of a fresh organization.
+fn dev_secret_token() -> String {
+    let dev =
+        incidentd::auth::Authenticator::new(&incidentd::auth::AuthSettings::default()).unwrap();
+    dev.mint(
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        incidentd::incident::identity::Role::Admin,
+        Duration::from_secs(600),
+    )
+    .unwrap()
+}
+
+/// Bearer tokens are refused as unauthenticated, over GraphQL and REST, saying why.
+async fn assert_bearer_refused(s: &SignIn, token: &str) {
+    let client = reqwest::Client::new();
+    let answer = client
+        .post(s.app.url("/graphql"))
+        .bearer_auth(token)
+        .json(&json!({ "query": CREATE }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "UNAUTHENTICATED");
+    let message = body["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("bearer tokens are not configured on this server; sign in"),
+        "{message}"
+    );
+    assert!(
+        body.get("data").is_none() || body["data"].is_null(),
+        "{body}"
+    );
+
+    let answer = client
+        .get(s.app.url("/api/v1/incidents"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "UNAUTHENTICATED", "{body}");
+}
+
+/// People sign in, the bearer refusals hold, and a signed-in person writes by cookie.
+async fn only_sign_in_works(s: &SignIn) {
+    assert!(s.app.state.graphql.dev_token.is_none(), "no dev token");
+    let page = reqwest::Client::new()
+        .get(s.app.url("/graphql"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(
+        !page.text().await.unwrap().contains("Bearer "),
+        "GraphiQL carries no token"
+    );
+
+    assert_bearer_refused(s, &dev_secret_token()).await;
+    assert_bearer_refused(s, "not-even-a-jwt").await;
+
+    let (_, mut browser) = s.sign_in("bob", "/desk/incidents").await;
+    let csrf = s.me(&mut browser).await.json()["csrfToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let request = browser
+        .http
+        .post(s.app.url("/graphql"))
+        .header("x-csrf-token", &csrf)
+        .json(&json!({ "query": CREATE }));
+    let answer = browser.send(request).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert!(
+        answer.json()["data"]["createIncident"]["id"].is_string(),
+        "{}",
+        answer.body
+    );
+    assert_eq!(incident_count(s, &mut browser).await, 1);
+}
+
+/// Sign-in without a JWT key, behind a reverse proxy on loopback: not dev mode. Bearer
+/// tokens are off (the dev secret's included), there is no dev token, and people sign in.
+#[tokio::test]
+async fn with_sign_in_and_no_jwt_key_bearer_tokens_are_off_not_dev_mode() {
+    let Some(s) = start(None, |config| config.jwt_secret = None).await else {
+        return;
+    };
+    only_sign_in_works(&s).await;
+}
+
+/// Sign-in without a JWT key starts on any address (here every interface), and works when
+/// reached over 127.0.0.1.
+#[tokio::test]
+async fn with_sign_in_and_no_jwt_key_the_server_listens_on_any_address() {
+    let port = std::net::TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let Some(dir) = provider_dir() else {
+        return;
+    };
+    let mut idp = Idp::spawn(&dir).await;
+    let (db, url) = TestDb::create().await;
+    let mut config = oidc_config(&url, &idp);
+    config.jwt_secret = None;
+    config.listen = format!("0.0.0.0:{port}").parse().unwrap();
+    let public = format!("http://127.0.0.1:{port}");
+    config.public_url = Some(url::Url::parse(&public).unwrap());
+    let mut app = spawn_app_with(db, config).await;
+    assert!(app.addr.ip().is_unspecified(), "{}", app.addr);
+    // Bound to every interface; talked to over loopback.
+    app.addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let org = Uuid::new_v4();
+    idp.configure(&public, org, None).await;
+    let s = SignIn { app, idp, org };
+    only_sign_in_works(&s).await;
+}
