@@ -125,7 +125,7 @@ impl Sessions {
             id_hash: Set(hash(&value)),
             organization_id: Set(org_id),
             person_id: Set(person_id),
-            role: Set(role_name(role).to_string()),
+            role: Set(role.as_str().to_string()),
             csrf_token: Set(csrf_token.clone()),
             created_at: Set(now),
             last_used_at: Set(now),
@@ -307,14 +307,6 @@ fn principal(org_id: Uuid, person_id: Uuid, role: Role, expires_at: DateTime<Utc
         expires_at: u64::try_from(expires_at.timestamp()).unwrap_or(0),
         // Sign-in wrote the person into the directory; a session adds nothing to it.
         person: None,
-    }
-}
-
-fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Viewer => "viewer",
-        Role::Responder => "responder",
-        Role::Admin => "admin",
     }
 }
 

@@ -49,6 +49,17 @@ pub struct Writer {
     pub scope: OrgScope,
 }
 
+impl Role {
+    /// The name tokens, sessions and the API give the role (lowercase, as serde and clap spell it).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Responder => "responder",
+            Role::Admin => "admin",
+        }
+    }
+}
+
 impl Principal {
     pub fn scope(&self) -> OrgScope {
         OrgScope::new(self.org_id)
@@ -72,6 +83,20 @@ impl Principal {
             Ok(())
         } else {
             Err(AppError::Forbidden("this needs the admin role".into()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Role;
+
+    #[test]
+    fn a_roles_name_is_the_one_serde_and_clap_use() {
+        for role in [Role::Viewer, Role::Responder, Role::Admin] {
+            assert_eq!(serde_json::to_value(role).unwrap(), role.as_str());
+            let parsed = <Role as clap::ValueEnum>::from_str(role.as_str(), false).unwrap();
+            assert_eq!(parsed, role);
         }
     }
 }
