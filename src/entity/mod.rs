@@ -1,8 +1,10 @@
 //! sea-orm entities for the tenant tables (incidents, events, postmortems, audit, people, incident
-//! roles), the persisted-query table, the two workflow enums and the incident roles.
+//! roles, webhook endpoints, deliveries and attempts, sessions), the persisted-query table, the
+//! two workflow enums and the incident roles.
 //! Nothing outside `crate::incident::scope` queries these directly (see `scope.rs` for why), but
-//! `graphql::transport::persisted::store`, which owns the persisted-query table, and
-//! `incident::webhooks::store`, which owns the three webhook tables.
+//! `graphql::transport::persisted::store`, which owns the persisted-query table,
+//! `incident::webhooks::store`, which owns the three webhook tables, and `auth::sessions`, which
+//! owns the sessions table.
 
 pub mod audit_event;
 pub mod incident;

@@ -3,7 +3,7 @@
 
 import { h, replace, typing, toast } from './dom.js';
 import {
-  gql, live, on, token, session, signedIn, signOut, endSession, describe, GqlError,
+  gql, live, on, token, session, signedIn, signOut, endSession, describe, GqlError, providers,
 } from './gql.js';
 import * as incidents from './incidents.js';
 import * as postmortems from './postmortems.js';
@@ -120,13 +120,13 @@ function signinError() {
 /** "Sign in with …" when the server signs people in with an identity provider. */
 async function providerButton() {
   try {
-    const providers = await (await fetch('/auth/providers')).json();
-    if (!providers.oidc) return null;
+    const { oidc, name } = await providers();
+    if (!oidc) return null;
     const next = location.pathname + location.search;
     return h('a.button.primary.provider', {
       id: 'sign-in-provider',
       href: `/auth/login?next=${encodeURIComponent(next)}`,
-    }, `Sign in with ${providers.name}`);
+    }, `Sign in with ${name}`);
   } catch {
     return null;
   }

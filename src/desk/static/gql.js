@@ -23,14 +23,23 @@ export const token = {
   clear: () => sessionStorage.removeItem(TOKEN_KEY),
 };
 
+let providersAnswer = null;
+/** What `/auth/providers` says (is sign-in on, the provider's name, where logout goes): asked once per page. */
+export function providers() {
+  providersAnswer ||= fetch('/auth/providers').then((r) => r.json()).catch((e) => {
+    providersAnswer = null;
+    throw e;
+  });
+  return providersAnswer;
+}
+
 /** The browser's sign-in session, when it has one: `/auth/me`'s answer (who, CSRF token). */
 export const session = {
   me: null,
   async load() {
     try {
       // Without an identity provider there are no sessions: no need to ask (and be refused).
-      const providers = await (await fetch('/auth/providers')).json();
-      if (!providers.oidc) return (this.me = null);
+      if (!(await providers()).oidc) return (this.me = null);
       const response = await fetch('/auth/me', { credentials: 'same-origin' });
       this.me = response.ok ? await response.json() : null;
     } catch {
@@ -63,8 +72,8 @@ export async function endSession() {
       redirect: 'manual',
       headers: { 'x-csrf-token': session.me ? session.me.csrfToken : '' },
     });
-    const providers = await (await fetch('/auth/providers')).json();
-    if (providers.logoutUrl) to = providers.logoutUrl;
+    const { logoutUrl } = await providers();
+    if (logoutUrl) to = logoutUrl;
   } catch {
     // The desk forgets the session either way.
   }
