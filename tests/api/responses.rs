@@ -223,7 +223,12 @@ async fn twenty_copies_of_the_largest_queries_stay_within_memory() {
 /// 180 MiB of text each, refused at the 16 MiB budget). What a refused request costs follows
 /// its budget: the server's peak resident memory grows by at most about twice the budget per
 /// request in flight, and no answer is anything but RESPONSE_TOO_LARGE or BUSY.
+///
+/// It measures the server's memory, which the rest of the suite running beside it distorts
+/// (149 to 190 MiB alone, 229 MiB once under the whole suite on a busy 2-core machine), so it
+/// is ignored in the parallel suite and `.ci/run` runs it on its own, on both databases.
 #[tokio::test]
+#[ignore]
 async fn six_copies_of_an_oversized_query_cost_about_twice_their_budget() {
     const BUDGET: u64 = 16 * 1024 * 1024;
     let (db, url) = TestDb::create().await;
@@ -282,11 +287,8 @@ async fn six_copies_of_an_oversized_query_cost_about_twice_their_budget() {
         grown >> 20,
         before >> 20
     );
-    // The slack is the allocator's: freed pages it keeps per thread, and how the six requests
-    // happen to overlap (measured 149 to 229 MiB in all on a busy 2-core machine). Without the
-    // budget the six would hold about a GiB.
     assert!(
-        grown <= 6 * 2 * BUDGET + 64 * 1024 * 1024,
+        grown <= 6 * 2 * BUDGET + 32 * 1024 * 1024,
         "grew by {} MiB",
         grown >> 20
     );
