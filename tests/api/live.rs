@@ -289,10 +289,14 @@ async fn the_dispatcher_does_not_wait_for_the_request_pool() {
     config.db_acquire_timeout = Duration::from_secs(2);
     let app = spawn_app_with(db, config).await;
     let alice = app.responder();
-    let incident = app.new_incident(&alice, "busy pool").await;
+    // Subscribed before the incident exists, and its creation read off the feed: on PostgreSQL
+    // that NOTIFY may arrive late, and must not be taken for the announcement below.
     let mut feed = Ws::ready(app.addr, &alice.token).await;
     feed.subscribe("f", FEED, json!({})).await;
     barrier(&mut feed).await;
+    let incident = app.new_incident(&alice, "busy pool").await;
+    let created = next_change(&mut feed).await;
+    assert_eq!(created["kind"], "CREATED", "{created}");
 
     let held = app.state.graphql.domain.db.conn().begin().await.unwrap();
     let payload = json!([{ "o": alice.org, "i": incident, "k": "POSTMORTEM_UPDATED" }]).to_string();
