@@ -1,5 +1,10 @@
 //! Connecting to PostgreSQL or SQLite, and the write path: one transaction per change, with
 //! writers to one database file serialized on SQLite (PostgreSQL serializes them by row locks).
+//! Statements outside transactions run on `Db` itself (see `statements`).
+
+mod statements;
+
+pub use statements::RowStream;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -90,6 +95,8 @@ pub struct Db {
     lock_timeout: Duration,
     statements: Arc<AtomicU64>,
     url: String,
+    /// PostgreSQL: connections kept between statements outside transactions.
+    stash: Option<Arc<statements::Stash>>,
 }
 
 /// Every SQL statement the pool runs (Prometheus counter; `/metrics` serves it).
@@ -174,12 +181,16 @@ impl Db {
         let mut conn = Database::connect(connect).await?;
         let statements = Arc::new(AtomicU64::new(0));
         let counter = statements.clone();
-        conn.set_metric_callback(move |_| {
-            counter.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!(STATEMENTS_METRIC).increment(1);
-        });
+        conn.set_metric_callback(move |_| count_statement(&counter));
         let write_lock = match conn.get_database_backend() {
             DatabaseBackend::Sqlite => Some(Arc::new(Mutex::new(()))),
+            _ => None,
+        };
+        let stash = match conn.get_database_backend() {
+            DatabaseBackend::Postgres => Some(statements::Stash::new(
+                conn.get_postgres_connection_pool().clone(),
+                opts.max_connections,
+            )),
             _ => None,
         };
         Ok(Db {
@@ -188,9 +199,17 @@ impl Db {
             lock_timeout: opts.lock_timeout,
             statements,
             url,
+            stash,
         })
     }
 
+    /// Counts one statement run on this pool outside sea-orm (whose callback counts its own).
+    fn count_statement(&self) {
+        count_statement(&self.statements);
+    }
+
+    /// sea-orm's pool itself: for transactions, migrations and unprepared SQL. Statements
+    /// outside transactions run on `Db`, which is a connection too.
     pub fn conn(&self) -> &DatabaseConnection {
         &self.conn
     }
@@ -203,16 +222,17 @@ impl Db {
     /// statements count in `/metrics` but not in `statement_count`, which tests read to count
     /// what one request costs.
     pub fn background(&self) -> Db {
+        let statements = Arc::new(AtomicU64::new(0));
+        let counter = statements.clone();
         let mut conn = self.conn.clone();
-        conn.set_metric_callback(|_| {
-            metrics::counter!(STATEMENTS_METRIC).increment(1);
-        });
+        conn.set_metric_callback(move |_| count_statement(&counter));
         Db {
             conn,
             write_lock: self.write_lock.clone(),
             lock_timeout: self.lock_timeout,
-            statements: Arc::new(AtomicU64::new(0)),
+            statements,
             url: self.url.clone(),
+            stash: self.stash.clone(),
         }
     }
 
@@ -231,6 +251,9 @@ impl Db {
             ),
             None => None,
         };
+        if let Some(stash) = &self.stash {
+            stash.make_room();
+        }
         let txn = self.conn.begin().await.map_err(BeginError::Db)?;
         Ok(WriteTxn { txn, _guard: guard })
     }
@@ -281,6 +304,11 @@ impl Db {
     pub async fn ping(&self) -> Result<(), DbErr> {
         self.conn.ping().await
     }
+}
+
+fn count_statement(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!(STATEMENTS_METRIC).increment(1);
 }
 
 /// `sqlite:` URLs create the file when missing, as `cargo run` on a bare machine expects.

@@ -160,7 +160,7 @@ impl Sessions {
     pub async fn find(&self, value: &str) -> AppResult<Option<Session>> {
         let id_hash = hash(value);
         let Some(row) = session::Entity::find_by_id(id_hash.clone())
-            .one(self.db.conn())
+            .one(&self.db)
             .await?
         else {
             return Ok(None);

@@ -30,7 +30,7 @@ pub async fn incident(db: &Db, scope: OrgScope, id: Uuid) -> AppResult<incident:
     scope
         .incidents()
         .filter(incident::Column::Id.eq(id))
-        .one(db.conn())
+        .one(db)
         .await?
         .ok_or(AppError::NotFound("incident"))
 }
@@ -143,7 +143,7 @@ pub async fn incidents(
         incident::Column::Id,
         page,
     );
-    Ok(PageOf::from_fetched(q.all(db.conn()).await?, page))
+    Ok(PageOf::from_fetched(q.all(db).await?, page))
 }
 
 /// The number of rows `q` selects, as `COUNT(*)` over its table and conditions: sea-orm's
@@ -153,7 +153,7 @@ async fn count<E: EntityTrait>(db: &Db, q: Select<E>) -> AppResult<u64> {
         .select_only()
         .expr_as(Expr::col(Asterisk).count(), "n")
         .into_tuple()
-        .one(db.conn())
+        .one(db)
         .await?;
     Ok(n.map_or(0, |n| u64::try_from(n).unwrap_or(0)))
 }
@@ -173,7 +173,7 @@ pub async fn postmortems(
         postmortem::Column::Id,
         page,
     );
-    Ok(PageOf::from_fetched(q.all(db.conn()).await?, page))
+    Ok(PageOf::from_fetched(q.all(db).await?, page))
 }
 
 pub async fn count_postmortems(db: &Db, scope: OrgScope) -> AppResult<u64> {
@@ -204,7 +204,7 @@ pub async fn audit_events(
         audit_event::Column::Id,
         page,
     );
-    Ok(PageOf::from_fetched(q.all(db.conn()).await?, page))
+    Ok(PageOf::from_fetched(q.all(db).await?, page))
 }
 
 pub async fn count_audit_events(
@@ -281,7 +281,7 @@ pub async fn people(
         .order_by_asc(person::Column::Id)
         .limit(page.fetch())
         .into_model::<Listed>()
-        .all(db.conn())
+        .all(db)
         .await?
         .into_iter()
         .map(|r| {
@@ -313,7 +313,7 @@ pub async fn people_by_id(db: &Db, scope: OrgScope, ids: &[Uuid]) -> AppResult<V
     Ok(scope
         .people()
         .filter(person::Column::Id.is_in(ids.iter().copied()))
-        .all(db.conn())
+        .all(db)
         .await?)
 }
 
@@ -327,7 +327,7 @@ pub async fn roles_of(
         .roles()
         .filter(incident_role::Column::IncidentId.is_in(incident_ids.iter().copied()))
         .order_by_asc(incident_role::Column::IncidentId)
-        .all(db.conn())
+        .all(db)
         .await?)
 }
 
@@ -339,7 +339,7 @@ pub async fn incidents_by_id(
     Ok(scope
         .incidents()
         .filter(incident::Column::Id.is_in(ids.iter().copied()))
-        .all(db.conn())
+        .all(db)
         .await?)
 }
 
@@ -351,7 +351,7 @@ pub async fn postmortems_by_incident(
     Ok(scope
         .postmortems()
         .filter(postmortem::Column::IncidentId.is_in(incident_ids.iter().copied()))
-        .all(db.conn())
+        .all(db)
         .await?)
 }
 
@@ -369,7 +369,7 @@ pub async fn event_windows(
 ) -> AppResult<HashMap<Uuid, Vec<Arc<incident_event::Model>>>> {
     let stmt = scope.events_window(db.backend(), incident_ids, window);
     let mut rows = incident_event::Model::find_by_statement(stmt)
-        .stream(db.conn())
+        .stream(db)
         .await?;
     let mut grouped: HashMap<Uuid, Vec<Arc<incident_event::Model>>> = HashMap::new();
     while let Some(row) = rows.try_next().await? {
@@ -400,7 +400,7 @@ pub async fn event_counts(
     if let Some(types) = types {
         q = q.filter(incident_event::Column::EventType.is_in(types.iter().cloned()));
     }
-    let rows: Vec<(Uuid, i64)> = q.into_tuple().all(db.conn()).await?;
+    let rows: Vec<(Uuid, i64)> = q.into_tuple().all(db).await?;
     Ok(rows
         .into_iter()
         .map(|(id, n)| (id, u64::try_from(n).unwrap_or(0)))
@@ -429,23 +429,25 @@ pub async fn events_after(
         .filter(incident_event::Column::Sequence.gt(after_sequence))
         .order_by_asc(incident_event::Column::Sequence)
         .limit(limit.saturating_add(1))
-        .stream(db.conn())
+        .stream(db)
         .await?;
-    let (mut rows, mut bytes) = (Vec::new(), 0usize);
+    let (mut rows, mut bytes, mut complete) = (Vec::new(), 0usize, true);
     while let Some(row) = stream.try_next().await? {
-        if rows.len() as u64 == limit || (!rows.is_empty() && bytes >= max_bytes) {
-            return Ok(EventBatch {
-                rows,
-                complete: false,
-            });
+        if rows.len() as u64 == limit {
+            // The row past the limit only says there is more. It is the statement's last, so
+            // the stream is still read to its end: a statement read to its end leaves its
+            // connection ready for the next without a ping.
+            complete = false;
+            continue;
+        }
+        if !rows.is_empty() && bytes >= max_bytes {
+            complete = false;
+            break;
         }
         bytes += event_bytes(&row);
         rows.push(row);
     }
-    Ok(EventBatch {
-        rows,
-        complete: true,
-    })
+    Ok(EventBatch { rows, complete })
 }
 
 /// What the change feed reads for one batch of announcements, several organizations at once:
@@ -470,27 +472,24 @@ pub async fn announced(
         (Vec::new(), HashMap::new())
     } else {
         let mut holders: HashMap<(Uuid, Uuid), Vec<Uuid>> = HashMap::new();
-        for role in OrgScope::roles_of(incidents).all(db.conn()).await? {
+        for role in OrgScope::roles_of(incidents).all(db).await? {
             holders
                 .entry((role.organization_id, role.incident_id))
                 .or_default()
                 .push(role.person_id);
         }
-        (
-            OrgScope::incidents_of(incidents).all(db.conn()).await?,
-            holders,
-        )
+        (OrgScope::incidents_of(incidents).all(db).await?, holders)
     };
     let events = if events.is_empty() {
         Vec::new()
     } else {
-        OrgScope::events_of(events).all(db.conn()).await?
+        OrgScope::events_of(events).all(db).await?
     };
     let audits = if audits.is_empty() {
         HashMap::new()
     } else {
         OrgScope::audit_events_of(audits)
-            .all(db.conn())
+            .all(db)
             .await?
             .into_iter()
             .map(|row| (row.id, row.changes))
@@ -518,7 +517,7 @@ pub async fn with_postmortem(
         .column(postmortem::Column::OrganizationId)
         .column(postmortem::Column::IncidentId)
         .into_tuple()
-        .all(db.conn())
+        .all(db)
         .await?;
     Ok(rows.into_iter().collect())
 }

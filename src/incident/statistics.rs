@@ -134,12 +134,12 @@ pub async fn incident_statistics(
         .group_by(incident::Column::Severity)
         .group_by(incident::Column::Status)
         .into_tuple()
-        .all(db.conn())
+        .all(db)
         .await?;
 
     let open_now = filtered(db, scope, filter)
         .filter(incident::Column::Status.is_in([Status::Open, Status::Mitigating]))
-        .count(db.conn())
+        .count(db)
         .await?;
 
     // Reopenings: RESOLVED → OPEN or RESOLVED → MITIGATING on the timeline, from the statuses
@@ -157,7 +157,7 @@ pub async fn incident_statistics(
         .filter(incident_event::Column::ToStatus.is_in([Status::Open, Status::Mitigating]))
         .filter(incident_event::Column::IncidentId.in_subquery(ids(in_window())))
         .into_tuple()
-        .one(db.conn())
+        .one(db)
         .await?;
     let (reopen_count, reopened_incidents) = reopened.unwrap_or((0, 0));
 
@@ -166,7 +166,7 @@ pub async fn incident_statistics(
         scope,
         in_window().into_query(),
     )))
-    .all(db.conn())
+    .all(db)
     .await?;
 
     let week = week_start_sql(backend);
@@ -178,7 +178,7 @@ pub async fn incident_statistics(
         .group_by(Expr::cust(week))
         .group_by(incident::Column::Severity)
         .into_tuple()
-        .all(db.conn())
+        .all(db)
         .await?;
 
     let (open_sql, overdue_sql) = action_item_sql(backend);
@@ -192,7 +192,7 @@ pub async fn incident_statistics(
         )
         .filter(postmortem::Column::IncidentId.in_subquery(ids(filtered(db, scope, filter))))
         .into_tuple()
-        .one(db.conn())
+        .one(db)
         .await?;
     let (items_open, items_overdue) = items.unwrap_or((None, None));
 

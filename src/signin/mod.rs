@@ -288,7 +288,7 @@ async fn me(State(state): State<SignInState>, headers: HeaderMap) -> Response {
         .scope()
         .people()
         .filter(person::Column::Id.eq(user_id))
-        .one(state.db.conn())
+        .one(&state.db)
         .await
     {
         Ok(person) => person,

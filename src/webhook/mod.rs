@@ -232,7 +232,7 @@ impl Worker {
     }
 
     async fn sample_queue(&self) {
-        if let Ok((depth, oldest)) = store::queue_stats(self.db.conn()).await {
+        if let Ok((depth, oldest)) = store::queue_stats(&self.db).await {
             let age = oldest
                 .and_then(|t| (self.clock.now() - t).to_std().ok())
                 .unwrap_or_default();
@@ -248,12 +248,11 @@ impl Worker {
 
     async fn try_deliver(&self, delivery: &webhook_delivery::Model) -> anyhow::Result<()> {
         let scope = OrgScope::new(delivery.organization_id);
-        let Some(endpoint) = store::endpoint(self.db.conn(), scope, delivery.endpoint_id).await?
-        else {
+        let Some(endpoint) = store::endpoint(&self.db, scope, delivery.endpoint_id).await? else {
             return Ok(()); // deleted meanwhile, with its deliveries
         };
         if !endpoint.enabled {
-            store::release(self.db.conn(), delivery, self.owner).await?;
+            store::release(&self.db, delivery, self.owner).await?;
             return Ok(());
         }
         let started = Instant::now();

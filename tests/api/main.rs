@@ -25,6 +25,7 @@ mod ops;
 mod pagination;
 mod people;
 mod persisted;
+mod pings;
 mod replicas;
 mod responses;
 mod rest;

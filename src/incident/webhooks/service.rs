@@ -73,7 +73,7 @@ impl Domain {
         principal: &Principal,
     ) -> AppResult<Vec<webhook_endpoint::Model>> {
         let scope = Self::admin_scope(principal)?;
-        Ok(store::endpoints(self.db.conn(), scope).await?)
+        Ok(store::endpoints(&self.db, scope).await?)
     }
 
     pub async fn webhook_endpoint(
@@ -82,7 +82,7 @@ impl Domain {
         id: Uuid,
     ) -> AppResult<Option<webhook_endpoint::Model>> {
         let scope = Self::admin_scope(principal)?;
-        Ok(store::endpoint(self.db.conn(), scope, id).await?)
+        Ok(store::endpoint(&self.db, scope, id).await?)
     }
 
     /// The new endpoint and its secret (shown this once).
@@ -343,7 +343,7 @@ pub async fn deliveries(
     status: Option<WebhookDeliveryStatus>,
     limit: u64,
 ) -> AppResult<Vec<webhook_delivery::Model>> {
-    Ok(store::deliveries(domain.db.conn(), scope, endpoint_id, after, status, limit).await?)
+    Ok(store::deliveries(&domain.db, scope, endpoint_id, after, status, limit).await?)
 }
 
 /// The attempts of some deliveries, oldest first.
@@ -352,5 +352,5 @@ pub async fn attempts(
     scope: OrgScope,
     delivery_ids: &[Uuid],
 ) -> AppResult<Vec<crate::entity::webhook_attempt::Model>> {
-    Ok(store::attempts(domain.db.conn(), scope, delivery_ids).await?)
+    Ok(store::attempts(&domain.db, scope, delivery_ids).await?)
 }

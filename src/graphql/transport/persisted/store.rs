@@ -27,7 +27,7 @@ pub struct Bounds {
 
 pub(super) async fn get(db: &Db, sha256: &str) -> Result<Option<String>, DbErr> {
     let row = persisted_query::Entity::find_by_id(sha256.to_string())
-        .one(db.conn())
+        .one(db)
         .await?;
     Ok(row.map(|r| r.query))
 }
@@ -37,7 +37,7 @@ pub(super) async fn touch(db: &Db, sha256: &str, now: DateTime<Utc>) -> Result<(
     persisted_query::Entity::update_many()
         .col_expr(Column::LastUsedAt, Expr::value(now))
         .filter(Column::Sha256.eq(sha256))
-        .exec(db.conn())
+        .exec(db)
         .await?;
     Ok(())
 }
