@@ -186,9 +186,10 @@ async fn reap(stash: Weak<Stash>, wake: Arc<Notify>) {
     }
 }
 
-fn sqlx_query(stmt: &Statement) -> sqlx::query::Query<'_, Postgres, SqlxValues> {
-    let values = stmt.values.clone().unwrap_or(Values(Vec::new()));
-    sqlx::query_with(sqlx::AssertSqlSafe(stmt.sql.as_str()), SqlxValues(values))
+/// The statement as sqlx runs it: taken by value, its text and values move in uncopied.
+fn sqlx_query(stmt: Statement) -> sqlx::query::Query<'static, Postgres, SqlxValues> {
+    let values = stmt.values.unwrap_or(Values(Vec::new()));
+    sqlx::query_with(sqlx::AssertSqlSafe(stmt.sql), SqlxValues(values))
 }
 
 // The errors sea-orm's own PostgreSQL driver returns for the same failures, so that callers
@@ -229,7 +230,7 @@ impl ConnectionTrait for Db {
             return self.conn.execute_raw(stmt).await;
         };
         let mut lease = self.lease(stash).await?;
-        let done = sqlx_query(&stmt)
+        let done = sqlx_query(stmt)
             .execute(&mut *lease.conn)
             .await
             .map_err(exec_err)?;
@@ -249,7 +250,7 @@ impl ConnectionTrait for Db {
         };
         let mut lease = self.lease(stash).await?;
         // Reads every row through `ReadyForQuery`, as sea-orm's `fetch_one` does.
-        let row = sqlx_query(&stmt)
+        let row = sqlx_query(stmt)
             .fetch_optional(&mut *lease.conn)
             .await
             .map_err(query_err)?;
@@ -262,7 +263,7 @@ impl ConnectionTrait for Db {
             return self.conn.query_all_raw(stmt).await;
         };
         let mut lease = self.lease(stash).await?;
-        let rows = sqlx_query(&stmt)
+        let rows = sqlx_query(stmt)
             .fetch_all(&mut *lease.conn)
             .await
             .map_err(query_err)?;
@@ -293,7 +294,7 @@ impl StreamTrait for Db {
             };
             let mut lease = self.lease(stash).await?;
             let rows = async_stream::try_stream! {
-                let mut rows = sqlx_query(&stmt).fetch(&mut *lease.conn);
+                let mut rows = sqlx_query(stmt).fetch(&mut *lease.conn);
                 while let Some(row) = rows.try_next().await.map_err(query_err)? {
                     yield QueryResult::from(row);
                 }
