@@ -146,9 +146,155 @@ pub mod sql {
         )
     }
 
-    /// `totalCount`: a count over the table and its conditions (src/incident/read.rs `count`).
-    pub fn incidents_count() -> String {
-        r#"SELECT COUNT(*) AS "n" FROM "incident_records" WHERE "incident_records"."organization_id" = $1 LIMIT $2"#.to_string()
+    const INCIDENT: [&str; 13] = [
+        "id",
+        "organization_id",
+        "title",
+        "status",
+        "severity",
+        "highest_severity",
+        "linked_ticket_ids",
+        "linked_problem_id",
+        "started_at",
+        "resolved_at",
+        "created_by",
+        "created_at",
+        "updated_at",
+    ];
+    const POSTMORTEM: [&str; 14] = [
+        "id",
+        "incident_id",
+        "organization_id",
+        "impact_summary",
+        "root_cause",
+        "timeline",
+        "what_went_well",
+        "what_went_wrong",
+        "action_items",
+        "public_summary",
+        "internal_notes",
+        "created_by",
+        "created_at",
+        "updated_at",
+    ];
+    const EVENT: [&str; 10] = [
+        "id",
+        "organization_id",
+        "incident_id",
+        "sequence",
+        "event_type",
+        "content",
+        "created_by",
+        "created_at",
+        "from_status",
+        "to_status",
+    ];
+    /// Read as text on PostgreSQL, where they are enum types.
+    const ENUMS: [&str; 5] = [
+        "status",
+        "severity",
+        "highest_severity",
+        "from_status",
+        "to_status",
+    ];
+
+    /// A column as the server selects it (sea-orm casts an enum to text on PostgreSQL).
+    fn column(table: &str, column: &str, postgres: bool) -> String {
+        let c = format!(r#""{table}"."{column}""#);
+        if postgres && ENUMS.contains(&column) {
+            format!(r#"CAST({c} AS "text")"#)
+        } else {
+            c
+        }
+    }
+
+    fn params(postgres: bool) -> impl FnMut() -> String {
+        let mut n = 0;
+        move || {
+            n += 1;
+            if postgres {
+                format!("${n}")
+            } else {
+                "?".to_string()
+            }
+        }
+    }
+
+    /// The board: the page and `totalCount` in one statement (src/incident/scope.rs
+    /// `with_total`), an organization's 13 incident columns then `total`; parameters: the
+    /// organization (the count), the organization (the page), the limit. Ready to run on the
+    /// pool's database.
+    pub fn incidents_page_with_total(postgres: bool) -> String {
+        let mut p = params(postgres);
+        let outer: Vec<String> = INCIDENT.iter().map(|c| column("p", c, false)).collect();
+        let inner: Vec<String> = INCIDENT
+            .iter()
+            .map(|c| column("incident_records", c, postgres))
+            .collect();
+        format!(
+            r#"SELECT {}, "t"."total" FROM (SELECT COUNT(*) AS "total" FROM "incident_records" WHERE "incident_records"."organization_id" = {}) AS "t" LEFT JOIN (SELECT {} FROM "incident_records" WHERE "incident_records"."organization_id" = {} ORDER BY "incident_records"."created_at" DESC, "incident_records"."id" DESC LIMIT {}) AS "p" ON 1 = 1 ORDER BY "p"."created_at" DESC, "p"."id" DESC"#,
+            outer.join(", "),
+            p(),
+            inner.join(", "),
+            p(),
+            p()
+        )
+    }
+
+    /// The detail: the incident joined with its postmortem, then (`UNION ALL`) its first
+    /// events, in one statement (src/incident/scope.rs `incident_detail`): 13 incident, 14
+    /// postmortem and 10 event columns, then `part` (0 the incident, 1 an event). Parameters:
+    /// the organization (the postmortem), the organization and the incident (the incident),
+    /// the organization, the incident and the limit (the events). Ready to run on the pool's
+    /// database.
+    pub fn incident_detail(postgres: bool) -> String {
+        let mut p = params(postgres);
+        let nulls = |prefix: &str, columns: &[&str]| -> Vec<String> {
+            columns
+                .iter()
+                .map(|c| format!(r#"NULL AS "{prefix}{c}""#))
+                .collect()
+        };
+        let named = |table: &str, prefix: &str, columns: &[&str]| -> Vec<String> {
+            columns
+                .iter()
+                .map(|c| format!(r#"{} AS "{prefix}{c}""#, column(table, c, postgres)))
+                .collect()
+        };
+        let head = [
+            named("incident_records", "i_", &INCIDENT),
+            named("incident_postmortems", "p_", &POSTMORTEM),
+            nulls("e_", &EVENT),
+        ]
+        .concat()
+        .join(", ");
+        let tail = [
+            nulls("i_", &INCIDENT),
+            nulls("p_", &POSTMORTEM),
+            named("e", "e_", &EVENT),
+        ]
+        .concat()
+        .join(", ");
+        let head = format!(
+            r#"SELECT {head}, 0 AS "part" FROM "incident_records" LEFT JOIN "incident_postmortems" ON "incident_postmortems"."organization_id" = {} AND "incident_postmortems"."incident_id" = "incident_records"."id" WHERE "incident_records"."organization_id" = {} AND "incident_records"."id" = {}"#,
+            p(),
+            p(),
+            p()
+        );
+        let events: Vec<String> = EVENT.iter().map(|c| format!(r#""{c}""#)).collect();
+        let tail = format!(
+            r#"SELECT {tail}, 1 AS "part" FROM (SELECT {} FROM "incident_events" WHERE "incident_events"."organization_id" = {} AND "incident_events"."incident_id" = {} ORDER BY "sequence" ASC LIMIT {}) AS "e""#,
+            events.join(", "),
+            p(),
+            p(),
+            p()
+        );
+        // sea-query parenthesizes a union's member on PostgreSQL; SQLite refuses that.
+        if postgres {
+            format!("{head} UNION ALL ({tail})")
+        } else {
+            format!("{head} UNION ALL {tail}")
+        }
     }
 
     pub fn incident_by_id() -> String {
@@ -220,6 +366,38 @@ pub mod sql {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The detail floor runs the very statement the server builds for the detail page.
+    #[test]
+    fn the_detail_floor_is_the_servers_statement() {
+        use incidentd::incident::identity::{Principal, Role};
+        use incidentd::incident::read::EventWindow;
+        use sea_orm::DatabaseBackend;
+        let principal = Principal {
+            user_id: uuid::Uuid::nil(),
+            org_id: uuid::Uuid::nil(),
+            role: Role::Viewer,
+            expires_at: 0,
+            person: None,
+        };
+        let window = EventWindow {
+            after: None,
+            before: None,
+            types: None,
+            backward: false,
+            fetch: crate::scenario::read::DETAIL_EVENTS as u64 + 1,
+        };
+        for (backend, postgres) in [
+            (DatabaseBackend::Postgres, true),
+            (DatabaseBackend::Sqlite, false),
+        ] {
+            let server =
+                principal
+                    .scope()
+                    .incident_detail(backend, uuid::Uuid::nil(), Some(&window), true);
+            assert_eq!(server.sql, sql::incident_detail(postgres), "{backend:?}");
+        }
+    }
 
     #[test]
     fn sqlite_text_drops_casts_locks_and_numbers() {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use sea_orm::sea_query::{Asterisk, Expr, ExprTrait, Func, LikeExpr};
 use sea_orm::{
-    ColumnTrait, Condition, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect,
-    Select,
+    ColumnTrait, Condition, EntityTrait, FromQueryResult, IdenStatic, Iterable, QueryFilter,
+    QueryOrder, QuerySelect, QueryTrait, Select,
 };
 use uuid::Uuid;
 
@@ -33,6 +33,83 @@ pub async fn incident(db: &Db, scope: OrgScope, id: Uuid) -> AppResult<incident:
         .one(db)
         .await?
         .ok_or(AppError::NotFound("incident"))
+}
+
+/// An incident with what its detail page nests under it, read in one statement.
+pub struct Detail {
+    pub incident: incident::Model,
+    /// The window asked for, in its order (newest first when taken backward); empty when
+    /// none was asked for.
+    pub events: Vec<Arc<incident_event::Model>>,
+    /// When asked for: the postmortem, or `Some(None)` when it has none.
+    pub postmortem: Option<Option<postmortem::Model>>,
+}
+
+/// A row of `OrgScope::incident_detail` (the incident's is one of many, so it is boxed).
+enum DetailRow {
+    Incident(Box<(incident::Model, Option<postmortem::Model>)>),
+    Event(incident_event::Model),
+}
+
+impl FromQueryResult for DetailRow {
+    fn from_query_result(row: &sea_orm::QueryResult, _: &str) -> Result<Self, sea_orm::DbErr> {
+        use super::scope::{DETAIL_EVENT, DETAIL_INCIDENT, DETAIL_PART, DETAIL_POSTMORTEM};
+        if row.try_get::<i32>("", DETAIL_PART)? != 0 {
+            return Ok(DetailRow::Event(incident_event::Model::from_query_result(
+                row,
+                DETAIL_EVENT,
+            )?));
+        }
+        let incident = incident::Model::from_query_result(row, DETAIL_INCIDENT)?;
+        let postmortem_id: Option<Uuid> = row.try_get(DETAIL_POSTMORTEM, "id")?;
+        let postmortem = match postmortem_id {
+            Some(_) => Some(postmortem::Model::from_query_result(
+                row,
+                DETAIL_POSTMORTEM,
+            )?),
+            None => None,
+        };
+        Ok(DetailRow::Incident(Box::new((incident, postmortem))))
+    }
+}
+
+/// The incident, and in the same statement (one round trip, one connection) one `window` of
+/// its events and its postmortem (`with_postmortem`): a detail page. The events are charged to
+/// `budget` as they are read, as `event_windows` charges them. `NOT_FOUND` when the incident
+/// is not the organization's; its events and postmortem are then not read either.
+pub async fn incident_detail(
+    db: &Db,
+    scope: OrgScope,
+    id: Uuid,
+    window: Option<&EventWindow>,
+    with_postmortem: bool,
+    budget: Option<&ResponseBudget>,
+) -> AppResult<Detail> {
+    let stmt = scope.incident_detail(db.backend(), id, window, with_postmortem);
+    let mut rows = DetailRow::find_by_statement(stmt).stream(db).await?;
+    let (mut head, mut events) = (None, Vec::new());
+    while let Some(row) = rows.try_next().await? {
+        match row {
+            DetailRow::Incident(row) => head = Some(*row),
+            DetailRow::Event(event) => {
+                if let Some(budget) = budget {
+                    budget.charge_loaded(event_bytes(&event))?;
+                }
+                events.push(Arc::new(event));
+            }
+        }
+    }
+    let (incident, postmortem) = head.ok_or(AppError::NotFound("incident"))?;
+    // The parts of a `UNION ALL` come in no promised order; the window's is its sequence.
+    events.sort_unstable_by_key(|e| e.sequence);
+    if window.is_some_and(|w| w.backward) {
+        events.reverse();
+    }
+    Ok(Detail {
+        incident,
+        events,
+        postmortem: with_postmortem.then_some(postmortem),
+    })
 }
 
 pub(crate) fn filtered(
@@ -131,30 +208,112 @@ where
     q.limit(page.fetch())
 }
 
+/// A page of incidents and, with `total`, the number the filter selects (`totalCount`), read
+/// in the same statement.
 pub async fn incidents(
     db: &Db,
     scope: OrgScope,
     filter: &IncidentFilter,
     page: &Page<TimeCursor>,
-) -> AppResult<PageOf<incident::Model>> {
-    let q = newest_first(
+    total: bool,
+) -> AppResult<(PageOf<incident::Model>, Option<u64>)> {
+    use incident::Column as C;
+    newest_first_page(
+        db,
         filtered(db, scope, filter),
-        incident::Column::CreatedAt,
-        incident::Column::Id,
+        C::CreatedAt,
+        C::Id,
         page,
-    );
-    Ok(PageOf::from_fetched(q.all(db).await?, page))
+        total,
+    )
+    .await
 }
 
-/// The number of rows `q` selects, as `COUNT(*)` over its table and conditions: sea-orm's
-/// `count` wraps a subquery that names every column.
-async fn count<E: EntityTrait>(db: &Db, q: Select<E>) -> AppResult<u64> {
-    let n: Option<i64> = q
-        .select_only()
-        .expr_as(Expr::col(Asterisk).count(), "n")
-        .into_tuple()
-        .one(db)
+/// A page of `list`, newest first, and with `total` the number of its rows (see `listed`).
+async fn newest_first_page<E>(
+    db: &Db,
+    list: Select<E>,
+    ts: E::Column,
+    id: E::Column,
+    page: &Page<TimeCursor>,
+    total: bool,
+) -> AppResult<(PageOf<E::Model>, Option<u64>)>
+where
+    E: EntityTrait,
+    E::Model: FromQueryResult + Send + Sync,
+{
+    let q = newest_first(list.clone(), ts, id, page);
+    let direction = if page.backward {
+        sea_orm::Order::Asc
+    } else {
+        sea_orm::Order::Desc
+    };
+    let order = [(ts.as_str(), direction.clone()), (id.as_str(), direction)];
+    let columns = E::Column::iter().map(|c| c.as_str().to_owned());
+    let (rows, total) = listed(db, q, total.then_some(list), columns, &order).await?;
+    Ok((PageOf::from_fetched(rows, page), total))
+}
+
+/// A row of `scope::with_total`: one of the page's, or none when the page is empty.
+struct WithTotal<M> {
+    row: Option<M>,
+    total: i64,
+}
+
+impl<M: FromQueryResult> FromQueryResult for WithTotal<M> {
+    fn from_query_result(row: &sea_orm::QueryResult, pre: &str) -> Result<Self, sea_orm::DbErr> {
+        let id: Option<Uuid> = row.try_get(pre, "id")?;
+        Ok(WithTotal {
+            row: id.map(|_| M::from_query_result(row, pre)).transpose()?,
+            total: row.try_get(pre, super::scope::TOTAL)?,
+        })
+    }
+}
+
+/// The rows `page` selects (named `columns`, in `order`: the page's own order on those
+/// names) and, given the `list` it pages through, the number of rows the list holds, in the
+/// same statement (`scope::with_total`): a page with its `totalCount` is one round trip.
+async fn listed<E, M>(
+    db: &Db,
+    page: Select<E>,
+    list: Option<Select<E>>,
+    columns: impl IntoIterator<Item = String>,
+    order: &[(&str, sea_orm::Order)],
+) -> AppResult<(Vec<M>, Option<u64>)>
+where
+    E: EntityTrait,
+    M: FromQueryResult + Send + Sync,
+{
+    let Some(list) = list else {
+        return Ok((page.into_model::<M>().all(db).await?, None));
+    };
+    let stmt = super::scope::with_total(
+        page.into_query(),
+        counting(list, super::scope::TOTAL).into_query(),
+        columns,
+        order,
+    );
+    let rows = WithTotal::<M>::find_by_statement(db.backend().build(&stmt))
+        .all(db)
         .await?;
+    let total = rows
+        .first()
+        .map_or(0, |r| u64::try_from(r.total).unwrap_or(0));
+    Ok((
+        rows.into_iter().filter_map(|r| r.row).collect(),
+        Some(total),
+    ))
+}
+
+/// `COUNT(*)` over `q`'s table and conditions, as `name`: sea-orm's `count` wraps a subquery
+/// that names every column.
+fn counting<E: EntityTrait>(q: Select<E>, name: &str) -> Select<E> {
+    q.select_only().expr_as(Expr::col(Asterisk).count(), name)
+}
+
+/// The number of rows `q` selects.
+async fn count<E: EntityTrait>(db: &Db, q: Select<E>) -> AppResult<u64> {
+    let n: Option<i64> = counting(q, "n").into_tuple().one(db).await?;
     Ok(n.map_or(0, |n| u64::try_from(n).unwrap_or(0)))
 }
 
@@ -162,18 +321,15 @@ pub async fn count_incidents(db: &Db, scope: OrgScope, filter: &IncidentFilter) 
     count(db, filtered(db, scope, filter)).await
 }
 
+/// A page of postmortems and, with `total`, their number, in the same statement.
 pub async fn postmortems(
     db: &Db,
     scope: OrgScope,
     page: &Page<TimeCursor>,
-) -> AppResult<PageOf<postmortem::Model>> {
-    let q = newest_first(
-        scope.postmortems(),
-        postmortem::Column::CreatedAt,
-        postmortem::Column::Id,
-        page,
-    );
-    Ok(PageOf::from_fetched(q.all(db).await?, page))
+    total: bool,
+) -> AppResult<(PageOf<postmortem::Model>, Option<u64>)> {
+    use postmortem::Column as C;
+    newest_first_page(db, scope.postmortems(), C::CreatedAt, C::Id, page, total).await
 }
 
 pub async fn count_postmortems(db: &Db, scope: OrgScope) -> AppResult<u64> {
@@ -192,19 +348,17 @@ fn audit_query(scope: OrgScope, entity_id: Option<Uuid>) -> Select<audit_event::
     }
 }
 
+/// A page of the audit log and, with `total`, the number of its rows, in the same statement.
 pub async fn audit_events(
     db: &Db,
     scope: OrgScope,
     entity_id: Option<Uuid>,
     page: &Page<TimeCursor>,
-) -> AppResult<PageOf<audit_event::Model>> {
-    let q = newest_first(
-        audit_query(scope, entity_id),
-        audit_event::Column::CreatedAt,
-        audit_event::Column::Id,
-        page,
-    );
-    Ok(PageOf::from_fetched(q.all(db).await?, page))
+    total: bool,
+) -> AppResult<(PageOf<audit_event::Model>, Option<u64>)> {
+    use audit_event::Column as C;
+    let list = audit_query(scope, entity_id);
+    newest_first_page(db, list, C::CreatedAt, C::Id, page, total).await
 }
 
 pub async fn count_audit_events(
@@ -258,14 +412,17 @@ struct Listed {
 }
 
 /// The organization's people whose name or email contains `search` (lowercased), by name;
-/// each with the cursor that names its place.
+/// each with the cursor that names its place. With `total`, their number too, in the same
+/// statement.
 pub async fn people(
     db: &Db,
     scope: OrgScope,
     search: Option<&str>,
     page: &Page<NameCursor>,
-) -> AppResult<PageOf<(person::Model, NameCursor)>> {
-    let mut q = people_query(scope, search);
+    total: bool,
+) -> AppResult<(PageOf<(person::Model, NameCursor)>, Option<u64>)> {
+    let list = people_query(scope, search);
+    let mut q = list.clone();
     if let Some(after) = &page.after {
         q = q.filter(
             Condition::any().add(name_key().gt(after.name.clone())).add(
@@ -275,14 +432,20 @@ pub async fn people(
             ),
         );
     }
-    let rows = q
-        .column_as(name_key(), "sort_key")
+    let q = q
+        .column_as(name_key(), SORT_KEY)
         .order_by(name_key(), sea_orm::Order::Asc)
         .order_by_asc(person::Column::Id)
-        .limit(page.fetch())
-        .into_model::<Listed>()
-        .all(db)
-        .await?
+        .limit(page.fetch());
+    let columns = person::Column::iter()
+        .map(|c| c.as_str().to_owned())
+        .chain([SORT_KEY.to_owned()]);
+    let order = [
+        (SORT_KEY, sea_orm::Order::Asc),
+        (person::Column::Id.as_str(), sea_orm::Order::Asc),
+    ];
+    let (rows, total) = listed::<_, Listed>(db, q, total.then_some(list), columns, &order).await?;
+    let rows = rows
         .into_iter()
         .map(|r| {
             let cursor = NameCursor {
@@ -302,8 +465,11 @@ pub async fn people(
             (person, cursor)
         })
         .collect();
-    Ok(PageOf::from_fetched(rows, page))
+    Ok((PageOf::from_fetched(rows, page), total))
 }
+
+/// The column a listed person's sort key is read from.
+const SORT_KEY: &str = "sort_key";
 
 pub async fn count_people(db: &Db, scope: OrgScope, search: Option<&str>) -> AppResult<u64> {
     count(db, people_query(scope, search)).await

@@ -8,7 +8,8 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{
-    Alias, Asterisk, Expr, ExprTrait, Order, Query, SelectStatement, SimpleExpr,
+    Alias, Asterisk, Expr, ExprTrait, JoinType, Order, Query, SelectStatement, SimpleExpr,
+    UnionType,
 };
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, DbErr, EntityTrait, Iterable,
@@ -464,7 +465,144 @@ impl OrgScope {
             .order_by(Alias::new("sequence"), order)
             .to_owned()
     }
+
+    /// An incident's detail in one statement: the incident (joined with its postmortem when
+    /// `with_postmortem`) as one row, and, when a `window` is given, that window of its events
+    /// as the rows after it (`UNION ALL`), each part naming the organization. Columns are
+    /// `i_`, `p_` and `e_` followed by the entity's column names, in each entity's column
+    /// order, then `part` (0 for the incident, 1 for an event); a part fills the others'
+    /// columns with NULL. The rows come in no particular order. On PostgreSQL each part is an
+    /// index lookup: the incident by (organization, id), the postmortem by its incident, the
+    /// events by (organization, incident), as many as the window takes.
+    pub fn incident_detail(
+        &self,
+        backend: DatabaseBackend,
+        id: Uuid,
+        window: Option<&EventWindow>,
+        with_postmortem: bool,
+    ) -> Statement {
+        let mut head = Query::select();
+        for c in incident::Column::iter() {
+            head.expr_as(
+                c.select_as(Expr::col((incident::Entity, c))),
+                prefixed(DETAIL_INCIDENT, c),
+            );
+        }
+        for c in postmortem::Column::iter() {
+            let value = if with_postmortem {
+                c.select_as(Expr::col((postmortem::Entity, c)))
+            } else {
+                Expr::cust("NULL")
+            };
+            head.expr_as(value, prefixed(DETAIL_POSTMORTEM, c));
+        }
+        if window.is_some() {
+            for c in incident_event::Column::iter() {
+                head.expr_as(Expr::cust("NULL"), prefixed(DETAIL_EVENT, c));
+            }
+        }
+        head.expr_as(Expr::cust("0"), Alias::new(DETAIL_PART))
+            .from(incident::Entity)
+            .and_where(incident::Column::OrganizationId.eq(self.org_id))
+            .and_where(incident::Column::Id.eq(id));
+        if with_postmortem {
+            head.left_join(
+                postmortem::Entity,
+                Expr::col((postmortem::Entity, postmortem::Column::OrganizationId))
+                    .eq(self.org_id)
+                    .and(
+                        Expr::col((postmortem::Entity, postmortem::Column::IncidentId))
+                            .equals((incident::Entity, incident::Column::Id)),
+                    ),
+            );
+        }
+        if let Some(window) = window {
+            head.union(UnionType::All, self.detail_events(id, window));
+        }
+        backend.build(&head)
+    }
+
+    /// The events part of `incident_detail`: the window, read in sequence order up to its end.
+    fn detail_events(&self, id: Uuid, window: &EventWindow) -> SelectStatement {
+        use incident_event::Column as C;
+        let mut events = Query::select();
+        events
+            .columns(C::iter())
+            .from(incident_event::Entity)
+            .and_where(C::OrganizationId.eq(self.org_id))
+            .and_where(C::IncidentId.eq(id));
+        if let Some(after) = window.after {
+            events.and_where(C::Sequence.gt(after));
+        }
+        if let Some(before) = window.before {
+            events.and_where(C::Sequence.lt(before));
+        }
+        if let Some(types) = &window.types {
+            events.and_where(C::EventType.is_in(types.iter().cloned()));
+        }
+        let order = if window.backward {
+            Order::Desc
+        } else {
+            Order::Asc
+        };
+        events.order_by(C::Sequence, order).limit(window.fetch);
+        let e = Alias::new("e");
+        let mut tail = Query::select();
+        for c in incident::Column::iter() {
+            tail.expr_as(Expr::cust("NULL"), prefixed(DETAIL_INCIDENT, c));
+        }
+        for c in postmortem::Column::iter() {
+            tail.expr_as(Expr::cust("NULL"), prefixed(DETAIL_POSTMORTEM, c));
+        }
+        for c in C::iter() {
+            tail.expr_as(
+                c.select_as(Expr::col((e.clone(), c))),
+                prefixed(DETAIL_EVENT, c),
+            );
+        }
+        tail.expr_as(Expr::cust("1"), Alias::new(DETAIL_PART))
+            .from_subquery(events, e)
+            .to_owned()
+    }
 }
+
+/// The prefixes and the discriminating column of `OrgScope::incident_detail`'s rows.
+pub const DETAIL_INCIDENT: &str = "i_";
+pub const DETAIL_POSTMORTEM: &str = "p_";
+pub const DETAIL_EVENT: &str = "e_";
+pub const DETAIL_PART: &str = "part";
+
+fn prefixed(prefix: &str, column: impl ColumnTrait) -> Alias {
+    Alias::new(format!("{prefix}{}", column.as_str()))
+}
+
+/// A page of rows and the number of rows its list holds, in one statement: `page` (a keyset
+/// page, its columns named as `columns` says) beside `count` (a `COUNT(*)` over the same
+/// conditions, without the cursor, as `total`). The count is the outer side of a left join,
+/// so an empty page still answers its total: one row whose page columns are all NULL. `order`
+/// repeats the page's order, on its column names.
+pub fn with_total(
+    page: SelectStatement,
+    count: SelectStatement,
+    columns: impl IntoIterator<Item = String>,
+    order: &[(&str, Order)],
+) -> SelectStatement {
+    let (p, t) = (Alias::new("p"), Alias::new("t"));
+    let mut q = Query::select();
+    for column in columns {
+        q.column((p.clone(), Alias::new(column)));
+    }
+    q.column((t.clone(), Alias::new(TOTAL)))
+        .from_subquery(count, t)
+        .join_subquery(JoinType::LeftJoin, page, p.clone(), Expr::cust("1 = 1"));
+    for (column, direction) in order {
+        q.order_by((p.clone(), Alias::new(*column)), direction.clone());
+    }
+    q
+}
+
+/// The column `with_total` names the count.
+pub const TOTAL: &str = "total";
 
 /// `(org = o AND id = i) OR …` for keys of several organizations: no row is matched by its id alone.
 fn each_in_its_org(

@@ -38,7 +38,7 @@ pub async fn list_incidents(
 ) -> ApiResult<axum::Json<IncidentList>> {
     let (filter, page) = params.parse()?;
     let (db, scope) = (&app.domain.db, principal.scope());
-    let rows = read::incidents(db, scope, &filter, &page).await?;
+    let (rows, _) = read::incidents(db, scope, &filter, &page, false).await?;
     let ids: Vec<Uuid> = rows.rows.iter().map(|i| i.id).collect();
     let roles = roles_of(&app, scope, &ids).await?;
     Ok(axum::Json(IncidentList::new(rows, &roles)))

@@ -106,24 +106,20 @@ pub struct FloorRead {
 
 pub struct FloorSql {
     incidents_page: String,
-    incidents_count: String,
-    incident_by_id: String,
+    board: String,
     list_events: String,
     list_postmortems: String,
-    detail_events: String,
-    detail_postmortem: String,
+    detail: String,
 }
 
 impl FloorSql {
     pub fn new(pool: &Pool) -> Arc<FloorSql> {
         Arc::new(FloorSql {
             incidents_page: pool.sql(&sql::incidents_page()),
-            incidents_count: pool.sql(&sql::incidents_count()),
-            incident_by_id: pool.sql(&sql::incident_by_id()),
+            board: sql::incidents_page_with_total(pool.is_postgres()),
             list_events: sql::events_window(LIST_PAGE, pool.is_postgres()),
             list_postmortems: pool.sql(&sql::postmortems_of(LIST_PAGE)),
-            detail_events: sql::events_window(1, pool.is_postgres()),
-            detail_postmortem: pool.sql(&sql::postmortems_of(1)),
+            detail: sql::incident_detail(pool.is_postgres()),
         })
     }
 }
@@ -144,8 +140,8 @@ impl FloorRead {
     pub fn statements(page: Page) -> u32 {
         match page {
             Page::List => 3,
-            Page::Board => 2,
-            Page::Detail => 3,
+            Page::Board => 1,
+            Page::Detail => 1,
         }
     }
 }
@@ -170,35 +166,63 @@ macro_rules! decode_incident {
     }};
 }
 
-macro_rules! decode_event {
-    ($row:expr) => {{
-        let r = $row;
-        let _: Uuid = r.try_get(0)?;
-        let _: Uuid = r.try_get(1)?;
-        let _: Uuid = r.try_get(2)?;
-        let _: i64 = r.try_get(3)?;
-        let _: String = r.try_get(4)?;
-        let _: Option<String> = r.try_get(5)?;
-        let _: Option<Uuid> = r.try_get(6)?;
-        let _: chrono::DateTime<chrono::Utc> = r.try_get(7)?;
+/// Decodes the 13 incident columns the server's one-statement pages select (from `at`).
+macro_rules! decode_incident_row {
+    ($row:expr, $at:expr) => {{
+        let (r, at) = ($row, $at);
+        let _: Uuid = r.try_get(at)?;
+        let _: Uuid = r.try_get(at + 1)?;
+        let _: String = r.try_get(at + 2)?;
+        let _: String = r.try_get(at + 3)?;
+        let _: String = r.try_get(at + 4)?;
+        let _: Option<String> = r.try_get(at + 5)?;
+        let _: serde_json::Value = r.try_get(at + 6)?;
+        let _: Option<Uuid> = r.try_get(at + 7)?;
+        let _: chrono::DateTime<chrono::Utc> = r.try_get(at + 8)?;
+        let _: Option<chrono::DateTime<chrono::Utc>> = r.try_get(at + 9)?;
+        let _: Option<Uuid> = r.try_get(at + 10)?;
+        let _: chrono::DateTime<chrono::Utc> = r.try_get(at + 11)?;
+        let _: chrono::DateTime<chrono::Utc> = r.try_get(at + 12)?;
     }};
 }
 
+/// Decodes the event columns of the list's window (from `at`, 0 when not given).
+macro_rules! decode_event {
+    ($row:expr) => {
+        decode_event!($row, 0)
+    };
+    ($row:expr, $at:expr) => {{
+        let (r, at) = ($row, $at);
+        let _: Uuid = r.try_get(at)?;
+        let _: Uuid = r.try_get(at + 1)?;
+        let _: Uuid = r.try_get(at + 2)?;
+        let _: i64 = r.try_get(at + 3)?;
+        let _: String = r.try_get(at + 4)?;
+        let _: Option<String> = r.try_get(at + 5)?;
+        let _: Option<Uuid> = r.try_get(at + 6)?;
+        let _: chrono::DateTime<chrono::Utc> = r.try_get(at + 7)?;
+    }};
+}
+
+/// Decodes a postmortem's 14 columns (from `at`, 0 when not given).
 macro_rules! decode_postmortem {
-    ($row:expr) => {{
-        let r = $row;
-        let _: Uuid = r.try_get(0)?;
-        let _: Uuid = r.try_get(1)?;
-        let _: Uuid = r.try_get(2)?;
+    ($row:expr) => {
+        decode_postmortem!($row, 0)
+    };
+    ($row:expr, $at:expr) => {{
+        let (r, at) = ($row, $at);
+        let _: Uuid = r.try_get(at)?;
+        let _: Uuid = r.try_get(at + 1)?;
+        let _: Uuid = r.try_get(at + 2)?;
         for i in 3..8 {
-            let _: Option<String> = r.try_get(i)?;
+            let _: Option<String> = r.try_get(at + i)?;
         }
-        let _: serde_json::Value = r.try_get(8)?;
-        let _: Option<String> = r.try_get(9)?;
-        let _: Option<String> = r.try_get(10)?;
-        let _: Option<Uuid> = r.try_get(11)?;
-        let _: chrono::DateTime<chrono::Utc> = r.try_get(12)?;
-        let _: chrono::DateTime<chrono::Utc> = r.try_get(13)?;
+        let _: serde_json::Value = r.try_get(at + 8)?;
+        let _: Option<String> = r.try_get(at + 9)?;
+        let _: Option<String> = r.try_get(at + 10)?;
+        let _: Option<Uuid> = r.try_get(at + 11)?;
+        let _: chrono::DateTime<chrono::Utc> = r.try_get(at + 12)?;
+        let _: chrono::DateTime<chrono::Utc> = r.try_get(at + 13)?;
     }};
 }
 
@@ -213,7 +237,23 @@ impl Worker for FloorRead {
         let result: Result<u64, sqlx::Error> = with_pool!(&self.pool, |p, _D| {
             async {
                 match page {
-                    Page::List | Page::Board => {
+                    Page::Board => {
+                        let rows = sqlx::query(sqlx::AssertSqlSafe(&*stmts.board))
+                            .bind(org)
+                            .bind(org)
+                            .bind((LIST_PAGE + 1) as i64)
+                            .fetch_all(p)
+                            .await?;
+                        for row in rows.iter().take(LIST_PAGE) {
+                            let id: Option<Uuid> = row.try_get(0)?;
+                            if id.is_some() {
+                                decode_incident_row!(row, 0);
+                            }
+                            let _: i64 = row.try_get(13)?;
+                        }
+                        Ok(0)
+                    }
+                    Page::List => {
                         let rows = sqlx::query(sqlx::AssertSqlSafe(&*stmts.incidents_page))
                             .bind(org)
                             .bind((LIST_PAGE + 1) as i64)
@@ -222,15 +262,6 @@ impl Worker for FloorRead {
                         let mut ids = Vec::with_capacity(rows.len());
                         for row in rows.iter().take(LIST_PAGE) {
                             ids.push(decode_incident!(row));
-                        }
-                        if page == Page::Board {
-                            let row = sqlx::query(sqlx::AssertSqlSafe(&*stmts.incidents_count))
-                                .bind(org)
-                                .bind(1i64)
-                                .fetch_one(p)
-                                .await?;
-                            let _: i64 = row.try_get(0)?;
-                            return Ok(0);
                         }
                         if ids.is_empty() {
                             return Ok(0);
@@ -269,29 +300,28 @@ impl Worker for FloorRead {
                     }
                     Page::Detail => {
                         let id = detail_id.unwrap_or_default();
-                        let row = sqlx::query(sqlx::AssertSqlSafe(&*stmts.incident_by_id))
+                        let rows = sqlx::query(sqlx::AssertSqlSafe(&*stmts.detail))
+                            .bind(org)
                             .bind(org)
                             .bind(id)
-                            .bind(1i64)
-                            .fetch_one(p)
-                            .await?;
-                        decode_incident!(&row);
-                        let events = sqlx::query(sqlx::AssertSqlSafe(&*stmts.detail_events))
                             .bind(org)
                             .bind(id)
                             .bind((DETAIL_EVENTS + 1) as i64)
-                            .fetch_all(p);
-                        let postmortem =
-                            sqlx::query(sqlx::AssertSqlSafe(&*stmts.detail_postmortem))
-                                .bind(org)
-                                .bind(id)
-                                .fetch_all(p);
-                        let (events, postmortem) = tokio::join!(events, postmortem);
-                        for row in &events? {
-                            decode_event!(row);
-                        }
-                        for row in &postmortem? {
-                            decode_postmortem!(row);
+                            .fetch_all(p)
+                            .await?;
+                        for row in &rows {
+                            let part: i32 = row.try_get(37)?;
+                            if part == 0 {
+                                decode_incident_row!(row, 0);
+                                let postmortem: Option<Uuid> = row.try_get(13)?;
+                                if postmortem.is_some() {
+                                    decode_postmortem!(row, 13);
+                                }
+                            } else {
+                                decode_event!(row, 27);
+                                let _: Option<String> = row.try_get(35)?;
+                                let _: Option<String> = row.try_get(36)?;
+                            }
                         }
                         Ok(0)
                     }

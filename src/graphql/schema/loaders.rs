@@ -184,16 +184,30 @@ impl Loader<EventCountOf> for AppLoader {
     }
 }
 
-/// The relations of the pages of incidents a request lists, each read once for a whole page.
+/// The relations of the pages of incidents a request lists, each read once for a whole page,
+/// and what a single incident's read fetched ahead for the fields nested under it.
 ///
 /// A DataLoader batches the keys registered within a time window; on a loaded machine the 50
 /// incidents of a page do not all register in time and a page costs a statement per partial
 /// batch (BENCHMARKS.md measured 20 instead of 3). The list resolver registers its page here, so
 /// the first nested field of a kind reads it for every incident of the page and the others wait
 /// for that read: one statement per relation and page, whatever the timing.
+///
+/// `incident(id)` reads the incident, the window of events and the postmortem its selection
+/// asks for in one statement, and leaves them here (`prefetched`); the nested fields take them
+/// from here before they would read anything.
 #[derive(Default)]
 pub struct PageBatches {
     by_incident: Mutex<HashMap<Uuid, Arc<PageBatch>>>,
+    prefetched: Mutex<HashMap<Uuid, Prefetched>>,
+}
+
+/// What was read ahead for one incident: windows of its events, and its postmortem (`Some(None)`:
+/// it has none).
+#[derive(Default)]
+struct Prefetched {
+    events: HashMap<read::EventWindow, Vec<Arc<incident_event::Model>>>,
+    postmortem: Option<Option<postmortem::Model>>,
 }
 
 pub struct PageBatch {
@@ -234,6 +248,45 @@ impl PageBatches {
     /// The page `incident_id` was listed in, if any.
     pub fn of(&self, incident_id: Uuid) -> Option<Arc<PageBatch>> {
         locked(&self.by_incident).get(&incident_id).cloned()
+    }
+
+    /// Keeps what a detail read fetched with its incident: the events of `window` (in window
+    /// order) and the postmortem, each when it was read.
+    pub fn prefetch(
+        &self,
+        incident_id: Uuid,
+        window: Option<read::EventWindow>,
+        detail: &read::Detail,
+    ) {
+        let mut map = locked(&self.prefetched);
+        let entry = map.entry(incident_id).or_default();
+        if let Some(window) = window {
+            entry.events.insert(window, detail.events.clone());
+        }
+        if let Some(postmortem) = &detail.postmortem {
+            entry.postmortem = Some(postmortem.clone());
+        }
+    }
+
+    /// The events of `window` read ahead for the incident, if they were.
+    pub fn prefetched_events(
+        &self,
+        incident_id: Uuid,
+        window: &read::EventWindow,
+    ) -> Option<Vec<Arc<incident_event::Model>>> {
+        locked(&self.prefetched)
+            .get(&incident_id)?
+            .events
+            .get(window)
+            .cloned()
+    }
+
+    /// The incident's postmortem (or `Some(None)`: none exists) when it was read ahead.
+    pub fn prefetched_postmortem(&self, incident_id: Uuid) -> Option<Option<postmortem::Model>> {
+        locked(&self.prefetched)
+            .get(&incident_id)?
+            .postmortem
+            .clone()
     }
 }
 

@@ -22,7 +22,7 @@ use crate::entity::{
     IncidentRole, Severity, Status, audit_event, incident, incident_event, incident_role, person,
     postmortem,
 };
-use crate::error::AppError;
+use crate::error::{AppError, AppResult};
 use crate::graphql::error::GqlResult;
 use crate::incident::identity::Role;
 use crate::incident::input::{self, IncidentFilter};
@@ -43,6 +43,12 @@ async fn postmortem_of(
     ctx: &Context<'_>,
     incident_id: Uuid,
 ) -> GqlResult<Option<postmortem::Model>> {
+    if let Some(read) = ctx
+        .data_opt::<PageBatches>()
+        .and_then(|b| b.prefetched_postmortem(incident_id))
+    {
+        return Ok(read);
+    }
     match page_of(ctx, incident_id) {
         Some(page) => page.postmortem(loader(ctx).loader(), incident_id).await,
         None => Ok(loader(ctx).load_one(PostmortemOf(incident_id)).await?),
@@ -233,21 +239,18 @@ impl<'a> IncidentResolvers<'a> {
         before: Option<String>,
         types: Option<Vec<String>>,
     ) -> GqlResult<FastConnection<IncidentEvent, EventsTotal>> {
-        let page = Page::<SeqCursor>::parse(first, after.as_deref(), last, before.as_deref())?;
-        let types = input::event_types("types", types)?;
-        let window = read::EventWindow {
-            after: page.after.map(|c| c.0),
-            before: page.before.map(|c| c.0),
-            types: types.clone(),
-            backward: page.backward,
-            fetch: page.fetch(),
-        };
-        let rows = match page_of(ctx, self.0.id) {
-            Some(page) => {
+        let (page, window) = events_window(first, after, last, before, types)?;
+        let types = window.types.clone();
+        let prefetched = ctx
+            .data_opt::<PageBatches>()
+            .and_then(|b| b.prefetched_events(self.0.id, &window));
+        let rows = match (prefetched, page_of(ctx, self.0.id)) {
+            (Some(rows), _) => rows,
+            (None, Some(page)) => {
                 page.events(loader(ctx).loader(), self.0.id, &window)
                     .await?
             }
-            None => loader(ctx)
+            (None, None) => loader(ctx)
                 .load_one(EventsOf {
                     incident_id: self.0.id,
                     window,
@@ -290,6 +293,51 @@ impl<'a> IncidentResolvers<'a> {
     async fn creator(&self, ctx: &Context<'_>) -> GqlResult<Option<Person>> {
         person_of(ctx, self.0.created_by).await
     }
+}
+
+/// The page and the window of events `Incident.events` asks for with these arguments.
+fn events_window(
+    first: Option<i32>,
+    after: Option<String>,
+    last: Option<i32>,
+    before: Option<String>,
+    types: Option<Vec<String>>,
+) -> AppResult<(Page<SeqCursor>, read::EventWindow)> {
+    let page = Page::<SeqCursor>::parse(first, after.as_deref(), last, before.as_deref())?;
+    let window = read::EventWindow {
+        after: page.after.map(|c| c.0),
+        before: page.before.map(|c| c.0),
+        types: input::event_types("types", types)?,
+        backward: page.backward,
+        fetch: page.fetch(),
+    };
+    Ok((page, window))
+}
+
+/// The window an `events` selection asks for, read from its arguments as `Incident.events`
+/// reads them; `None` when they do not parse (the field's resolver then reports why).
+pub(crate) fn selected_events_window(
+    field: &async_graphql::SelectionField<'_>,
+) -> Option<read::EventWindow> {
+    let arguments = field.arguments().ok()?;
+    let argument = |name: &str| {
+        arguments
+            .iter()
+            .find(|(n, _)| n.as_str() == name)
+            .map(|(_, v)| v.clone())
+    };
+    fn parse<T: async_graphql::InputType>(value: Option<Value>) -> Option<T> {
+        T::parse(value).ok()
+    }
+    let (_, window) = events_window(
+        parse(argument("first"))?,
+        parse(argument("after"))?,
+        parse(argument("last"))?,
+        parse(argument("before"))?,
+        parse(argument("types"))?,
+    )
+    .ok()?;
+    Some(window)
 }
 
 /// A person of the organization's directory, as their identity provider or token last named them.
@@ -635,6 +683,8 @@ impl Viewer {
 
 /// `totalCount` of a list, computed only when asked for.
 pub enum ListTotal {
+    /// Read with the page, in the same statement, because the query asked for it.
+    Known(u64),
     Incidents(IncidentFilter),
     Postmortems,
     AuditEvents(Option<Uuid>),
@@ -647,6 +697,7 @@ impl ListTotal {
     async fn total_count(&self, ctx: &Context<'_>) -> GqlResult<u64> {
         let (db, scope) = (&domain(ctx).db, principal(ctx)?.scope());
         Ok(match self {
+            ListTotal::Known(total) => *total,
             ListTotal::Incidents(filter) => read::count_incidents(db, scope, filter).await?,
             ListTotal::Postmortems => read::count_postmortems(db, scope).await?,
             ListTotal::AuditEvents(entity) => read::count_audit_events(db, scope, *entity).await?,
