@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use sea_orm::sea_query::{Asterisk, Expr, ExprTrait, Func, LikeExpr};
 use sea_orm::{
-    ColumnTrait, Condition, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect,
-    Select,
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
+    QueryResult, QuerySelect, QueryTrait, Select, StreamTrait,
 };
 use uuid::Uuid;
 
@@ -19,6 +19,7 @@ use super::input::IncidentFilter;
 use super::page::{NameCursor, Page, PageOf, TimeCursor};
 use super::workflow;
 use crate::db::Db;
+use crate::entity::by_index::ByIndex;
 use crate::entity::{
     Status, audit_event, incident, incident_event, incident_role, person, postmortem,
 };
@@ -143,7 +144,16 @@ pub async fn incidents(
         incident::Column::Id,
         page,
     );
-    Ok(PageOf::from_fetched(q.all(db.conn()).await?, page))
+    let rows = db.conn().query_all(&q.into_query()).await?;
+    Ok(PageOf::from_fetched(decoded(&rows)?, page))
+}
+
+/// Rows of a statement that selects one entity's columns (`Entity::find()`'s), read by index.
+fn decoded<M: ByIndex>(rows: &[QueryResult]) -> AppResult<Vec<M>> {
+    Ok(rows
+        .iter()
+        .map(|row| M::by_index(row, 0))
+        .collect::<Result<_, _>>()?)
 }
 
 /// The number of rows `q` selects, as `COUNT(*)` over its table and conditions: sea-orm's
@@ -348,11 +358,10 @@ pub async fn postmortems_by_incident(
     scope: OrgScope,
     incident_ids: &[Uuid],
 ) -> AppResult<Vec<postmortem::Model>> {
-    Ok(scope
+    let q = scope
         .postmortems()
-        .filter(postmortem::Column::IncidentId.is_in(incident_ids.iter().copied()))
-        .all(db.conn())
-        .await?)
+        .filter(postmortem::Column::IncidentId.is_in(incident_ids.iter().copied()));
+    decoded(&db.conn().query_all(&q.into_query()).await?)
 }
 
 /// One window of events for each incident, in one statement; grouped by incident, in window
@@ -368,11 +377,10 @@ pub async fn event_windows(
     budget: Option<&ResponseBudget>,
 ) -> AppResult<HashMap<Uuid, Vec<Arc<incident_event::Model>>>> {
     let stmt = scope.events_window(db.backend(), incident_ids, window);
-    let mut rows = incident_event::Model::find_by_statement(stmt)
-        .stream(db.conn())
-        .await?;
+    let mut rows = db.conn().stream_raw(stmt).await?;
     let mut grouped: HashMap<Uuid, Vec<Arc<incident_event::Model>>> = HashMap::new();
     while let Some(row) = rows.try_next().await? {
+        let row = incident_event::Model::by_index(&row, 0)?;
         if let Some(budget) = budget {
             budget.charge_loaded(event_bytes(&row))?;
         }
