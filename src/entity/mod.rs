@@ -7,6 +7,7 @@
 //! owns the sessions table.
 
 pub mod audit_event;
+pub mod by_index;
 pub mod incident;
 pub mod incident_event;
 pub mod incident_role;

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use sea_orm::sea_query::{Asterisk, Expr, ExprTrait, Func, LikeExpr};
 use sea_orm::{
-    ColumnTrait, Condition, EntityTrait, FromQueryResult, IdenStatic, Iterable, QueryFilter,
-    QueryOrder, QuerySelect, QueryTrait, Select,
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, FromQueryResult, IdenStatic, Iterable,
+    QueryFilter, QueryOrder, QueryResult, QuerySelect, QueryTrait, Select, StreamTrait,
 };
 use uuid::Uuid;
 
@@ -19,6 +19,7 @@ use super::input::IncidentFilter;
 use super::page::{NameCursor, Page, PageOf, TimeCursor};
 use super::workflow;
 use crate::db::Db;
+use crate::entity::by_index::ByIndex;
 use crate::entity::{
     Status, audit_event, incident, incident_event, incident_role, person, postmortem,
 };
@@ -240,7 +241,7 @@ async fn newest_first_page<E>(
 ) -> AppResult<(PageOf<E::Model>, Option<u64>)>
 where
     E: EntityTrait,
-    E::Model: FromQueryResult + Send + Sync,
+    E::Model: ListRow,
 {
     let q = newest_first(list.clone(), ts, id, page);
     let direction = if page.backward {
@@ -260,14 +261,52 @@ struct WithTotal<M> {
     total: i64,
 }
 
-impl<M: FromQueryResult> FromQueryResult for WithTotal<M> {
-    fn from_query_result(row: &sea_orm::QueryResult, pre: &str) -> Result<Self, sea_orm::DbErr> {
-        let id: Option<Uuid> = row.try_get(pre, "id")?;
+impl<M: ListRow> WithTotal<M> {
+    fn read(row: &QueryResult) -> Result<Self, sea_orm::DbErr> {
+        let id: Option<Uuid> = row.try_get("", "id")?;
         Ok(WithTotal {
-            row: id.map(|_| M::from_query_result(row, pre)).transpose()?,
-            total: row.try_get(pre, super::scope::TOTAL)?,
+            row: id.map(|_| M::read(row)).transpose()?,
+            total: row.try_get("", super::scope::TOTAL)?,
         })
     }
+}
+
+/// A listed row, its table's columns first in `Column::iter()` order: read by index where the
+/// table has a reader for that (the pages whose size the profile shows), by name otherwise.
+pub(crate) trait ListRow: Sized {
+    fn read(row: &QueryResult) -> Result<Self, sea_orm::DbErr>;
+}
+
+impl ListRow for incident::Model {
+    fn read(row: &QueryResult) -> Result<Self, sea_orm::DbErr> {
+        Self::by_index(row, 0)
+    }
+}
+
+impl ListRow for postmortem::Model {
+    fn read(row: &QueryResult) -> Result<Self, sea_orm::DbErr> {
+        Self::by_index(row, 0)
+    }
+}
+
+impl ListRow for audit_event::Model {
+    fn read(row: &QueryResult) -> Result<Self, sea_orm::DbErr> {
+        Self::from_query_result(row, "")
+    }
+}
+
+impl ListRow for Listed {
+    fn read(row: &QueryResult) -> Result<Self, sea_orm::DbErr> {
+        Self::from_query_result(row, "")
+    }
+}
+
+/// Rows of a statement that selects one entity's columns (`Entity::find()`'s), read by index.
+fn decoded<M: ByIndex>(rows: &[QueryResult]) -> AppResult<Vec<M>> {
+    Ok(rows
+        .iter()
+        .map(|row| M::by_index(row, 0))
+        .collect::<Result<_, _>>()?)
 }
 
 /// The rows `page` selects (named `columns`, in `order`: the page's own order on those
@@ -282,10 +321,12 @@ async fn listed<E, M>(
 ) -> AppResult<(Vec<M>, Option<u64>)>
 where
     E: EntityTrait,
-    M: FromQueryResult + Send + Sync,
+    M: ListRow,
 {
     let Some(list) = list else {
-        return Ok((page.into_model::<M>().all(db).await?, None));
+        let rows = db.query_all(&page.into_query()).await?;
+        let rows = rows.iter().map(M::read).collect::<Result<_, _>>()?;
+        return Ok((rows, None));
     };
     let stmt = super::scope::with_total(
         page.into_query(),
@@ -293,9 +334,12 @@ where
         columns,
         order,
     );
-    let rows = WithTotal::<M>::find_by_statement(db.backend().build(&stmt))
-        .all(db)
-        .await?;
+    let rows = db
+        .query_all(&stmt)
+        .await?
+        .iter()
+        .map(WithTotal::<M>::read)
+        .collect::<Result<Vec<_>, _>>()?;
     let total = rows
         .first()
         .map_or(0, |r| u64::try_from(r.total).unwrap_or(0));
@@ -514,11 +558,10 @@ pub async fn postmortems_by_incident(
     scope: OrgScope,
     incident_ids: &[Uuid],
 ) -> AppResult<Vec<postmortem::Model>> {
-    Ok(scope
+    let q = scope
         .postmortems()
-        .filter(postmortem::Column::IncidentId.is_in(incident_ids.iter().copied()))
-        .all(db)
-        .await?)
+        .filter(postmortem::Column::IncidentId.is_in(incident_ids.iter().copied()));
+    decoded(&db.query_all(&q.into_query()).await?)
 }
 
 /// One window of events for each incident, in one statement; grouped by incident, in window
@@ -534,11 +577,10 @@ pub async fn event_windows(
     budget: Option<&ResponseBudget>,
 ) -> AppResult<HashMap<Uuid, Vec<Arc<incident_event::Model>>>> {
     let stmt = scope.events_window(db.backend(), incident_ids, window);
-    let mut rows = incident_event::Model::find_by_statement(stmt)
-        .stream(db)
-        .await?;
+    let mut rows = db.stream_raw(stmt).await?;
     let mut grouped: HashMap<Uuid, Vec<Arc<incident_event::Model>>> = HashMap::new();
     while let Some(row) = rows.try_next().await? {
+        let row = incident_event::Model::by_index(&row, 0)?;
         if let Some(budget) = budget {
             budget.charge_loaded(event_bytes(&row))?;
         }

@@ -12,8 +12,8 @@ use sea_orm::sea_query::{
     UnionType,
 };
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, DbErr, EntityTrait, Iterable,
-    QueryFilter, QuerySelect, Select, Statement, TryInsertResult, Value,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, DbErr, EntityTrait,
+    IdenStatic, Iterable, QueryFilter, QuerySelect, Select, Statement, TryInsertResult, Value,
 };
 use uuid::Uuid;
 
@@ -416,10 +416,14 @@ impl OrgScope {
             filter += ")";
         }
         let limit = param(i64::try_from(window.fetch).unwrap_or(i64::MAX).into());
+        // The entity's columns in `Column::iter()` order, as the rows are decoded by index.
+        let mut columns = String::new();
+        for (i, column) in incident_event::Column::iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            let _ = write!(columns, "{sep}\"e\".\"{}\"", column.as_str());
+        }
         let sql = format!(
-            "SELECT \"e\".\"id\", \"e\".\"organization_id\", \"e\".\"incident_id\", \"e\".\"sequence\", \
-             \"e\".\"event_type\", \"e\".\"content\", \"e\".\"created_by\", \"e\".\"created_at\", \
-             \"e\".\"from_status\", \"e\".\"to_status\" \
+            "SELECT {columns} \
              FROM (VALUES {ids}) AS \"p\"(\"incident_id\") CROSS JOIN LATERAL (\
              SELECT * FROM \"incident_events\" WHERE \"organization_id\" = $1 \
              AND \"incident_id\" = \"p\".\"incident_id\"{filter} \

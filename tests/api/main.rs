@@ -19,6 +19,7 @@ mod graphiql;
 mod hardening;
 mod http;
 mod limits;
+mod list_page;
 mod live;
 mod migrations;
 mod ops;

@@ -5,6 +5,7 @@
 mod connections;
 pub mod graphiql;
 pub mod http;
+mod json;
 mod operation;
 pub mod persisted;
 mod reservations;
