@@ -75,7 +75,7 @@ impl Stash {
             capacity: (max_connections as usize / 2).max(1),
             reaper: reaper.clone(),
         });
-        tokio::spawn(reap(Arc::downgrade(&stash), reaper));
+        tokio::spawn(run_reaper(Arc::downgrade(&stash), reaper));
         stash
     }
 
@@ -173,7 +173,8 @@ impl Drop for Stash {
     }
 }
 
-async fn reap(stash: Weak<Stash>, wake: Arc<Notify>) {
+/// Hands back parked connections as they pass `PARK_LIMIT`; sleeps while none is parked.
+async fn run_reaper(stash: Weak<Stash>, wake: Arc<Notify>) {
     loop {
         let next = match stash.upgrade() {
             Some(stash) => stash.reap(),
