@@ -195,12 +195,3 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
     }
     found
 }
-
-pub async fn metrics_text(base: &str) -> anyhow::Result<String> {
-    Ok(
-        reqwest::get(format!("{}/metrics", base.trim_end_matches('/')))
-            .await?
-            .text()
-            .await?,
-    )
-}

@@ -102,9 +102,24 @@ pub fn table(report: &Report) -> String {
     }
     if let Some(f) = &report.fanout {
         out.push_str(&format!(
-            "\nfanout: {} subscribers ({} incidentEvents, {} incidentChanged) on {} connections, connected in {:.1} s, all live in {:.1} s\n",
+            "\nfanout: {} subscribers ({} incidentEvents, {} incidentChanged) on {} connections, opened in {:.1} s, all live {:.1} s after the first connect\n",
             f.subscribers, f.events_subscribers, f.changed_subscribers, f.connections, f.connect_seconds, f.live_seconds
         ));
+        let st = &f.startup;
+        out.push_str(&format!(
+            "  start-up: every subscription sent together (first to last sent in {:.1} ms); last subscribe sent → every subscription live {:.1} ms\n",
+            st.sending_ms, st.all.after_last_subscribe_ms
+        ));
+        for (what, s) in [
+            ("all", &st.all),
+            ("incidentEvents (replay)", &st.timelines),
+            ("incidentChanged (canary)", &st.changed),
+        ] {
+            out.push_str(&format!(
+                "    {what}: {} of {} live, {:.1} ms after the last subscribe sent; per subscription subscribe → live p50 {:.1}, p99 {:.1}, max {:.1} ms\n",
+                s.live, s.subscriptions, s.after_last_subscribe_ms, s.p50_ms, s.p99_ms, s.max_ms
+            ));
+        }
         out.push_str(&format!(
             "  first events (before the writers): {} deliveries, commit-to-receipt p99 {:.1} ms, max {:.1} ms\n",
             f.startup_deliveries, f.startup_latency_p99_ms, f.startup_latency_max_ms

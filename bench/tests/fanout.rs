@@ -118,6 +118,20 @@ async fn three_hundred_subscribers_receive_every_event_once() {
     // No stream ended, so every incidentChanged subscriber was held to missed changes too.
     assert_eq!(f.changed_resynced, 0, "{json}");
     assert_eq!(f.changed_subscribers, 60, "{json}");
+    // Every subscription was seen live (by its replay or its canary) after it was sent.
+    let startup = &f.startup;
+    assert_eq!(
+        (startup.all.subscriptions, startup.all.live),
+        (300, 300),
+        "{json}"
+    );
+    assert_eq!(
+        (startup.timelines.live, startup.changed.live),
+        (240, 60),
+        "{json}"
+    );
+    assert!(startup.all.max_ms > 0.0, "{json}");
+    assert!(startup.all.p50_ms <= startup.all.max_ms, "{json}");
     server.stop().await;
 }
 

@@ -1,6 +1,7 @@
-//! Arming the subscribers: every connection opened and subscribed, then each subscription proven
-//! able to receive (a canary change for `incidentChanged`, one event per hot incident for
-//! `incidentEvents`), so the writers measure delivery, not start-up.
+//! Arming the subscribers: every connection opened, then every subscription sent at once and
+//! each one seen live (its replay for `incidentEvents`, a canary change for `incidentChanged`),
+//! then one event per hot incident received by every `incidentEvents` subscription, so the
+//! writers measure delivery, not start-up.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -40,10 +41,14 @@ pub(super) async fn subscribers(
 ) -> anyhow::Result<Armed> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (started_tx, started_rx) = watch::channel(None::<Instant>);
+    let (go_tx, go_rx) = watch::channel(false);
     let shared = Shared {
+        opened: Arc::new(AtomicUsize::new(0)),
         ready: Arc::new(AtomicUsize::new(0)),
+        go: go_rx,
         armed: Arc::new(AtomicUsize::new(0)),
-        live: Arc::new(AtomicUsize::new(0)),
+        replayed: Arc::new(AtomicUsize::new(0)),
+        reached: Arc::new(AtomicUsize::new(0)),
         delivered: Arc::new(AtomicU64::new(0)),
         gate: Arc::new(tokio::sync::Semaphore::new(opts.connect_parallelism.max(1))),
         started: started_rx,
@@ -70,30 +75,43 @@ pub(super) async fn subscribers(
             conn, group, stop, shared,
         )));
     }
-    // Bounded wait for every connection to be subscribed.
+    // Bounded wait for every connection to be open, then all subscribe at once: the server
+    // starts every subscription together, as after its own restart.
     let deadline = Instant::now() + Duration::from_secs(60 + total_connections as u64 / 50);
-    while shared.ready.load(Ordering::Relaxed) < total_connections && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let connected = shared.ready.load(Ordering::Relaxed);
+    counted(&shared.opened, total_connections, deadline).await;
     let connect_seconds = connect_started.elapsed().as_secs_f64();
-    let total_subscriptions = opts.subscribers + plan.stalled_subs;
-    let metrics_urls: Vec<String> = opts.ws_urls.iter().map(|u| http_base(u)).collect();
-    wait_for_server_subscriptions(&metrics_urls, total_subscriptions, Duration::from_secs(60))
-        .await;
-
-    let gql = Gql::new(&opts.url, "")?;
-    // `incidentChanged` has no replay: a change counts only once the subscription is
-    // registered with the server's feed. Each organization's canary change proves it.
-    let armed_in_time = arm_changed(
-        &gql,
-        &plan.tokens,
-        &plan.canaries,
-        &shared.armed,
-        plan.changed_total,
-        Duration::from_secs(60),
+    let _ = go_tx.send(true);
+    counted(
+        &shared.ready,
+        total_connections,
+        Instant::now() + Duration::from_secs(60),
     )
     .await;
+    let connected = shared.ready.load(Ordering::Relaxed);
+
+    let gql = Gql::new(&opts.url, "")?;
+    let events_total = plan.targets.len() - plan.changed_total;
+    // `incidentChanged` has no replay: a change counts only once the subscription is
+    // registered with the server's feed. Each organization's canary change proves it. An
+    // `incidentEvents` subscription proves itself live by its replay.
+    let live_limit = Duration::from_secs(60 + events_total as u64 / 100);
+    let (armed_in_time, replayed_in_time) = tokio::join!(
+        arm_changed(
+            &gql,
+            &plan.tokens,
+            &plan.canaries,
+            &shared.armed,
+            plan.changed_total,
+            Duration::from_secs(60),
+        ),
+        counted(&shared.replayed, events_total, Instant::now() + live_limit),
+    );
+    if !replayed_in_time {
+        eprintln!(
+            "fanout: {} of {events_total} incidentEvents subscriptions replayed in time",
+            shared.replayed.load(Ordering::Relaxed)
+        );
+    }
     if !armed_in_time {
         eprintln!(
             "fanout: {} of {} incidentChanged subscriptions armed in time",
@@ -101,26 +119,25 @@ pub(super) async fn subscribers(
             plan.changed_total
         );
     }
-    // An `incidentEvents` subscription is live once its catch-up read is done; until then an
-    // event reaches it only after that read. One event on each hot incident, received by every
-    // subscription, proves them all live, so the writers measure delivery, not start-up.
-    let events_total = plan.targets.len() - plan.changed_total;
-    let live_in_time = arm_timelines(
+    let live_seconds = connect_started.elapsed().as_secs_f64();
+    // One event on each hot incident, received by every `incidentEvents` subscription, proves
+    // the live path behind each replay (a subscription that replayed but missed what followed
+    // is counted as missed), and its commit-to-receipt is the first deliveries' latency.
+    let reached_in_time = arm_timelines(
         &gql,
         &plan.tokens,
         &plan.hot,
-        &shared.live,
+        &shared.reached,
         events_total,
-        Duration::from_secs(60 + events_total as u64 / 100),
+        live_limit,
     )
     .await;
-    if !live_in_time {
+    if !reached_in_time {
         eprintln!(
-            "fanout: {} of {events_total} incidentEvents subscriptions live in time",
-            shared.live.load(Ordering::Relaxed)
+            "fanout: {} of {events_total} incidentEvents subscriptions received their first event in time",
+            shared.reached.load(Ordering::Relaxed)
         );
     }
-    let live_seconds = connect_started.elapsed().as_secs_f64();
     Ok(Armed {
         shared,
         stop: stop_tx,
@@ -133,6 +150,9 @@ pub(super) async fn subscribers(
         gql,
     })
 }
+
+/// The longest wait for a round of canaries before the next is written.
+const CANARY_ROUND: Duration = Duration::from_millis(100);
 
 /// Writes each organization's canary event until every `incidentChanged` subscription has seen
 /// one (bounded by `limit`). False when some did not in time.
@@ -152,14 +172,19 @@ async fn arm_changed(
         tokio::time::sleep(Duration::from_millis(500 + wanted as u64 / 10)).await;
         return false;
     }
+    // Rounds of one canary per organization, written together, until every subscription saw
+    // one: a subscription registered after a round's commit waits for the next, so its time to
+    // live is measured to within a round.
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
-        for (org, canary) in canaries.iter().enumerate() {
-            let Some(id) = canary else { continue };
+        futures_util::future::join_all(canaries.iter().enumerate().filter_map(|(org, canary)| {
+            let id = (*canary)?;
             let vars = json!({ "id": id, "input": { "eventType": "canary", "content": "fan-out canary" } });
-            let _ = gql.with_token(&tokens[org]).run(ADD_EVENT, &vars).await;
-        }
-        let round = Instant::now() + Duration::from_secs(3);
+            let client = gql.with_token(&tokens[org]);
+            Some(async move { client.run(ADD_EVENT, &vars).await })
+        }))
+        .await;
+        let round = Instant::now() + CANARY_ROUND;
         if counted(armed, wanted, round.min(deadline)).await {
             return true;
         }
@@ -200,41 +225,4 @@ async fn arm_timelines(
         }
     }
     counted(live, wanted, Instant::now() + limit).await
-}
-
-/// Waits (bounded) until the servers report at least `n` subscriptions together, when they
-/// export them.
-async fn wait_for_server_subscriptions(urls: &[String], n: usize, limit: Duration) {
-    let mut urls = urls.to_vec();
-    urls.sort();
-    urls.dedup();
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        let mut total = 0.0;
-        for url in &urls {
-            let Ok(text) = crate::client::metrics_text(url).await else {
-                return;
-            };
-            match crate::client::metric(&text, "incidentd_ws_subscriptions") {
-                Some(v) => total += v,
-                None => return,
-            }
-        }
-        if total as usize >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// `ws://host:port/graphql` → `http://host:port`.
-fn http_base(ws_url: &str) -> String {
-    let url = ws_url
-        .replacen("ws://", "http://", 1)
-        .replacen("wss://", "https://", 1);
-    let after_scheme = url.find("://").map_or(0, |i| i + 3);
-    match url[after_scheme..].find('/') {
-        Some(slash) => url[..after_scheme + slash].to_string(),
-        None => url,
-    }
 }

@@ -58,8 +58,14 @@ pub(super) struct Seen {
     pub errors: BTreeMap<String, u64>,
     /// `incidentChanged`: its canary change arrived (the subscription is live).
     pub armed: bool,
-    /// `incidentEvents`: its first event arrived (its catch-up read is done: it is live).
-    pub live: bool,
+    /// `incidentEvents`: an event written after it started arrived (the one each hot
+    /// incident gets before the writers start).
+    pub reached: bool,
+    /// When its first `subscribe` was sent.
+    pub subscribed_at: Option<Instant>,
+    /// When it was first live: `incidentEvents`, its replay arrived (see `subscribe`);
+    /// `incidentChanged`, its first canary change.
+    pub live_at: Option<Instant>,
     /// `incidentChanged`: its stream ended after the writers started (lag, a database error,
     /// a lost socket) and was started again. The feed cannot replay, so what it missed in
     /// between is not knowable from the changes alone: such a subscriber is held only to "never
@@ -72,12 +78,19 @@ pub(super) struct Seen {
 /// Shared with every connection task.
 #[derive(Clone)]
 pub(super) struct Shared {
+    /// Connections open and acknowledged (counted once, at the first success).
+    pub opened: Arc<AtomicUsize>,
     /// Connections subscribed (counted once, at the first success).
     pub ready: Arc<AtomicUsize>,
+    /// Set once every connection is open: the first subscriptions are sent together, so the
+    /// server starts them at once.
+    pub go: watch::Receiver<bool>,
     /// `incidentChanged` subscriptions whose canary arrived.
     pub armed: Arc<AtomicUsize>,
-    /// `incidentEvents` subscriptions that received their first event.
-    pub live: Arc<AtomicUsize>,
+    /// `incidentEvents` subscriptions whose replay arrived (live).
+    pub replayed: Arc<AtomicUsize>,
+    /// `incidentEvents` subscriptions that received an event written after they started.
+    pub reached: Arc<AtomicUsize>,
     /// Deliveries received so far, over all connections.
     pub delivered: Arc<AtomicU64>,
     /// Bounds the connections being opened at once.
@@ -179,6 +192,7 @@ pub(super) async fn connection(
         subs,
     };
     let mut reconnects = 0u64;
+    let mut counted_opened = false;
     let mut counted_ready = false;
     let mut attempt = 0u32;
     loop {
@@ -205,6 +219,15 @@ pub(super) async fn connection(
                 continue;
             }
         };
+        if !counted_opened {
+            counted_opened = true;
+            shared.opened.fetch_add(1, Ordering::Relaxed);
+            let mut go = shared.go.clone();
+            tokio::select! {
+                _ = stop.changed() => break,
+                _ = go.wait_for(|go| *go) => {}
+            }
+        }
         // Every subscription starts again on a new socket (from its cursor).
         let mut subscribed = true;
         for i in 0..n {
@@ -353,20 +376,38 @@ async fn open(url: &str, token: &str, recv_buffer: usize) -> anyhow::Result<Ws> 
     Ok(ws)
 }
 
-/// Starts subscription `i` (again): `incidentEvents` after its cursor.
+/// Starts subscription `i` (again): `incidentEvents` after its cursor. Until it is live, an
+/// `incidentEvents` subscription starts one event before its planned cursor, so the server
+/// replays exactly that event: the server sends it only once the subscription passed its
+/// tenancy check and its catch-up read, and it registers for new events before that read, so
+/// the replay's arrival is the moment it is live (see `replay_marker`).
 async fn subscribe(ws: &mut Ws, state: &mut State, i: usize) -> anyhow::Result<()> {
     state.generation[i] += 1;
     let payload = match state.subs[i].target {
-        Target::Events { incident, .. } => json!({
-            "query": EVENTS_SUBSCRIPTION,
-            "variables": { "id": incident, "after": state.cursors[i] },
-        }),
+        Target::Events { incident, cursor } => {
+            let after = match state.cursors[i] {
+                Some(c) if c == cursor && c > 0 && state.seen[i].live_at.is_none() => c - 1,
+                other => other.unwrap_or(cursor),
+            };
+            json!({
+                "query": EVENTS_SUBSCRIPTION,
+                "variables": { "id": incident, "after": after },
+            })
+        }
         Target::Changed => json!({ "query": CHANGES_SUBSCRIPTION }),
     };
     let id = format!("{i}.{}", state.generation[i]);
     let msg = json!({ "id": id, "type": "subscribe", "payload": payload });
     ws.send(Message::text(msg.to_string())).await?;
+    state.seen[i].subscribed_at.get_or_insert_with(Instant::now);
     Ok(())
+}
+
+/// Whether a delivery of `sequence` to a subscription planned from `cursor` is the replay that
+/// marks it live: the planned cursor itself, while the subscription is not yet live. Any other
+/// delivery at or before the cursor is counted as a duplicate.
+fn replay_marker(cursor: i32, sequence: i32, live: bool) -> bool {
+    !live && cursor > 0 && sequence == cursor
 }
 
 /// Reads deliveries until `stop` or the socket's end; starts ended subscriptions again when
@@ -538,7 +579,7 @@ fn backoff(failures: u32) -> Duration {
 fn on_data(state: &mut State, i: usize, data: &Value, received: DateTime<Utc>, shared: &Shared) {
     let seen = &mut state.seen[i];
     match state.subs[i].target {
-        Target::Events { .. } => {
+        Target::Events { cursor, .. } => {
             let e = &data["incidentEvents"];
             let Some(seq) = e["sequence"].as_i64() else {
                 *seen
@@ -547,6 +588,11 @@ fn on_data(state: &mut State, i: usize, data: &Value, received: DateTime<Utc>, s
                     .or_default() += 1;
                 return;
             };
+            if replay_marker(cursor, seq as i32, seen.live_at.is_some()) {
+                seen.live_at = Some(Instant::now());
+                shared.replayed.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
             let latency_us = e["createdAt"]
                 .as_str()
                 .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
@@ -558,9 +604,9 @@ fn on_data(state: &mut State, i: usize, data: &Value, received: DateTime<Utc>, s
                 received,
             });
             shared.delivered.fetch_add(1, Ordering::Relaxed);
-            if !seen.live {
-                seen.live = true;
-                shared.live.fetch_add(1, Ordering::Relaxed);
+            if !seen.reached {
+                seen.reached = true;
+                shared.reached.fetch_add(1, Ordering::Relaxed);
             }
             state.cursors[i] = Some(state.cursors[i].unwrap_or(0).max(seq as i32));
         }
@@ -578,6 +624,7 @@ fn on_data(state: &mut State, i: usize, data: &Value, received: DateTime<Utc>, s
             if Some(id) == state.subs[i].canary {
                 if !seen.armed {
                     seen.armed = true;
+                    seen.live_at.get_or_insert_with(Instant::now);
                     shared.armed.fetch_add(1, Ordering::Relaxed);
                 }
                 return;

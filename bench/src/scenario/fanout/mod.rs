@@ -26,6 +26,7 @@ mod plan;
 mod reconcile;
 mod report;
 mod servers;
+mod startup;
 
 use std::time::Duration;
 
@@ -35,6 +36,7 @@ use crate::world::World;
 pub use connection::{Stall, StallOutcome};
 pub use faults::{Fault, FaultKind, FaultReport};
 pub use report::{FanoutReport, PhaseReport, ServerReport, StalledReport};
+pub use startup::{Spread, StartupReport};
 
 pub const EVENTS_SUBSCRIPTION: &str = "subscription Timeline($id: UUID!, $after: Int) { \
      incidentEvents(incidentId: $id, afterSequence: $after) { id sequence eventType content createdAt } }";

@@ -22,8 +22,6 @@ pub(super) struct Plan {
     pub tokens: Vec<String>,
     /// Connections other than the stalled one.
     pub connections: usize,
-    /// Subscriptions the stalled connection carries (0: none).
-    pub stalled_subs: usize,
     /// `incidentChanged` subscribers among `opts.subscribers`.
     pub n_changed: usize,
     /// Every subscription's organization and target, the stalled connection's included.
@@ -130,7 +128,6 @@ pub(super) fn choose(
         canaries,
         tokens,
         connections,
-        stalled_subs,
         n_changed,
         targets,
         changed_total,

@@ -15,6 +15,7 @@ use super::connection::{ConnResult, Seen, Sub, Target};
 use super::drive::Driven;
 use super::plan::Plan;
 use super::report::{Latencies, StalledReport};
+use super::startup::Start;
 use crate::db::Pool;
 
 /// The truth, and when the drain ended (seconds after the writers started).
@@ -74,6 +75,8 @@ pub(super) struct Accounted {
     /// Without its latencies, which are in `latencies`.
     pub stalled: Option<StalledReport>,
     pub latencies: Latencies,
+    /// Every subscription's start, the stalled connection's included (it stalls only later).
+    pub starts: Vec<Start>,
 }
 
 /// Closes every connection and counts what each received.
@@ -88,6 +91,7 @@ pub(super) async fn collect(
     let (mut reconnects, mut errors) = (0, 0);
     let mut error_kinds: BTreeMap<String, u64> = BTreeMap::new();
     let mut stalled = None;
+    let mut starts = Vec::with_capacity(plan.targets.len());
     for (c, task) in std::mem::take(&mut armed.tasks).into_iter().enumerate() {
         let result: ConnResult = match tokio::time::timeout(Duration::from_secs(30), task).await {
             Ok(Ok(r)) => r,
@@ -99,6 +103,11 @@ pub(super) async fn collect(
                 continue;
             }
         };
+        starts.extend(result.subs.iter().map(|(sub, seen)| Start {
+            timeline: matches!(sub.target, Target::Events { .. }),
+            subscribed: seen.subscribed_at,
+            live: seen.live_at,
+        }));
         if c >= plan.connections {
             let mut acc = Account::default();
             for (sub, seen) in &result.subs {
@@ -151,6 +160,7 @@ pub(super) async fn collect(
         error_kinds,
         stalled,
         latencies,
+        starts,
     }
 }
 

@@ -13,6 +13,7 @@ use super::drive::Driven;
 use super::plan::Plan;
 use super::reconcile::{Accounted, Drained};
 use super::servers::Servers;
+use super::startup::{self, StartupReport};
 use super::{FanoutOptions, FaultReport};
 use crate::stats::histogram;
 
@@ -22,13 +23,16 @@ pub struct FanoutReport {
     pub events_subscribers: usize,
     pub changed_subscribers: usize,
     pub connections: usize,
+    /// From the first connection until every connection was open (before any subscription
+    /// was sent).
     pub connect_seconds: f64,
-    /// From the first connection until every subscription was live (each `incidentEvents`
-    /// one received an event written to its incident for that, each `incidentChanged` one its
-    /// canary). The writers start then.
+    /// From the first connection until every subscription was live.
     pub live_seconds: f64,
-    /// The `incidentEvents` deliveries of those first events, received while thousands of
-    /// subscriptions were still starting: commit-to-receipt apart from the run's.
+    /// From the subscriptions sent to each one live; the server's part is
+    /// `startup.all.after_last_subscribe_ms`.
+    pub startup: StartupReport,
+    /// The `incidentEvents` deliveries of the one event written to each hot incident once
+    /// every subscription was live, before the writers: commit-to-receipt apart from the run's.
     pub startup_deliveries: u64,
     pub startup_latency_p99_ms: f64,
     pub startup_latency_max_ms: f64,
@@ -195,6 +199,7 @@ pub(super) fn build(
         mut error_kinds,
         mut stalled,
         latencies,
+        starts,
     } = accounted;
     let mut subscription_errors = errors;
     if armed.connected < armed.total_connections {
@@ -211,6 +216,7 @@ pub(super) fn build(
         connections: plan.connections,
         connect_seconds: armed.connect_seconds,
         live_seconds: armed.live_seconds,
+        startup: startup::summarize(&starts),
         startup_deliveries: 0,
         startup_latency_p99_ms: 0.0,
         startup_latency_max_ms: 0.0,
