@@ -148,7 +148,7 @@ pub async fn incidents(
     Ok(PageOf::from_fetched(decoded(&rows)?, page))
 }
 
-/// Rows of a statement that selects one entity's columns (`Entity::find()`'s), read by index.
+/// Rows of a statement that selects one entity's columns (what its `find()` selects), read by index.
 fn decoded<M: ByIndex>(rows: &[QueryResult]) -> AppResult<Vec<M>> {
     Ok(rows
         .iter()
