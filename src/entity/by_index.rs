@@ -1,6 +1,6 @@
 //! Rows read by position. A derived model reads each column by its name, a lookup in the
 //! statement's column names per column of every row; the list's statements select a table's
-//! columns in its `Column::iter()` order (what `Entity::find()` selects), so these read them by
+//! columns in its `Column::iter()` order (what an entity's `find()` selects), so these read them by
 //! index instead. Each starts where its table's columns start, so one statement may select
 //! several tables' columns side by side and decode each.
 

@@ -301,7 +301,7 @@ impl ListRow for Listed {
     }
 }
 
-/// Rows of a statement that selects one entity's columns (`Entity::find()`'s), read by index.
+/// Rows of a statement that selects one entity's columns (what its `find()` selects), read by index.
 fn decoded<M: ByIndex>(rows: &[QueryResult]) -> AppResult<Vec<M>> {
     Ok(rows
         .iter()

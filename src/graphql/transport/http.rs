@@ -10,7 +10,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::json;
 use super::operation::{self, Method};
 use super::state::GraphqlState;
 use super::wire::{
@@ -123,7 +122,7 @@ async fn execute(
     let body = if request_error {
         serde_json::to_vec(&json!({ "errors": response.errors }))
     } else {
-        json::response_bytes(&response)
+        serde_json::to_vec(&response)
     }
     .unwrap_or_else(|_| b"{}".to_vec());
     drop(response);

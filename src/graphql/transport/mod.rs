@@ -5,7 +5,6 @@
 mod connections;
 pub mod graphiql;
 pub mod http;
-mod json;
 mod operation;
 pub mod persisted;
 mod reservations;
