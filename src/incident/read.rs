@@ -52,22 +52,26 @@ enum DetailRow {
     Event(incident_event::Model),
 }
 
-impl FromQueryResult for DetailRow {
-    fn from_query_result(row: &sea_orm::QueryResult, _: &str) -> Result<Self, sea_orm::DbErr> {
-        use super::scope::{DETAIL_EVENT, DETAIL_INCIDENT, DETAIL_PART, DETAIL_POSTMORTEM};
+impl DetailRow {
+    /// Reads a row by index: the incident's columns, the postmortem's, then (when a window was
+    /// asked for) the event's, each in `Column::iter()` order, and the part last.
+    fn read(row: &sea_orm::QueryResult) -> Result<Self, sea_orm::DbErr> {
+        use super::scope::DETAIL_PART;
+        let postmortem_at = <incident::Model as ByIndex>::width();
+        let event_at = postmortem_at + <postmortem::Model as ByIndex>::width();
         if row.try_get::<i32>("", DETAIL_PART)? != 0 {
-            return Ok(DetailRow::Event(incident_event::Model::from_query_result(
-                row,
-                DETAIL_EVENT,
+            return Ok(DetailRow::Event(incident_event::Model::by_index(
+                row, event_at,
             )?));
         }
-        let incident = incident::Model::from_query_result(row, DETAIL_INCIDENT)?;
-        let postmortem_id: Option<Uuid> = row.try_get(DETAIL_POSTMORTEM, "id")?;
+        let incident = incident::Model::by_index(row, 0)?;
+        // The postmortem's id is NULL when it has none (or none was asked for).
+        let id_at = postmortem::Column::iter()
+            .position(|c| matches!(c, postmortem::Column::Id))
+            .unwrap_or(0);
+        let postmortem_id: Option<Uuid> = row.try_get_by_index(postmortem_at + id_at)?;
         let postmortem = match postmortem_id {
-            Some(_) => Some(postmortem::Model::from_query_result(
-                row,
-                DETAIL_POSTMORTEM,
-            )?),
+            Some(_) => Some(postmortem::Model::by_index(row, postmortem_at)?),
             None => None,
         };
         Ok(DetailRow::Incident(Box::new((incident, postmortem))))
@@ -87,10 +91,10 @@ pub async fn incident_detail(
     budget: Option<&ResponseBudget>,
 ) -> AppResult<Detail> {
     let stmt = scope.incident_detail(db.backend(), id, window, with_postmortem);
-    let mut rows = DetailRow::find_by_statement(stmt).stream(db).await?;
+    let mut rows = db.stream_raw(stmt).await?;
     let (mut head, mut events) = (None, Vec::new());
     while let Some(row) = rows.try_next().await? {
-        match row {
+        match DetailRow::read(&row)? {
             DetailRow::Incident(row) => head = Some(*row),
             DetailRow::Event(event) => {
                 if let Some(budget) = budget {
