@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_app};
+use crate::helpers::{TestApp, spawn_counting_app};
 
 const NESTED: &str = "query($n: Int!) { incidents(first: $n) { nodes { id events(first: 20) { nodes { id } } postmortem { id } } } }";
 
@@ -47,7 +47,7 @@ async fn seed(app: &TestApp, alice: &crate::helpers::Caller, events: usize, post
 
 #[tokio::test]
 async fn the_nested_incident_page_takes_at_most_four_statements_at_any_size() {
-    let app = spawn_app().await;
+    let app = spawn_counting_app().await;
     let alice = app.responder();
     seed(&app, &alice, 25, true).await;
     let small = statements_for(&app, &alice, 5).await;
@@ -63,7 +63,7 @@ async fn the_nested_incident_page_takes_at_most_four_statements_at_any_size() {
 /// its incidents, whatever the timing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_nested_pages_each_take_three_statements() {
-    let app = spawn_app().await;
+    let app = spawn_counting_app().await;
     let alice = app.responder();
     seed(&app, &alice, 21, false).await;
     const PAGES: u64 = 32;
@@ -95,7 +95,7 @@ const PEOPLE: &str = "query($n: Int!) { incidents(first: $n) { nodes { id creato
 #[tokio::test]
 async fn the_people_of_a_page_are_read_in_batches() {
     use incidentd::incident::identity::Role;
-    let app = spawn_app().await;
+    let app = spawn_counting_app().await;
     let org = uuid::Uuid::new_v4();
     let alice = app.named(org, Role::Responder, "Alice", None);
     let bob = app.named(org, Role::Responder, "Bob", None);
@@ -230,7 +230,7 @@ async fn seed_details(app: &TestApp, alice: &crate::helpers::Caller) -> (String,
 /// answers as the list (which reads them apart) does.
 #[tokio::test]
 async fn a_detail_page_is_one_statement() {
-    let app = spawn_app().await;
+    let app = spawn_counting_app().await;
     let alice = app.responder();
     let (busy, quiet) = seed_details(&app, &alice).await;
     for id in [&busy, &quiet] {
@@ -261,7 +261,7 @@ async fn a_detail_page_is_one_statement() {
 /// Another organization's incident, or none at all, is NOT_FOUND, in that one statement.
 #[tokio::test]
 async fn a_detail_page_of_another_organization_is_not_found_in_one_statement() {
-    let app = spawn_app().await;
+    let app = spawn_counting_app().await;
     let alice = app.responder();
     let (busy, _) = seed_details(&app, &alice).await;
     let mallory = app.responder();
@@ -281,7 +281,7 @@ async fn a_detail_page_of_another_organization_is_not_found_in_one_statement() {
 /// window one more.
 #[tokio::test]
 async fn a_detail_page_answers_every_events_window_as_the_list_does() {
-    let app = spawn_app().await;
+    let app = spawn_counting_app().await;
     let alice = app.responder();
     let (busy, quiet) = seed_details(&app, &alice).await;
     let data = app
@@ -356,7 +356,7 @@ async fn a_detail_page_answers_every_events_window_as_the_list_does() {
 /// its page is the one the list without `totalCount` reads.
 #[tokio::test]
 async fn a_board_page_is_one_statement() {
-    let app = spawn_app().await;
+    let app = spawn_counting_app().await;
     let alice = app.responder();
     let bob = app.responder();
     for i in 0..7 {
@@ -443,7 +443,7 @@ async fn with_total(
 #[tokio::test]
 async fn every_list_reads_its_total_with_its_page() {
     use incidentd::incident::identity::Role;
-    let app = spawn_app().await;
+    let app = spawn_counting_app().await;
     let org = uuid::Uuid::new_v4();
     let admin = app.named(org, Role::Admin, "Ada", Some("ada@example.com"));
     let bob = app.named(org, Role::Responder, "Bob", None);

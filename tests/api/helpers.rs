@@ -41,6 +41,14 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(db, test_config(&url)).await
 }
 
+/// A server for tests that count its statements: its webhook worker is stopped, since the
+/// worker's outbox polls (every second, and after each write) would be counted too.
+pub async fn spawn_counting_app() -> TestApp {
+    let app = spawn_app().await;
+    app.state.webhooks.stop();
+    app
+}
+
 pub async fn spawn_app_with(db: TestDb, config: Config) -> TestApp {
     spawn_app_with_clock(
         db,

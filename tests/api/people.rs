@@ -5,7 +5,7 @@ use incidentd::incident::identity::Role;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{Caller, TestApp, code, spawn_app};
+use crate::helpers::{Caller, TestApp, code, spawn_counting_app};
 
 const VIEWER: &str = "{ viewer { userId person { id name email } } }";
 const PEOPLE: &str = "query($search: String, $first: Int, $after: String) { people(search: $search, first: $first, after: $after) { totalCount pageInfo { hasNextPage endCursor } nodes { id name email } } }";
@@ -19,7 +19,7 @@ async fn statements(app: &TestApp, caller: &Caller, query: &str) -> u64 {
 
 #[tokio::test]
 async fn bearer_claims_fill_the_directory_and_unchanged_claims_write_nothing() {
-    let app = spawn_app().await;
+    let app = spawn_counting_app().await;
     let org = Uuid::new_v4();
     let ada = app.named(
         org,
@@ -91,7 +91,7 @@ fn names(page: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn people_are_searched_by_name_or_email_and_paged_by_name() {
-    let app = spawn_app().await;
+    let app = spawn_counting_app().await;
     let org = Uuid::new_v4();
     let named = [
         ("Margaret Hamilton", "mh@apollo.example"),
@@ -162,7 +162,7 @@ async fn people_are_searched_by_name_or_email_and_paged_by_name() {
 
 #[tokio::test]
 async fn another_organization_s_people_are_neither_listed_nor_assignable() {
-    let app = spawn_app().await;
+    let app = spawn_counting_app().await;
     let alice = app.named(Uuid::new_v4(), Role::Responder, "Alice", None);
     let mallory = app.named(Uuid::new_v4(), Role::Responder, "Mallory", None);
     app.ok(&mallory, "{ viewer { userId } }", json!({})).await;

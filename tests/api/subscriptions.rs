@@ -501,7 +501,7 @@ async fn subscriptions_of_one_incident_starting_together_share_their_tenancy_rea
     use incidentd::error::AppError;
 
     const N: usize = 50;
-    let app = spawn_app().await;
+    let app = crate::helpers::spawn_counting_app().await;
     let alice = app.responder();
     let id: Uuid = app
         .create_incident(&alice, json!({ "title": "shared" }))
