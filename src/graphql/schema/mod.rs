@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use async_graphql::parser::types::ExecutableDocument;
 use lru::LruCache;
 
+use async_graphql::futures_util::FutureExt;
 use async_graphql::futures_util::stream::{self, BoxStream, StreamExt};
 use async_graphql::{MergedObject, MergedSubscription, Schema, ValidationMode};
 
@@ -116,14 +117,17 @@ impl AppSchema {
         request: async_graphql::Request,
     ) -> BoxStream<'static, async_graphql::Response> {
         let this = self.clone();
-        stream::once(async move {
+        // Boxed: `Flatten` keeps its first stream for as long as the operation runs, and the
+        // checks' future, inline, would stay allocated with it (several KiB per subscription,
+        // thousands of which start at once after a restart). Boxed, it is freed once checked.
+        let checked = async move {
             match this.check(request).await {
                 Ok((request, _)) => this.runner.execute_stream(request),
                 Err(response) => stream::once(async move { response }).boxed(),
             }
-        })
-        .flatten()
-        .boxed()
+        }
+        .boxed();
+        stream::once(checked).flatten().boxed()
     }
 
     /// Parses and validates `request` and applies every limit, on the checking schema; the

@@ -37,7 +37,9 @@ impl IncidentSubscription {
     ) -> Result<impl Stream<Item = GqlResult<IncidentEvent>> + use<>, GqlError> {
         let scope = principal(ctx)?.scope();
         let after = input::after_sequence("afterSequence", after_sequence.map(i64::from))?;
-        let events = hub(ctx).timeline(scope, incident_id, after).await?;
+        // Boxed: async-graphql keeps this resolver's future, spent, beside the stream it
+        // returned for the subscription's lifetime; the start's reads need not stay with it.
+        let events = Box::pin(hub(ctx).timeline(scope, incident_id, after)).await?;
         Ok(events.map(|e| e.map(IncidentEvent::from).map_err(GqlError::from)))
     }
 
