@@ -305,12 +305,9 @@ impl ListRow for Listed {
     }
 }
 
-/// Rows of a statement that selects one entity's columns (what its `find()` selects), read by index.
-fn decoded<M: ByIndex>(rows: &[QueryResult]) -> AppResult<Vec<M>> {
-    Ok(rows
-        .iter()
-        .map(|row| M::by_index(row, 0))
-        .collect::<Result<_, _>>()?)
+/// Rows of a statement that selects one entity's columns (what its `find()` selects).
+fn decoded<M: ListRow>(rows: &[QueryResult]) -> AppResult<Vec<M>> {
+    Ok(rows.iter().map(M::read).collect::<Result<_, _>>()?)
 }
 
 /// The rows `page` selects (named `columns`, in `order`: the page's own order on those
@@ -328,9 +325,7 @@ where
     M: ListRow,
 {
     let Some(list) = list else {
-        let rows = db.query_all(&page.into_query()).await?;
-        let rows = rows.iter().map(M::read).collect::<Result<_, _>>()?;
-        return Ok((rows, None));
+        return Ok((decoded(&db.query_all(&page.into_query()).await?)?, None));
     };
     let stmt = super::scope::with_total(
         page.into_query(),

@@ -9,8 +9,8 @@ use super::context::{domain, principal};
 use super::fast::FastConnection;
 use super::loaders::PageBatches;
 use super::types::{
-    AuditEvent, Incident, ListTotal, Person, Postmortem, Viewer, selected_events_window,
-    time_connection,
+    AuditEvent, Incident, ListTotal, Person, Postmortem, READ_POSTMORTEM, Viewer,
+    selected_events_window, time_connection,
 };
 use crate::graphql::error::GqlResult;
 use crate::incident::budget::ResponseBudget;
@@ -35,14 +35,9 @@ impl IncidentQuery {
             .iter()
             .find_map(selected_events_window);
         // The workflow's fields may need the postmortem too; it is one index lookup more.
-        let with_postmortem = [
-            "postmortem",
-            "allowedTransitions",
-            "transitions",
-            "closeBlocker",
-        ]
-        .iter()
-        .any(|field| ahead.field(field).exists());
+        let with_postmortem = READ_POSTMORTEM
+            .iter()
+            .any(|field| ahead.field(field).exists());
         let batches = ctx.data_opt::<PageBatches>();
         let Some(batches) = batches.filter(|_| window.is_some() || with_postmortem) else {
             return Ok(Some(Incident(read::incident(db, scope, id).await?)));

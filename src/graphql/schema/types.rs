@@ -93,6 +93,15 @@ impl Fields for Incident {
     }
 }
 
+/// The `Incident` fields that may read its postmortem: itself, and the workflow's answers
+/// (through `has_postmortem_if_asked`).
+pub(crate) const READ_POSTMORTEM: [&str; 4] = [
+    "postmortem",
+    "allowedTransitions",
+    "transitions",
+    "closeBlocker",
+];
+
 /// Whether the incident has a postmortem, looked up only when the workflow's answer depends on it.
 async fn has_postmortem_if_asked(ctx: &Context<'_>, m: &incident::Model) -> GqlResult<bool> {
     Ok(workflow::depends_on_postmortem(m) && postmortem_of(ctx, m.id).await?.is_some())
